@@ -1,0 +1,164 @@
+/**
+ * A sparse in-memory node, for tests and benchmarks. Storage is allocated in
+ * fixed-size chunks on first write; untouched or zeroed chunks are holes.
+ *
+ * @example
+ * ```ts
+ * import { MemoryNode } from "./memory.ts";
+ * const node = new MemoryNode(1 << 20);
+ * await node.write(0, new TextEncoder().encode("hello"));
+ * ```
+ * @module
+ */
+
+import type {
+  BlockExtent,
+  BlockNode,
+  NodeCapabilities,
+  WriteOptions,
+  ZeroOptions,
+} from "./node.ts";
+import { DenbdError } from "../errors.ts";
+
+/** Granularity of allocation, in bytes. */
+export const MEMORY_CHUNK = 64 * 1024;
+
+const CAPABILITIES: NodeCapabilities = {
+  writable: true,
+  flush: false,
+  trim: true,
+  zero: true,
+  fastZero: true,
+  cache: false,
+  multiConn: true,
+  blockStatus: true,
+};
+
+/** A sparse node that lives in memory and is lost when closed. */
+export class MemoryNode implements BlockNode {
+  /** Size in bytes. */
+  readonly size: number;
+  /** Writable, with real holes; flush is meaningless. */
+  readonly capabilities: NodeCapabilities;
+  /** Any alignment is as good as another. */
+  readonly requestAlignment = 1;
+  readonly #chunks = new Map<number, Uint8Array>();
+
+  /** An all-zero node of `size` bytes; `readOnly` refuses writes. */
+  constructor(size: number, options: { readOnly?: boolean } = {}) {
+    this.size = size;
+    this.capabilities = { ...CAPABILITIES, writable: !options.readOnly };
+  }
+
+  /** Copy the bytes at `offset` into `into`; holes read as zeroes. */
+  read(offset: number, into: Uint8Array): Promise<void> {
+    this.#forEachPiece(offset, into.length, (chunk, within, length, done) => {
+      const target = into.subarray(done, done + length);
+      if (chunk) target.set(chunk.subarray(within, within + length));
+      else target.fill(0);
+    });
+    return Promise.resolve();
+  }
+
+  /** Store `data` at `offset`, allocating chunks as needed. */
+  write(offset: number, data: Uint8Array, _options?: WriteOptions): Promise<void> {
+    return Promise.try(() => {
+      this.#checkWritable();
+      this.#forEachPiece(offset, data.length, (chunk, within, length, done, index) => {
+        const target = chunk ?? this.#allocate(index);
+        target.set(data.subarray(done, done + length), within);
+      });
+    });
+  }
+
+  /** Zero a range; whole chunks become holes, partial ones are cleared. */
+  writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
+    return Promise.try(() => {
+      this.#checkWritable();
+      this.#forEachPiece(offset, length, (chunk, within, pieceLength, _done, index) => {
+        if (!chunk) return;
+        const whole = within === 0 && pieceLength === chunkLength(this.size, index);
+        if (whole && options.mayTrim !== false) this.#chunks.delete(index);
+        else chunk.fill(0, within, within + pieceLength);
+      });
+    });
+  }
+
+  /** Discard a range: whole chunks in it become holes. */
+  trim(offset: number, length: number, _options?: WriteOptions): Promise<void> {
+    return Promise.try(() => {
+      this.#checkWritable();
+      this.#forEachPiece(offset, length, (_chunk, within, pieceLength, _done, index) => {
+        if (within === 0 && pieceLength === chunkLength(this.size, index)) {
+          this.#chunks.delete(index);
+        }
+      });
+    });
+  }
+
+  /** Nothing to make durable. */
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Nothing to prefetch. */
+  cache(_offset: number, _length: number): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Allocated chunks are data, the rest are zero holes; runs are merged. */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    const extents: { length: number; data: boolean; zero: boolean }[] = [];
+    this.#forEachPiece(offset, length, (chunk, _within, pieceLength) => {
+      const data = chunk !== undefined;
+      const last = extents.at(-1);
+      if (last && last.data === data) last.length += pieceLength;
+      else extents.push({ length: pieceLength, data, zero: !data });
+    });
+    return Promise.resolve(extents);
+  }
+
+  /** Drop all stored data. */
+  close(): Promise<void> {
+    this.#chunks.clear();
+    return Promise.resolve();
+  }
+
+  #checkWritable(): void {
+    if (!this.capabilities.writable) throw new DenbdError("read-only", "node is read-only");
+  }
+
+  #allocate(index: number): Uint8Array {
+    const chunk = new Uint8Array(chunkLength(this.size, index));
+    this.#chunks.set(index, chunk);
+    return chunk;
+  }
+
+  /** Visit the chunk pieces covering [offset, offset + length). */
+  #forEachPiece(
+    offset: number,
+    length: number,
+    visit: (
+      chunk: Uint8Array | undefined,
+      within: number,
+      length: number,
+      done: number,
+      index: number,
+    ) => void,
+  ): void {
+    let done = 0;
+    while (done < length) {
+      const position = offset + done;
+      const index = Math.floor(position / MEMORY_CHUNK);
+      const within = position - index * MEMORY_CHUNK;
+      const pieceLength = Math.min(length - done, MEMORY_CHUNK - within);
+      visit(this.#chunks.get(index), within, pieceLength, done, index);
+      done += pieceLength;
+    }
+  }
+}
+
+/** Length of chunk `index` of a node of `size` bytes (the last may be short). */
+function chunkLength(size: number, index: number): number {
+  return Math.min(MEMORY_CHUNK, size - index * MEMORY_CHUNK);
+}

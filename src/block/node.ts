@@ -1,0 +1,93 @@
+/**
+ * The block layer's one interface: a node is a range of bytes that can be
+ * read, written, zeroed, discarded, flushed and asked about its allocation.
+ * Format nodes (qcow2, later) sit on protocol nodes (file, memory) and answer
+ * the same questions, so exports never care what is underneath.
+ *
+ * Offsets and lengths are plain numbers: exact up to 2^53 bytes (8 PiB).
+ * Callers validate ranges against {@linkcode BlockNode.size} before calling;
+ * nodes may assume `offset + length <= size`.
+ *
+ * @module
+ */
+
+/** What a node can do; export flags are derived from these answers. */
+export interface NodeCapabilities {
+  /** Writes, zeroing and discards are accepted. */
+  readonly writable: boolean;
+  /** Flush makes earlier writes durable (false where it would be a no-op by design). */
+  readonly flush: boolean;
+  /** Discard may actually free space (otherwise it is accepted and ignored). */
+  readonly trim: boolean;
+  /** Zeroing is done without writing a buffer of zeroes. */
+  readonly zero: boolean;
+  /** A zero request can be refused quickly when it would not be fast. */
+  readonly fastZero: boolean;
+  /** Cache (prefetch) hints have an effect. */
+  readonly cache: boolean;
+  /**
+   * The node keeps no per-connection state or cache: writes made through one
+   * handle are visible through every other once acknowledged, and a flush
+   * through any handle covers them all.
+   */
+  readonly multiConn: boolean;
+  /** Block status reports real holes and zeroes (not just "all data"). */
+  readonly blockStatus: boolean;
+}
+
+/** Options of a write-like request. */
+export interface WriteOptions {
+  /** Force unit access: the data is durable when the call resolves. */
+  readonly fua?: boolean;
+}
+
+/** Options of a zeroing request. */
+export interface ZeroOptions extends WriteOptions {
+  /** The range may be deallocated (punched) as long as it reads back as zeroes. */
+  readonly mayTrim?: boolean;
+  /** Fail with kind "not-supported" unless zeroing is faster than a write. */
+  readonly fast?: boolean;
+}
+
+/** One run of bytes with the same allocation status. */
+export interface BlockExtent {
+  /** Bytes covered; always > 0. */
+  readonly length: number;
+  /** The bytes are stored (not a hole). */
+  readonly data: boolean;
+  /** The bytes are known to read as zeroes. */
+  readonly zero: boolean;
+}
+
+/** A node of the block graph. */
+export interface BlockNode {
+  /** Size in bytes. */
+  readonly size: number;
+  /** What this node can do. */
+  readonly capabilities: NodeCapabilities;
+  /**
+   * The alignment (a power of two) that requests should respect for
+   * efficiency; 1 when any byte range is as good as another.
+   */
+  readonly requestAlignment: number;
+  /** Fill `into` with the bytes at `offset`. */
+  read(offset: number, into: Uint8Array): Promise<void>;
+  /** Store `data` at `offset`. */
+  write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
+  /** Make `length` bytes at `offset` read as zeroes. */
+  writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void>;
+  /** Hint that `length` bytes at `offset` are no longer needed. */
+  trim(offset: number, length: number, options?: WriteOptions): Promise<void>;
+  /** Make every completed write durable. */
+  flush(): Promise<void>;
+  /** Hint that `length` bytes at `offset` will be read soon. */
+  cache(offset: number, length: number): Promise<void>;
+  /**
+   * The allocation status from `offset`: at least one extent, together
+   * covering at least one byte and at most `length` bytes (fewer when the
+   * node stops early), in order and without gaps.
+   */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+  /** Release every resource (file descriptors, locks). Idempotent. */
+  close(): Promise<void>;
+}
