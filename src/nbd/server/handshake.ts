@@ -1,0 +1,346 @@
+/**
+ * The server side of the fixed-newstyle handshake, as a state machine that
+ * takes one client message at a time and answers with the bytes to send and
+ * what happens next. It does no I/O itself ({@linkcode negotiate} drives it
+ * over a connection), so every path is unit-testable.
+ *
+ * STARTTLS will hook in here: an outcome that asks the driver to swap the
+ * byte stream, after which the state machine resets its negotiated state.
+ *
+ * @module
+ */
+
+import {
+  nameOf,
+  NBD_CLIENT_FLAG,
+  NBD_HANDSHAKE_FLAG,
+  NBD_INFO,
+  NBD_LIMIT,
+  NBD_OPT,
+  NBD_REP,
+  NBD_SIZE,
+} from "../protocol.ts";
+import {
+  decodeClientFlags,
+  decodeInfoRequest,
+  decodeMetaContextRequest,
+  decodeOptionHeader,
+  decodeString,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeInfoReply,
+  encodeOptionReply,
+  encodeRepMetaContext,
+  encodeRepServer,
+  encodeString,
+  type InfoRequest,
+  type MetaContextRequest,
+  ProtocolError,
+} from "../wire.ts";
+import type { ExportCatalog, NbdExport } from "./export.ts";
+import { type MetaContext, splitContextName } from "./meta-context.ts";
+import type { BufferedReader } from "../../io/buffered-reader.ts";
+import type { WriteQueue } from "../../io/write-queue.ts";
+
+/** Handshake flags this server announces. */
+export const SERVER_HANDSHAKE_FLAGS = NBD_HANDSHAKE_FLAG.FIXED_NEWSTYLE |
+  NBD_HANDSHAKE_FLAG.NO_ZEROES;
+
+const KNOWN_CLIENT_FLAGS = NBD_CLIENT_FLAG.FIXED_NEWSTYLE | NBD_CLIENT_FLAG.NO_ZEROES;
+
+/** A metadata context selected for transmission, with the id the client was given. */
+export interface SelectedContext {
+  /** The id sent in NBD_REP_META_CONTEXT and used in block status chunks. */
+  readonly id: number;
+  /** The context. */
+  readonly context: MetaContext;
+}
+
+/** What the transmission phase needs from a finished handshake. */
+export interface NegotiatedSession {
+  /** The export chosen. */
+  readonly export: NbdExport;
+  /** Structured replies were negotiated. */
+  readonly structured: boolean;
+  /** Transmission flags sent to the client. */
+  readonly flags: number;
+  /** Metadata contexts selected for this export (empty if none). */
+  readonly contexts: readonly SelectedContext[];
+}
+
+/** The answer to one client message. */
+export type HandshakeStep =
+  /** Send `replies` and read the next option. */
+  | { readonly next: "continue"; readonly replies: readonly Uint8Array[] }
+  /** Send `replies`, then enter transmission with `session`. */
+  | {
+    readonly next: "transmission";
+    readonly replies: readonly Uint8Array[];
+    readonly session: NegotiatedSession;
+  }
+  /** Send `replies` (if any), then close; `reason` is logged when set. */
+  | { readonly next: "close"; readonly replies: readonly Uint8Array[]; readonly reason?: string };
+
+/** Contexts chosen by the latest SET_META_CONTEXT and the export it named. */
+interface ContextSelection {
+  readonly exportName: string;
+  readonly contexts: readonly SelectedContext[];
+}
+
+/** The option-haggling state of one connection. */
+export class HandshakeState {
+  readonly #catalog: ExportCatalog;
+  #fixedNewstyle = false;
+  #noZeroes = false;
+  #structured = false;
+  #selection: ContextSelection | null = null;
+
+  /** Negotiate against the exports in `catalog`. */
+  constructor(catalog: ExportCatalog) {
+    this.#catalog = catalog;
+  }
+
+  /** The greeting to send first. */
+  greeting(): Uint8Array {
+    return encodeGreeting(SERVER_HANDSHAKE_FLAGS);
+  }
+
+  /** Take the client's flags; throws {@linkcode ProtocolError} on unknown bits. */
+  acceptClientFlags(flags: number): void {
+    if (flags & ~KNOWN_CLIENT_FLAGS) {
+      throw new ProtocolError(`client sent unknown flags 0x${flags.toString(16)}`);
+    }
+    this.#fixedNewstyle = (flags & NBD_CLIENT_FLAG.FIXED_NEWSTYLE) !== 0;
+    this.#noZeroes = (flags & NBD_CLIENT_FLAG.NO_ZEROES) !== 0;
+  }
+
+  /** Handle one option with its data. */
+  handleOption(option: number, data: Uint8Array): HandshakeStep {
+    if (option === NBD_OPT.EXPORT_NAME) return this.#exportName(data);
+    if (!this.#fixedNewstyle) {
+      return close(`option ${nameOf(NBD_OPT, option)} from a client without fixed newstyle`);
+    }
+    switch (option) {
+      case NBD_OPT.ABORT:
+        return { next: "close", replies: [encodeOptionReply(option, NBD_REP.ACK)] };
+      case NBD_OPT.LIST:
+        return this.#list(data);
+      case NBD_OPT.STARTTLS:
+        return reply(option, NBD_REP.ERR_POLICY, "TLS is not configured on this server");
+      case NBD_OPT.INFO:
+      case NBD_OPT.GO:
+        return this.#infoOrGo(option, data);
+      case NBD_OPT.STRUCTURED_REPLY:
+        return this.#structuredReply(data);
+      case NBD_OPT.LIST_META_CONTEXT:
+      case NBD_OPT.SET_META_CONTEXT:
+        return this.#metaContext(option, data);
+      default:
+        return reply(option, NBD_REP.ERR_UNSUP, `option ${nameOf(NBD_OPT, option)} unsupported`);
+    }
+  }
+
+  #exportName(data: Uint8Array): HandshakeStep {
+    let name: string;
+    try {
+      name = decodeString(data, "export name");
+    } catch (error) {
+      return close((error as Error).message);
+    }
+    const entry = this.#catalog.find(name);
+    if (!entry) return close(`client asked for unknown export '${name}' with EXPORT_NAME`);
+    const session = this.#sessionFor(entry);
+    return {
+      next: "transmission",
+      replies: [encodeExportNameReply(entry.size, session.flags, this.#noZeroes)],
+      session,
+    };
+  }
+
+  #list(data: Uint8Array): HandshakeStep {
+    if (data.length) return reply(NBD_OPT.LIST, NBD_REP.ERR_INVALID, "LIST takes no data");
+    const replies = this.#catalog.list().map((entry) =>
+      encodeOptionReply(
+        NBD_OPT.LIST,
+        NBD_REP.SERVER,
+        encodeRepServer(entry.name, entry.description),
+      )
+    );
+    replies.push(encodeOptionReply(NBD_OPT.LIST, NBD_REP.ACK));
+    return { next: "continue", replies };
+  }
+
+  #infoOrGo(option: number, data: Uint8Array): HandshakeStep {
+    let request: InfoRequest;
+    try {
+      request = decodeInfoRequest(data);
+    } catch (error) {
+      return reply(option, NBD_REP.ERR_INVALID, (error as Error).message);
+    }
+    const entry = this.#catalog.find(request.name);
+    if (!entry) return reply(option, NBD_REP.ERR_UNKNOWN, `export '${request.name}' not present`);
+    const session = this.#sessionFor(entry);
+    const honoursMinimum = option === NBD_OPT.INFO || request.infos.includes(NBD_INFO.BLOCK_SIZE);
+    const info = (payload: Uint8Array) => encodeOptionReply(option, NBD_REP.INFO, payload);
+    const replies = [
+      info(encodeInfoReply({ type: NBD_INFO.EXPORT, size: entry.size, flags: session.flags })),
+    ];
+    if (request.infos.includes(NBD_INFO.NAME)) {
+      replies.push(info(encodeInfoReply({ type: NBD_INFO.NAME, name: entry.name })));
+    }
+    if (entry.description) {
+      replies.push(
+        info(encodeInfoReply({ type: NBD_INFO.DESCRIPTION, description: entry.description })),
+      );
+    }
+    replies.push(
+      info(encodeInfoReply({ type: NBD_INFO.BLOCK_SIZE, ...entry.blockSizes(honoursMinimum) })),
+    );
+    replies.push(encodeOptionReply(option, NBD_REP.ACK));
+    if (option === NBD_OPT.INFO) return { next: "continue", replies };
+    return { next: "transmission", replies, session };
+  }
+
+  #structuredReply(data: Uint8Array): HandshakeStep {
+    const option = NBD_OPT.STRUCTURED_REPLY;
+    if (data.length) return reply(option, NBD_REP.ERR_INVALID, "STRUCTURED_REPLY takes no data");
+    if (this.#structured) {
+      return reply(option, NBD_REP.ERR_INVALID, "structured replies already negotiated");
+    }
+    this.#structured = true;
+    return { next: "continue", replies: [encodeOptionReply(option, NBD_REP.ACK)] };
+  }
+
+  #metaContext(option: number, data: Uint8Array): HandshakeStep {
+    const isSet = option === NBD_OPT.SET_META_CONTEXT;
+    if (isSet) this.#selection = null;
+    if (!this.#structured) {
+      return reply(option, NBD_REP.ERR_INVALID, "structured replies must be negotiated first");
+    }
+    let request: MetaContextRequest;
+    try {
+      request = decodeMetaContextRequest(data);
+    } catch (error) {
+      return reply(option, NBD_REP.ERR_INVALID, (error as Error).message);
+    }
+    const entry = this.#catalog.find(request.exportName);
+    if (!entry) {
+      return reply(option, NBD_REP.ERR_UNKNOWN, `export '${request.exportName}' not present`);
+    }
+    const invalid = request.queries.find((query) => !splitContextName(query));
+    if (invalid !== undefined) {
+      return reply(option, NBD_REP.ERR_INVALID, `query '${invalid}' lacks a namespace`);
+    }
+    const replies: Uint8Array[] = [];
+    if (isSet) {
+      const contexts = selectContexts(entry, request.queries);
+      for (const { id, context } of contexts) {
+        replies.push(
+          encodeOptionReply(option, NBD_REP.META_CONTEXT, encodeRepMetaContext(id, context.name)),
+        );
+      }
+      this.#selection = { exportName: entry.name, contexts };
+    } else {
+      for (const name of listContexts(entry, request.queries)) {
+        replies.push(
+          encodeOptionReply(option, NBD_REP.META_CONTEXT, encodeRepMetaContext(0, name)),
+        );
+      }
+    }
+    replies.push(encodeOptionReply(option, NBD_REP.ACK));
+    return { next: "continue", replies };
+  }
+
+  /** The session entering transmission on `entry` would have. */
+  #sessionFor(entry: NbdExport): NegotiatedSession {
+    const selection = this.#selection;
+    return {
+      export: entry,
+      structured: this.#structured,
+      flags: entry.transmissionFlags(this.#structured),
+      contexts: selection && selection.exportName === entry.name ? selection.contexts : [],
+    };
+  }
+}
+
+/** A single reply (an error carries `message` as its payload), then continue. */
+function reply(option: number, type: number, message = ""): HandshakeStep {
+  return { next: "continue", replies: [encodeOptionReply(option, type, encodeString(message))] };
+}
+
+function close(reason: string): HandshakeStep {
+  return { next: "close", replies: [], reason };
+}
+
+/** Names matching LIST_META_CONTEXT `queries` (all contexts when there are none). */
+function listContexts(entry: NbdExport, queries: readonly string[]): string[] {
+  const names = new Set<string>();
+  if (queries.length === 0) {
+    for (const space of entry.namespaces) for (const name of space.list("")) names.add(name);
+  }
+  for (const query of queries) {
+    const { namespace, leaf } = splitContextName(query)!;
+    const space = entry.namespaces.find((candidate) => candidate.namespace === namespace);
+    for (const name of space?.list(leaf) ?? []) names.add(name);
+  }
+  return [...names];
+}
+
+/** Contexts selected by SET_META_CONTEXT `queries`, numbered from 1, without repeats. */
+function selectContexts(entry: NbdExport, queries: readonly string[]): SelectedContext[] {
+  const chosen: SelectedContext[] = [];
+  for (const query of queries) {
+    const { namespace } = splitContextName(query)!;
+    const space = entry.namespaces.find((candidate) => candidate.namespace === namespace);
+    const context = space?.select(query);
+    if (context && !chosen.some((selected) => selected.context.name === context.name)) {
+      chosen.push({ id: chosen.length + 1, context });
+    }
+  }
+  return chosen;
+}
+
+/** Where the handshake driver reads and writes. */
+export interface HandshakeChannel {
+  /** Reader over the connection. */
+  readonly reader: BufferedReader;
+  /** Writer over the connection. */
+  readonly writer: WriteQueue;
+}
+
+/**
+ * Run the handshake over `channel`. Resolves to the negotiated session, or
+ * to null when the client ended the handshake (ABORT or a clean close);
+ * throws {@linkcode ProtocolError} (or an I/O error) when the connection must
+ * be dropped, with a message saying why.
+ */
+export async function negotiate(
+  channel: HandshakeChannel,
+  catalog: ExportCatalog,
+): Promise<NegotiatedSession | null> {
+  const state = new HandshakeState(catalog);
+  await channel.writer.send([state.greeting()]);
+  const flags = await channel.reader.readExactOrEof(NBD_SIZE.CLIENT_FLAGS);
+  if (flags === null) return null;
+  state.acceptClientFlags(decodeClientFlags(flags));
+  while (true) {
+    const headerBytes = await channel.reader.readExactOrEof(NBD_SIZE.OPTION_HEADER);
+    if (headerBytes === null) return null;
+    const header = decodeOptionHeader(headerBytes);
+    if (header.length > NBD_LIMIT.MAX_OPTION_LENGTH) {
+      throw new ProtocolError(
+        `option ${nameOf(NBD_OPT, header.option)} claims ${header.length} bytes of data, ` +
+          `over the limit of ${NBD_LIMIT.MAX_OPTION_LENGTH}`,
+      );
+    }
+    const data = new Uint8Array(header.length);
+    await channel.reader.readInto(data);
+    const step = state.handleOption(header.option, data);
+    if (step.replies.length) await channel.writer.send(step.replies);
+    if (step.next === "transmission") return step.session;
+    if (step.next === "close") {
+      if (step.reason) throw new ProtocolError(step.reason);
+      return null;
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Metadata contexts an export offers for NBD_CMD_BLOCK_STATUS, grouped by
+ * namespace. The handshake resolves LIST and SET queries through the
+ * namespaces of an export; later namespaces (`qemu:` with dirty bitmaps and
+ * allocation depth) plug in by implementing {@linkcode MetaContextNamespace}.
+ *
+ * @module
+ */
+
+import type { BlockNode } from "../../block/node.ts";
+import { BASE_ALLOCATION, NBD_STATE } from "../protocol.ts";
+import type { StatusDescriptor } from "../wire.ts";
+
+/** One selectable metadata context. */
+export interface MetaContext {
+  /** Full name, e.g. "base:allocation". */
+  readonly name: string;
+  /**
+   * Status from `offset`: at least one descriptor and at most
+   * `maxDescriptors`; all but the last lie within `length` bytes.
+   */
+  statusOf(offset: number, length: number, maxDescriptors: number): Promise<StatusDescriptor[]>;
+}
+
+/** The contexts of one namespace, and how its queries are understood. */
+export interface MetaContextNamespace {
+  /** The namespace, without the colon, e.g. "base". */
+  readonly namespace: string;
+  /** Names that a LIST_META_CONTEXT query with this `leaf` matches ("" lists all). */
+  list(leaf: string): string[];
+  /** The context selected by SET_META_CONTEXT with exactly `name`, if any. */
+  select(name: string): MetaContext | undefined;
+}
+
+/** Split "ns:leaf" into its parts; undefined when there is no colon or no namespace. */
+export function splitContextName(query: string): { namespace: string; leaf: string } | undefined {
+  const colon = query.indexOf(":");
+  if (colon <= 0) return undefined;
+  return { namespace: query.slice(0, colon), leaf: query.slice(colon + 1) };
+}
+
+/**
+ * Append a descriptor, merging it into the previous one when the flags are
+ * equal. Returns false once `maxDescriptors` distinct descriptors exist and
+ * this one could not be merged (the caller stops there).
+ */
+export function pushDescriptor(
+  descriptors: StatusDescriptor[],
+  length: number,
+  flags: number,
+  maxDescriptors: number,
+): boolean {
+  const last = descriptors.at(-1);
+  if (last && last.flags === flags && last.length + length <= 0xffff_ffff) {
+    descriptors[descriptors.length - 1] = { length: last.length + length, flags };
+    return true;
+  }
+  if (descriptors.length >= maxDescriptors) return false;
+  descriptors.push({ length, flags });
+  return true;
+}
+
+/**
+ * Gather `base:allocation` descriptors for up to `length` bytes from `node`:
+ * holes set NBD_STATE_HOLE, known zeroes NBD_STATE_ZERO.
+ */
+async function allocationStatus(
+  node: BlockNode,
+  offset: number,
+  length: number,
+  maxDescriptors: number,
+): Promise<StatusDescriptor[]> {
+  const descriptors: StatusDescriptor[] = [];
+  let done = 0;
+  while (done < length) {
+    const extents = await node.blockStatus(offset + done, length - done);
+    for (const extent of extents) {
+      const flags = (extent.data ? 0 : NBD_STATE.HOLE) | (extent.zero ? NBD_STATE.ZERO : 0);
+      if (!pushDescriptor(descriptors, extent.length, flags, maxDescriptors)) return descriptors;
+      done += extent.length;
+    }
+  }
+  return descriptors;
+}
+
+/** The `base:` namespace: exactly one context, `base:allocation`, over `node`. */
+export function baseNamespace(node: BlockNode): MetaContextNamespace {
+  const allocation: MetaContext = {
+    name: BASE_ALLOCATION,
+    statusOf: (offset, length, maxDescriptors) =>
+      allocationStatus(node, offset, length, maxDescriptors),
+  };
+  return {
+    namespace: "base",
+    list: (leaf) => leaf === "" || leaf === "allocation" ? [BASE_ALLOCATION] : [],
+    select: (name) => name === BASE_ALLOCATION ? allocation : undefined,
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * The NBD server: accepts clients on any number of listeners, up to a
+ * connection limit (further clients wait in the listen backlog, as with
+ * qemu-nbd), and serves each one in its own {@linkcode NbdConnection}.
+ *
+ * @example
+ * ```ts
+ * const server = new NbdServer({ catalog: table, log: new Logger() });
+ * server.listen(Deno.listen({ hostname: "127.0.0.1", port: 10809 }));
+ * await server.close();
+ * ```
+ * @module
+ */
+
+import type { Logger } from "../../log.ts";
+import { messageOf } from "../../errors.ts";
+import { NbdConnection } from "./connection.ts";
+import type { ExportCatalog } from "./export.ts";
+
+/** How the server behaves. */
+export interface NbdServerOptions {
+  /** Where exports are looked up. */
+  readonly catalog: ExportCatalog;
+  /** Diagnostics. */
+  readonly log: Logger;
+  /** Clients served at once; 0 means no limit. */
+  readonly maxConnections?: number;
+  /** Called after a client's connection has ended, with the number still open. */
+  readonly onDisconnect?: (remaining: number) => void;
+}
+
+/** An NBD server over one or more listeners. */
+export class NbdServer {
+  readonly #options: NbdServerOptions;
+  readonly #listeners = new Set<Deno.Listener>();
+  readonly #connections = new Set<NbdConnection>();
+  readonly #running = new Set<Promise<void>>();
+  #slotWaiters: (() => void)[] = [];
+  #closing = false;
+
+  /** A server with `options`; it accepts nothing until {@linkcode listen}. */
+  constructor(options: NbdServerOptions) {
+    this.#options = options;
+  }
+
+  /** Connections open right now. */
+  get connections(): readonly NbdConnection[] {
+    return [...this.#connections];
+  }
+
+  /** Accept clients from `listener` until the server closes. */
+  listen(listener: Deno.Listener): void {
+    this.#listeners.add(listener);
+    this.#track(this.#acceptLoop(listener));
+  }
+
+  /**
+   * Stop accepting, end every connection gracefully (requests in flight are
+   * answered, later ones get ESHUTDOWN), and wait until all are closed.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    for (const listener of this.#listeners) listener.close();
+    this.#listeners.clear();
+    this.#wakeSlotWaiters();
+    await Promise.all([...this.#connections].map((connection) => connection.shutdown()));
+    while (this.#running.size) await Promise.all([...this.#running]);
+  }
+
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    while (!this.#closing) {
+      await this.#waitForSlot();
+      if (this.#closing) return;
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (this.#closing || error instanceof Deno.errors.BadResource) return;
+        this.#options.log.warn(`accept failed: ${messageOf(error)}`);
+        continue;
+      }
+      this.#serve(conn);
+    }
+  }
+
+  #serve(conn: Deno.Conn): void {
+    const connection = new NbdConnection(conn, this.#options.catalog, this.#options.log);
+    this.#connections.add(connection);
+    this.#options.log.debug(`${connection.peer}: connected`);
+    this.#track(
+      connection.run().finally(() => {
+        this.#connections.delete(connection);
+        this.#options.log.debug(`${connection.peer}: disconnected`);
+        this.#wakeSlotWaiters();
+        this.#options.onDisconnect?.(this.#connections.size);
+      }),
+    );
+  }
+
+  /** Wait while the connection limit is reached. */
+  async #waitForSlot(): Promise<void> {
+    const limit = this.#options.maxConnections ?? 0;
+    while (!this.#closing && limit > 0 && this.#connections.size >= limit) {
+      await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+    }
+  }
+
+  #wakeSlotWaiters(): void {
+    const waiters = this.#slotWaiters;
+    this.#slotWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  #track(task: Promise<void>): void {
+    this.#running.add(task);
+    task.finally(() => this.#running.delete(task));
+  }
+}

@@ -1,0 +1,472 @@
+/**
+ * The server's transmission phase: read requests, run many at once against
+ * the export, and send each reply whole (replies may complete out of order
+ * but never interleave). Memory per connection is bounded: a request's
+ * payload is never larger than the advertised maximum, and reading pauses
+ * while the bytes in flight exceed a cap.
+ *
+ * @module
+ */
+
+import { DenbdError, type ErrorKind, kindOf, messageOf } from "../../errors.ts";
+import {
+  nameOf,
+  NBD_CMD,
+  NBD_CMD_FLAG,
+  NBD_ERROR,
+  NBD_FLAG,
+  NBD_LIMIT,
+  NBD_REPLY_FLAG,
+  NBD_REPLY_TYPE,
+  NBD_SIZE,
+} from "../protocol.ts";
+import {
+  decodeRequestHeader,
+  encodeBlockStatus,
+  encodeChunkHeader,
+  encodeErrorChunk,
+  encodeOffset,
+  encodeOffsetHole,
+  encodeSimpleReplyHeader,
+  markChunkDone,
+  type RequestHeader,
+} from "../wire.ts";
+import type { NegotiatedSession } from "./handshake.ts";
+import type { BufferedReader } from "../../io/buffered-reader.ts";
+import type { WriteQueue } from "../../io/write-queue.ts";
+import type { Logger } from "../../log.ts";
+
+/** Bounds on one connection's work in progress. */
+export interface TransmissionLimits {
+  /** Requests being served at once. */
+  readonly maxRequests: number;
+  /** Payload and reply bytes held at once (at least one maximum payload). */
+  readonly maxBytes: number;
+  /** Descriptors in one block status chunk. */
+  readonly maxDescriptors: number;
+}
+
+/** Limits used unless the caller sets others. */
+export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
+  maxRequests: 128,
+  maxBytes: 2 * NBD_LIMIT.MAX_PAYLOAD,
+  maxDescriptors: 128 * 1024,
+};
+
+/** Streamed reads larger than the maximum payload are sent in pieces of this size. */
+const READ_PIECE = 4 * 1024 * 1024;
+/** Chunks a sparse read may be split into before the rest is sent as data. */
+const MAX_READ_EXTENTS = 256;
+
+/** How each command is validated. */
+interface CommandRule {
+  /** Command flags the command accepts (further limited by what was negotiated). */
+  readonly flags: number;
+  /** It changes the export's contents. */
+  readonly writes: boolean;
+  /** Error for a range beyond the end; null when offset and length are not a range. */
+  readonly beyondEnd: number | null;
+}
+
+/** The validation table of every command this server serves. */
+const COMMAND_RULES: Readonly<Record<number, CommandRule>> = {
+  [NBD_CMD.READ]: {
+    flags: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.DF,
+    writes: false,
+    beyondEnd: NBD_ERROR.EINVAL,
+  },
+  [NBD_CMD.WRITE]: { flags: NBD_CMD_FLAG.FUA, writes: true, beyondEnd: NBD_ERROR.ENOSPC },
+  [NBD_CMD.FLUSH]: { flags: NBD_CMD_FLAG.FUA, writes: false, beyondEnd: null },
+  [NBD_CMD.TRIM]: { flags: NBD_CMD_FLAG.FUA, writes: true, beyondEnd: NBD_ERROR.EINVAL },
+  [NBD_CMD.CACHE]: { flags: NBD_CMD_FLAG.FUA, writes: false, beyondEnd: NBD_ERROR.EINVAL },
+  [NBD_CMD.WRITE_ZEROES]: {
+    flags: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.NO_HOLE | NBD_CMD_FLAG.FAST_ZERO,
+    writes: true,
+    beyondEnd: NBD_ERROR.ENOSPC,
+  },
+  [NBD_CMD.BLOCK_STATUS]: {
+    flags: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.REQ_ONE,
+    writes: false,
+    beyondEnd: NBD_ERROR.EINVAL,
+  },
+};
+
+/** The NBD error number reported for each kind of failure. */
+const ERRNO_OF_KIND: Readonly<Record<ErrorKind, number>> = {
+  "io": NBD_ERROR.EIO,
+  "no-space": NBD_ERROR.ENOSPC,
+  "read-only": NBD_ERROR.EPERM,
+  "invalid": NBD_ERROR.EINVAL,
+  "not-supported": NBD_ERROR.ENOTSUP,
+  "too-large": NBD_ERROR.EOVERFLOW,
+  "shutdown": NBD_ERROR.ESHUTDOWN,
+  "not-found": NBD_ERROR.EINVAL,
+  "busy": NBD_ERROR.EIO,
+};
+
+/** Command flags a client may use, given the transmission flags it was sent. */
+function negotiatedCommandFlags(transmissionFlags: number): number {
+  let flags = NBD_CMD_FLAG.REQ_ONE;
+  if (transmissionFlags & NBD_FLAG.SEND_FUA) flags |= NBD_CMD_FLAG.FUA;
+  if (transmissionFlags & NBD_FLAG.SEND_DF) flags |= NBD_CMD_FLAG.DF;
+  if (transmissionFlags & NBD_FLAG.SEND_WRITE_ZEROES) flags |= NBD_CMD_FLAG.NO_HOLE;
+  if (transmissionFlags & NBD_FLAG.SEND_FAST_ZERO) flags |= NBD_CMD_FLAG.FAST_ZERO;
+  return flags;
+}
+
+/** A rejected request: the error number and a message for the client. */
+class RequestRejected extends Error {
+  constructor(readonly errno: number, message: string) {
+    super(message);
+  }
+}
+
+/** Serves the transmission phase of one connection. */
+export class Transmission {
+  readonly #reader: BufferedReader;
+  readonly #writer: WriteQueue;
+  readonly #session: NegotiatedSession;
+  readonly #limits: TransmissionLimits;
+  readonly #log: Logger;
+  readonly #allowedFlags: number;
+  #inFlightRequests = 0;
+  #inFlightBytes = 0;
+  #waiters: (() => void)[] = [];
+  #stopping = false;
+
+  /** Serve `session` over `reader` / `writer` within `limits`. */
+  constructor(
+    reader: BufferedReader,
+    writer: WriteQueue,
+    session: NegotiatedSession,
+    log: Logger,
+    limits: TransmissionLimits = DEFAULT_TRANSMISSION_LIMITS,
+  ) {
+    this.#reader = reader;
+    this.#writer = writer;
+    this.#session = session;
+    this.#limits = limits;
+    this.#log = log;
+    this.#allowedFlags = negotiatedCommandFlags(session.flags);
+  }
+
+  /** Requests being served right now. */
+  get inFlight(): number {
+    return this.#inFlightRequests;
+  }
+
+  /**
+   * Read and serve requests until the client disconnects (NBD_CMD_DISC or
+   * end of stream), then wait for every request in flight to be answered.
+   * Throws on malformed data or a stream failure; requests already read are
+   * still completed first.
+   */
+  async run(): Promise<void> {
+    try {
+      while (true) {
+        const headerBytes = await this.#reader.readExactOrEof(NBD_SIZE.REQUEST_HEADER);
+        if (headerBytes === null) return;
+        const request = decodeRequestHeader(headerBytes);
+        if (request.type === NBD_CMD.DISC) return;
+        await this.#accept(request);
+      }
+    } finally {
+      await this.settled();
+    }
+  }
+
+  /**
+   * Stop serving new requests: those arriving from now on are answered with
+   * ESHUTDOWN. Resolves once the requests in flight are answered.
+   */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.settled();
+  }
+
+  /** Resolves when no request is in flight and every reply is written. */
+  async settled(): Promise<void> {
+    while (this.#inFlightRequests > 0) await new Promise<void>((r) => this.#waiters.push(r));
+    await this.#writer.drain();
+  }
+
+  /** Validate `request`, read its payload, and start serving it. */
+  async #accept(request: RequestHeader): Promise<void> {
+    const payloadLength = request.type === NBD_CMD.WRITE ? request.length : 0;
+    const rejection = this.#validate(request);
+    if (rejection) {
+      await this.#reader.skip(payloadLength);
+      await this.#reserve(0);
+      this.#start(request, 0, () => Promise.reject(rejection));
+      return;
+    }
+    const cost = request.type === NBD_CMD.WRITE || request.type === NBD_CMD.READ
+      ? Math.min(request.length, NBD_LIMIT.MAX_PAYLOAD)
+      : 0;
+    await this.#reserve(cost);
+    if (request.type === NBD_CMD.WRITE) {
+      const payload = new Uint8Array(request.length);
+      await this.#reader.readInto(payload);
+      this.#start(request, cost, () => this.#write(request, payload));
+    } else {
+      this.#start(request, cost, () => this.#serve(request));
+    }
+  }
+
+  /** Why `request` must be refused, or null if it may be served. */
+  #validate(request: RequestHeader): RequestRejected | null {
+    const { type, flags, offset, length } = request;
+    const name = nameOf(NBD_CMD, type);
+    if (this.#stopping) return new RequestRejected(NBD_ERROR.ESHUTDOWN, "server shutting down");
+    const rule = COMMAND_RULES[type];
+    if (!rule) return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${name}`);
+    const badFlags = flags & ~(rule.flags & this.#allowedFlags);
+    if (badFlags) {
+      return new RequestRejected(
+        NBD_ERROR.EINVAL,
+        `flags 0x${badFlags.toString(16)} not valid for ${name}`,
+      );
+    }
+    if (rule.writes && this.#session.export.readOnly) {
+      return new RequestRejected(NBD_ERROR.EPERM, `${name} on a read-only export`);
+    }
+    if (rule.beyondEnd !== null && offset + length > this.#session.export.size) {
+      return new RequestRejected(
+        rule.beyondEnd,
+        `${name} of ${length} bytes at ${offset} is beyond the end (${this.#session.export.size})`,
+      );
+    }
+    if (type === NBD_CMD.WRITE && length > NBD_LIMIT.MAX_PAYLOAD) {
+      return new RequestRejected(NBD_ERROR.EINVAL, `write of ${length} bytes exceeds the maximum`);
+    }
+    if (type === NBD_CMD.READ) return this.#validateRead(request);
+    if (type === NBD_CMD.BLOCK_STATUS) return this.#validateBlockStatus(length);
+    return null;
+  }
+
+  #validateRead({ flags, length }: RequestHeader): RequestRejected | null {
+    if (length <= NBD_LIMIT.MAX_PAYLOAD) return null;
+    if (!this.#session.structured) {
+      return new RequestRejected(NBD_ERROR.EINVAL, `read of ${length} bytes exceeds the maximum`);
+    }
+    if (flags & NBD_CMD_FLAG.DF) {
+      return new RequestRejected(
+        NBD_ERROR.EOVERFLOW,
+        `unfragmented read of ${length} bytes exceeds the maximum of ${NBD_LIMIT.MAX_PAYLOAD}`,
+      );
+    }
+    return null;
+  }
+
+  #validateBlockStatus(length: number): RequestRejected | null {
+    if (!this.#session.structured || this.#session.contexts.length === 0) {
+      return new RequestRejected(NBD_ERROR.EINVAL, "no metadata context was negotiated");
+    }
+    if (length === 0) return new RequestRejected(NBD_ERROR.EINVAL, "block status of 0 bytes");
+    return null;
+  }
+
+  /** Wait until `cost` more bytes and one more request fit within the limits. */
+  async #reserve(cost: number): Promise<void> {
+    while (
+      this.#inFlightRequests >= this.#limits.maxRequests ||
+      (this.#inFlightBytes > 0 && this.#inFlightBytes + cost > this.#limits.maxBytes)
+    ) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+
+  /** Run `serve` in the background, answering with an error if it fails. */
+  #start(request: RequestHeader, cost: number, serve: () => Promise<void>): void {
+    this.#inFlightRequests++;
+    this.#inFlightBytes += cost;
+    serve()
+      .catch((error) => this.#sendError(request, error))
+      .catch((error) => this.#log.debug(`reply to ${request.cookie} not sent: ${messageOf(error)}`))
+      .finally(() => {
+        this.#inFlightRequests--;
+        this.#inFlightBytes -= cost;
+        const waiters = this.#waiters;
+        this.#waiters = [];
+        for (const wake of waiters) wake();
+      });
+  }
+
+  #sendError(request: RequestHeader, error: unknown): Promise<void> {
+    const errno = error instanceof RequestRejected ? error.errno : ERRNO_OF_KIND[kindOf(error)];
+    const message = messageOf(error);
+    const command = nameOf(NBD_CMD, request.type);
+    if (error instanceof RequestRejected) this.#log.debug(`${command} refused: ${message}`);
+    else this.#log.warn(`${command} at ${request.offset} failed: ${message}`);
+    if (!this.#session.structured) {
+      return this.#writer.send([encodeSimpleReplyHeader(errno, request.cookie)]);
+    }
+    const payload = encodeErrorChunk(errno, message);
+    return this.#writer.send([
+      this.#chunkHeader(request.cookie, NBD_REPLY_TYPE.ERROR, payload.length, true),
+      payload,
+    ]);
+  }
+
+  #chunkHeader(cookie: bigint, type: number, length: number, done: boolean): Uint8Array {
+    const flags = done ? NBD_REPLY_FLAG.DONE : 0;
+    return encodeChunkHeader({ flags, type, cookie, length });
+  }
+
+  #sendOk(cookie: bigint): Promise<void> {
+    return this.#writer.send([encodeSimpleReplyHeader(0, cookie)]);
+  }
+
+  async #write(request: RequestHeader, payload: Uint8Array): Promise<void> {
+    const node = this.#session.export.node;
+    await node.write(request.offset, payload, { fua: this.#fua(request) });
+    await this.#afterWrite();
+    await this.#sendOk(request.cookie);
+  }
+
+  #fua(request: RequestHeader): boolean {
+    return (request.flags & NBD_CMD_FLAG.FUA) !== 0 && !this.#session.export.writethrough;
+  }
+
+  /** Writethrough exports flush after every change. */
+  async #afterWrite(): Promise<void> {
+    if (this.#session.export.writethrough) await this.#session.export.node.flush();
+  }
+
+  async #serve(request: RequestHeader): Promise<void> {
+    const node = this.#session.export.node;
+    const { type, offset, length, flags, cookie } = request;
+    switch (type) {
+      case NBD_CMD.READ:
+        return this.#session.structured ? this.#structuredRead(request) : this.#simpleRead(request);
+      case NBD_CMD.FLUSH:
+        await node.flush();
+        return this.#sendOk(cookie);
+      case NBD_CMD.TRIM:
+        await node.trim(offset, length, { fua: this.#fua(request) });
+        await this.#afterWrite();
+        return this.#sendOk(cookie);
+      case NBD_CMD.CACHE:
+        await node.cache(offset, length);
+        return this.#sendOk(cookie);
+      case NBD_CMD.WRITE_ZEROES:
+        await node.writeZeroes(offset, length, {
+          fua: this.#fua(request),
+          mayTrim: (flags & NBD_CMD_FLAG.NO_HOLE) === 0,
+          fast: (flags & NBD_CMD_FLAG.FAST_ZERO) !== 0,
+        });
+        await this.#afterWrite();
+        return this.#sendOk(cookie);
+      case NBD_CMD.BLOCK_STATUS:
+        return this.#blockStatus(request);
+      default:
+        throw new DenbdError("invalid", `command ${nameOf(NBD_CMD, type)} is not served`);
+    }
+  }
+
+  async #simpleRead({ offset, length, cookie }: RequestHeader): Promise<void> {
+    const reply = new Uint8Array(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
+    await this.#session.export.node.read(offset, reply.subarray(NBD_SIZE.SIMPLE_REPLY_HEADER));
+    encodeSimpleReplyHeader(0, cookie, reply);
+    await this.#writer.send([reply]);
+  }
+
+  /**
+   * A structured read: holes are sent as OFFSET_HOLE chunks unless the client
+   * asked not to fragment; reads over the maximum payload are streamed in pieces.
+   */
+  async #structuredRead({ offset, length, cookie, flags }: RequestHeader): Promise<void> {
+    if (length === 0) {
+      return this.#writer.send([this.#chunkHeader(cookie, NBD_REPLY_TYPE.NONE, 0, true)]);
+    }
+    if (flags & NBD_CMD_FLAG.DF) {
+      return this.#writer.send([await this.#dataChunk(cookie, offset, length, true)]);
+    }
+    for (let done = 0; done < length; done += READ_PIECE) {
+      const pieceLength = Math.min(READ_PIECE, length - done);
+      const chunks = await this.#sparseChunks(cookie, offset + done, pieceLength);
+      if (done + pieceLength === length) markChunkDone(chunks.at(-1)!);
+      await this.#writer.send(chunks);
+    }
+  }
+
+  /** OFFSET_DATA / OFFSET_HOLE chunks (without the DONE flag) covering a range. */
+  async #sparseChunks(cookie: bigint, offset: number, length: number): Promise<Uint8Array[]> {
+    const node = this.#session.export.node;
+    if (!node.capabilities.blockStatus) {
+      return [await this.#dataChunk(cookie, offset, length, false)];
+    }
+    const chunks: Promise<Uint8Array>[] = [];
+    let done = 0;
+    while (done < length && chunks.length < MAX_READ_EXTENTS) {
+      for (const extent of await node.blockStatus(offset + done, length - done)) {
+        const at = offset + done;
+        chunks.push(
+          extent.zero
+            ? Promise.resolve(this.#holeChunk(cookie, at, extent.length))
+            : this.#dataChunk(cookie, at, extent.length, false),
+        );
+        done += extent.length;
+      }
+    }
+    if (done < length) chunks.push(this.#dataChunk(cookie, offset + done, length - done, false));
+    return Promise.all(chunks);
+  }
+
+  #holeChunk(cookie: bigint, offset: number, length: number): Uint8Array {
+    const payload = encodeOffsetHole(offset, length);
+    const chunk = new Uint8Array(NBD_SIZE.STRUCTURED_REPLY_HEADER + payload.length);
+    encodeChunkHeader(
+      { flags: 0, type: NBD_REPLY_TYPE.OFFSET_HOLE, cookie, length: payload.length },
+      chunk,
+    );
+    chunk.set(payload, NBD_SIZE.STRUCTURED_REPLY_HEADER);
+    return chunk;
+  }
+
+  /** One OFFSET_DATA chunk (header and payload in one buffer) read from the node. */
+  async #dataChunk(
+    cookie: bigint,
+    offset: number,
+    length: number,
+    done: boolean,
+  ): Promise<Uint8Array> {
+    const start = NBD_SIZE.STRUCTURED_REPLY_HEADER + 8;
+    const chunk = new Uint8Array(start + length);
+    await this.#session.export.node.read(offset, chunk.subarray(start));
+    encodeChunkHeader(
+      {
+        flags: done ? NBD_REPLY_FLAG.DONE : 0,
+        type: NBD_REPLY_TYPE.OFFSET_DATA,
+        cookie,
+        length: 8 + length,
+      },
+      chunk,
+    );
+    encodeOffset(chunk, NBD_SIZE.STRUCTURED_REPLY_HEADER, offset);
+    return chunk;
+  }
+
+  async #blockStatus({ offset, length, flags, cookie }: RequestHeader): Promise<void> {
+    const one = (flags & NBD_CMD_FLAG.REQ_ONE) !== 0;
+    const contexts = this.#session.contexts;
+    const chunks: Uint8Array[] = [];
+    for (const [index, { id, context }] of contexts.entries()) {
+      let descriptors = await context.statusOf(
+        offset,
+        length,
+        one ? 1 : this.#limits.maxDescriptors,
+      );
+      if (one) {
+        descriptors = [{ ...descriptors[0], length: Math.min(descriptors[0].length, length) }];
+      }
+      const payload = encodeBlockStatus(id, descriptors);
+      const last = index === contexts.length - 1;
+      chunks.push(
+        this.#chunkHeader(cookie, NBD_REPLY_TYPE.BLOCK_STATUS, payload.length, last),
+        payload,
+      );
+    }
+    await this.#writer.send(chunks);
+  }
+}
