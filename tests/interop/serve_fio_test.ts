@@ -24,8 +24,9 @@ Deno.test("fio random writes at QD16 read back verified", needs("fio"), async ()
         "--verify=crc32c",
         "--do_verify=1",
         "--verify_fatal=1",
+        "--verify_state_save=0",
         "--output-format=json",
-      ]);
+      ], { cwd: dir });
       assert.equal(result.code, 0, result.stderr + result.stdout);
       // fio prints "fio: connected to NBD server" ahead of its JSON.
       const job = JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))).jobs[0];
