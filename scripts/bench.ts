@@ -1,0 +1,491 @@
+/**
+ * denbd speed benchmark: denbd vs qemu-nbd vs nbdkit, driven by fio's `nbd` ioengine.
+ *
+ * Creates a pseudo-random image (one private copy per server), starts every server on a free
+ * loopback port, runs each workload against each server for several interleaved rounds, and
+ * reports median IOPS and median server CPU time per operation. Run with `--help` for options.
+ * Exit codes: 0 done, 1 a target failed under `--check`, 2 the harness itself failed, 130 Ctrl-C.
+ */
+
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
+
+/** The fio workloads; the read/write side of the fio JSON is derived from `rw`. */
+const WORKLOADS = [
+  { name: "randread4k", rw: "randread", bs: "4k", iodepth: 16 },
+  { name: "seqread1m", rw: "read", bs: "1M", iodepth: 4 },
+  { name: "randwrite4k", rw: "randwrite", bs: "4k", iodepth: 16 },
+  { name: "seqwrite1m", rw: "write", bs: "1M", iodepth: 4 },
+];
+
+/** The servers: command templates ({port}, {file}), run by `sh -c exec` in the repo root. */
+const SERVERS = [
+  {
+    name: "denbd",
+    cmd: "deno run --allow-all main.ts serve -f raw -b 127.0.0.1 -p {port} -t -e 0 {file}",
+  },
+  {
+    name: "qemu-nbd",
+    cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {file}",
+  },
+  {
+    name: "nbdkit",
+    cmd: "nbdkit -f --exit-with-parent -i 127.0.0.1 -p {port} file {file}",
+  },
+];
+
+/** Target: denbd median IOPS must reach this fraction of qemu-nbd's. */
+const TARGET_RATIO = 0.8;
+const STARTUP_MS = 60_000;
+const STOP_MS = 5_000;
+const FIO_SLACK_MS = 30_000;
+const MIB = 1 << 20;
+const REPO = fileURLToPath(new URL("..", import.meta.url));
+
+type Workload = typeof WORKLOADS[number];
+type Server = typeof SERVERS[number];
+type Options = ReturnType<typeof parseOptions>;
+/** A started server: its spec, port, process and a tail of its output for error messages. */
+type Running = {
+  spec: Server;
+  port: number;
+  child: Deno.ChildProcess;
+  exited: boolean;
+  log: string[];
+};
+/** One measurement: IOPS and server CPU µs per operation. */
+type Sample = { iops: number; cpuUs: number };
+
+const running: Running[] = [];
+const helpers = new Set<Deno.ChildProcess>();
+let stopping: Promise<void> | undefined;
+let interrupted = false;
+
+const USAGE = `Usage: deno run --allow-all scripts/bench.ts [options]
+  --dir DIR            work dir for images (default: .bench/ in the repo)
+  --size SIZE          image size, e.g. 64M, 1G (default 1G; multiple of 1M)
+  --fresh              recreate the images even if they exist
+  --runtime SEC        fio time per run (default 10)
+  --ramp SEC           fio ramp_time per run (default 1)
+  --rounds N           rounds of every workload x server (default 3)
+  --only LIST          servers to run (default ${SERVERS.map((s) => s.name).join(",")})
+  --workloads LIST     workloads (default ${WORKLOADS.map((w) => w.name).join(",")})
+  --denbd-cmd CMD      denbd command template with {port} and {file}
+  --markdown FILE      append the results as a Markdown section to FILE
+  --check              exit 1 if a workload misses the target (denbd >= ${TARGET_RATIO} x qemu-nbd)
+  --help               show this help`;
+
+/** Parses and validates the command line. */
+function parseOptions(args: string[]) {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      dir: { type: "string", default: join(REPO, ".bench") },
+      size: { type: "string", default: "1G" },
+      fresh: { type: "boolean", default: false },
+      runtime: { type: "string", default: "10" },
+      ramp: { type: "string", default: "1" },
+      rounds: { type: "string", default: "3" },
+      only: { type: "string", default: SERVERS.map((s) => s.name).join(",") },
+      workloads: { type: "string", default: WORKLOADS.map((w) => w.name).join(",") },
+      "denbd-cmd": { type: "string", default: SERVERS[0].cmd },
+      markdown: { type: "string" },
+      check: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  const size = parseSize(v.size);
+  const num = (name: string, s: string, min: number) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
+    return n;
+  };
+  return {
+    dir: resolve(v.dir),
+    size,
+    fresh: v.fresh,
+    runtime: num("runtime", v.runtime, 1),
+    ramp: num("ramp", v.ramp, 0),
+    rounds: num("rounds", v.rounds, 1),
+    servers: pick(SERVERS, v.only, "--only").map((s) =>
+      s.name === "denbd" ? { ...s, cmd: v["denbd-cmd"] } : s
+    ),
+    workloads: pick(WORKLOADS, v.workloads, "--workloads"),
+    markdown: v.markdown,
+    check: v.check,
+    help: v.help,
+  };
+}
+
+/** Parses a size like `64M`, `1G` or plain bytes; it must be a positive multiple of 1 MiB. */
+function parseSize(text: string): number {
+  const m = /^(\d+)([KMGT]?)i?B?$/i.exec(text.trim());
+  const unit = { "": 1, K: 1 << 10, M: MIB, G: 1 << 30, T: 2 ** 40 };
+  const n = m ? Number(m[1]) * unit[m[2].toUpperCase() as keyof typeof unit] : NaN;
+  if (!(n > 0) || n % MIB !== 0) throw new Error(`--size ${text}: need a positive multiple of 1M`);
+  return n;
+}
+
+/** Selects table entries by a comma-separated list of names, keeping table order. */
+function pick<T extends { name: string }>(table: readonly T[], list: string, flag: string): T[] {
+  const names = list.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const n of names) {
+    if (!table.some((t) => t.name === n)) throw new Error(`${flag}: unknown name ${n}`);
+  }
+  if (names.length === 0) throw new Error(`${flag}: empty list`);
+  return table.filter((t) => names.includes(t.name));
+}
+
+/** Quotes a string for sh unless it is plainly safe. */
+function shQuote(s: string): string {
+  return /^[\w.,:/=+-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Returns the size of a file, or -1 if it does not exist. */
+function fileSize(path: string): number {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return -1;
+  }
+}
+
+/** Writes `size` bytes of pseudo-random data (xorshift32, reseeded per 1 MiB block) to `path`. */
+async function writeRandomImage(path: string, size: number): Promise<void> {
+  const words = new Uint32Array(MIB / 4);
+  const seed = crypto.getRandomValues(new Uint32Array(1))[0] | 1;
+  const file = await Deno.open(path + ".tmp", { write: true, create: true, truncate: true });
+  try {
+    for (let block = 0; block < size / MIB; block++) {
+      let x = (seed ^ Math.imul(block + 1, 0x9e3779b1)) | 1;
+      for (let i = 0; i < words.length; i++) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        words[i] = x;
+      }
+      const bytes = new Uint8Array(words.buffer);
+      for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    }
+  } finally {
+    file.close();
+  }
+  await Deno.rename(path + ".tmp", path);
+}
+
+/** Ensures one image per server exists (reusing right-sized ones), returning name -> path. */
+async function prepareImages(o: Options): Promise<Map<string, string>> {
+  await Deno.mkdir(o.dir, { recursive: true });
+  const base = join(o.dir, `base-${o.size / MIB}M.img`);
+  const images = new Map(
+    o.servers.map((s) => [s.name, join(o.dir, `${s.name}-${o.size / MIB}M.img`)]),
+  );
+  const stale = [...images.values()].filter((p) => o.fresh || fileSize(p) !== o.size);
+  if (stale.length > 0 && (o.fresh || fileSize(base) !== o.size)) {
+    console.log(`creating ${base} (${o.size / MIB} MiB pseudo-random)`);
+    await writeRandomImage(base, o.size);
+  }
+  for (const path of stale) {
+    console.log(`copying to ${path}`);
+    await run(["cp", "--reflink=never", base, path], 600_000);
+  }
+  return images;
+}
+
+/** Runs a command to completion (killed after `limitMs`), returning stdout; throws on failure. */
+async function run(argv: string[], limitMs = 60_000): Promise<string> {
+  const opts = { args: argv.slice(1), cwd: REPO, stdout: "piped", stderr: "piped" } as const;
+  const child = new Deno.Command(argv[0], opts).spawn();
+  helpers.add(child);
+  const kill = () => processTree(child.pid).forEach((pid) => signal(pid, "SIGKILL"));
+  const timer = setTimeout(kill, limitMs);
+  const out = await child.output().finally(() => (helpers.delete(child), clearTimeout(timer)));
+  const dec = new TextDecoder();
+  if (!out.success) {
+    const why = out.signal === "SIGKILL" ? `killed after ${limitMs} ms` : `exit ${out.code}`;
+    throw new Error(`${argv.join(" ")} failed (${why}): ${dec.decode(out.stderr).trim()}`);
+  }
+  return dec.decode(out.stdout);
+}
+
+/** Returns the first line of a command's output, or a note that it failed. */
+async function firstLine(cmd: string): Promise<string> {
+  try {
+    return (await run(["sh", "-c", cmd + " 2>&1"])).split("\n")[0].trim();
+  } catch {
+    return `(${cmd} failed)`;
+  }
+}
+
+/** Picks `n` distinct free loopback ports by binding port 0 (all held open until picked). */
+function freePorts(n: number): number[] {
+  const listen = () => Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listeners = Array.from({ length: n }, listen);
+  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  listeners.forEach((l) => l.close());
+  return ports;
+}
+
+/** Reads a process stream into a short tail buffer (so pipes never fill up). */
+async function drain(stream: ReadableStream<Uint8Array>, log: string[]): Promise<void> {
+  const dec = new TextDecoder();
+  for await (const chunk of stream) {
+    log.push(dec.decode(chunk, { stream: true }));
+    while (log.length > 20) log.shift();
+  }
+}
+
+/** Starts one server and waits (bounded) until it accepts a TCP connection. */
+async function startServer(spec: Server, port: number, file: string): Promise<Running> {
+  const cmd = spec.cmd.replaceAll("{port}", String(port))
+    .replaceAll("{file}", shQuote(file));
+  console.log(`starting ${spec.name}: ${cmd}`);
+  const child = new Deno.Command("sh", {
+    args: ["-c", "exec " + cmd],
+    cwd: REPO,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const r: Running = { spec, port, child, exited: false, log: [] };
+  running.push(r);
+  drain(child.stdout, r.log).catch(() => {});
+  drain(child.stderr, r.log).catch(() => {});
+  child.status.then(() => r.exited = true);
+  const deadline = Date.now() + STARTUP_MS;
+  while (Date.now() < deadline && !r.exited) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return r;
+    } catch {
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  }
+  throw new Error(`${spec.name} did not start on port ${port}: ${r.log.join("").trim()}`);
+}
+
+/** Lists the PIDs of a process and all its live descendants. */
+function processTree(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    const stat = /^\d+$/.test(e.name) ? readStat(Number(e.name)) : undefined;
+    if (stat) parent.set(Number(e.name), stat[3]); // field 4: ppid
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) {
+    for (const [pid, ppid] of parent) if (ppid === tree[i]) tree.push(pid);
+  }
+  return tree;
+}
+
+/** Returns /proc/PID/stat fields (index 0 = field 1), or undefined if the process is gone. */
+function readStat(pid: number): number[] | undefined {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ").map(Number);
+    return [pid, NaN, ...rest]; // fields 1 (pid) and 2 (comm) are not needed as numbers
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds used by a process tree: utime+stime (all threads) + reaped children's time. */
+function treeCpuSeconds(root: number, ticksPerSec: number): number {
+  let ticks = 0;
+  for (const pid of processTree(root)) {
+    const f = readStat(pid);
+    if (f) ticks += f[13] + f[14] + f[15] + f[16]; // fields 14..17: utime stime cutime cstime
+  }
+  return ticks / ticksPerSec;
+}
+
+/** Runs one fio workload against one server and measures IOPS and server CPU per op. */
+async function measure(w: Workload, r: Running, o: Options, hz: number): Promise<Sample> {
+  if (r.exited) throw new Error(`${r.spec.name} exited: ${r.log.join("").trim()}`);
+  const side = w.rw.endsWith("read") ? "read" : "write";
+  const cpu0 = treeCpuSeconds(r.child.pid, hz);
+  const out = await run(
+    `fio --name=${w.name} --ioengine=nbd --uri=nbd://127.0.0.1:${r.port}/ --rw=${w.rw} --bs=${w.bs}
+     --iodepth=${w.iodepth} --numjobs=1 --size=${o.size} --time_based --runtime=${o.runtime}
+     --ramp_time=${o.ramp} --output-format=json`.split(/\s+/),
+    (o.runtime + o.ramp) * 1000 + FIO_SLACK_MS,
+  );
+  const cpu1 = treeCpuSeconds(r.child.pid, hz);
+  const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0][side];
+  // The CPU delta also covers the ramp, whose ops fio does not count: estimate them from IOPS.
+  const ops = job.total_ios + job.iops * o.ramp;
+  if (!(ops > 0)) throw new Error(`fio reported no ${side} ops for ${w.name}`);
+  return { iops: job.iops, cpuUs: (cpu1 - cpu0) * 1e6 / ops };
+}
+
+/** Stops every started server and fio run: SIGTERM to each tree, SIGKILL after a bound. */
+function stopAll(): Promise<void> {
+  stopping ??= (async () => {
+    for (const c of helpers) processTree(c.pid).forEach((pid) => signal(pid, "SIGKILL"));
+    await Promise.all(running.map(async (r) => {
+      if (r.exited) return;
+      const tree = processTree(r.child.pid);
+      tree.forEach((pid) => signal(pid, "SIGTERM"));
+      const timer = new Promise((res) => setTimeout(res, STOP_MS, "timeout"));
+      if (await Promise.race([r.child.status, timer]) === "timeout") {
+        console.error(`${r.spec.name} ignored SIGTERM; sending SIGKILL`);
+        tree.forEach((pid) => signal(pid, "SIGKILL"));
+        await r.child.status;
+      }
+    }));
+  })();
+  return stopping;
+}
+
+/** Sends a signal, ignoring processes that are already gone. */
+function signal(pid: number, sig: Deno.Signal): void {
+  try {
+    Deno.kill(pid, sig);
+  } catch { /* already exited */ }
+}
+
+/** Median of a non-empty list. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Builds the result table: one row per workload x server, ratios and target on denbd rows. */
+function resultTable(
+  o: Options,
+  results: Map<string, Sample[]>,
+): { rows: string[][]; failed: boolean } {
+  const fmt = (x: number, d = 0) =>
+    x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+  const rows = ["workload,server,IOPS,CPU µs/op,denbd/this IOPS,denbd/this CPU,target".split(",")];
+  let failed = false;
+  for (const w of o.workloads) {
+    const med = (s: string, k: keyof Sample) =>
+      median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
+    const has = (s: string) => o.servers.some((x) => x.name === s);
+    for (const s of o.servers) {
+      const ratio = (k: keyof Sample) =>
+        has("denbd") && s.name !== "denbd" ? fmt(med("denbd", k) / med(s.name, k), 2) : "";
+      let target = "";
+      if (s.name === "denbd") {
+        const pass = has("qemu-nbd") &&
+          med("denbd", "iops") >= TARGET_RATIO * med("qemu-nbd", "iops");
+        target = has("qemu-nbd") ? (pass ? "PASS" : "FAIL") : "n/a";
+        failed ||= target === "FAIL";
+      }
+      const [iops, cpu] = [fmt(med(s.name, "iops")), fmt(med(s.name, "cpuUs"), 2)];
+      rows.push([w.name, s.name, iops, cpu, ratio("iops"), ratio("cpuUs"), target]);
+    }
+  }
+  return { rows, failed };
+}
+
+/** Renders rows as an aligned plain-text table. */
+function textTable(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const cell = (c: string, i: number) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]);
+  return rows.map((r) => r.map(cell).join("  ").trimEnd()).join("\n");
+}
+
+/** Renders rows as a Markdown table. */
+function markdownTable(rows: string[][]): string {
+  const line = (r: string[]) => `| ${r.join(" | ")} |`;
+  return [
+    line(rows[0]),
+    line(rows[0].map((_, i) => i < 2 ? "---" : "---:")),
+    ...rows.slice(1).map(line),
+  ].join("\n");
+}
+
+/** Collects the machine and peer-version description. */
+async function machineInfo(o: Options): Promise<string[]> {
+  const cpu = /^model name\s*:\s*(.*)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "?";
+  const tools = [["fio", "fio"], ...o.servers.map((s) => [s.name, s.cmd.split(" ")[0]])];
+  const versions = await Promise.all(
+    tools.map(async ([name, bin]) => `${name}: ${await firstLine(`${bin} --version`)}`),
+  );
+  return [
+    `date: ${new Date().toISOString()}`,
+    `kernel: ${Deno.osRelease()}, CPU: ${cpu}, nproc: ${(await firstLine("nproc"))}`,
+    `versions: ${versions.join("; ")}`,
+    `image: ${o.size / MIB} MiB, runtime ${o.runtime}s (+${o.ramp}s ramp), rounds ${o.rounds}`,
+  ];
+}
+
+/** Runs every workload against every server for all rounds, rotating the server order. */
+async function runRounds(o: Options, started: Running[], hz: number) {
+  const results = new Map<string, Sample[]>();
+  for (let round = 0; round < o.rounds; round++) {
+    for (const [wi, w] of o.workloads.entries()) {
+      const shift = (round + wi) % started.length;
+      for (const r of [...started.slice(shift), ...started.slice(0, shift)]) {
+        const sample = await measure(w, r, o, hz);
+        const key = `${w.name}/${r.spec.name}`;
+        results.set(key, [...(results.get(key) ?? []), sample]);
+        const what = `${sample.iops.toFixed(0)} IOPS, ${sample.cpuUs.toFixed(2)} µs/op`;
+        console.log(`round ${round + 1}/${o.rounds} ${key}: ${what}`);
+      }
+    }
+  }
+  return results;
+}
+
+/** Appends a Markdown section (date, machine, command line, table) to `file`. */
+async function appendMarkdown(file: string, info: string[], rows: string[][]): Promise<void> {
+  const section = `
+## Benchmark ${info[0].slice(6, 16)}
+
+${info.map((l) => `- ${l}`).join("\n")}
+
+\`\`\`sh
+deno run --allow-all scripts/bench.ts ${Deno.args.map(shQuote).join(" ")}
+\`\`\`
+
+${markdownTable(rows)}
+`;
+  await Deno.writeTextFile(file, section, { append: true });
+}
+
+/** Runs the whole benchmark; returns the exit code. */
+async function main(): Promise<number> {
+  const o = parseOptions(Deno.args);
+  if (o.help) return console.log(USAGE), 0;
+  const hz = Number(await firstLine("getconf CLK_TCK")) || 100;
+  const info = await machineInfo(o);
+  const images = await prepareImages(o);
+  const ports = freePorts(o.servers.length);
+  const started = [];
+  for (const [i, s] of o.servers.entries()) {
+    started.push(await startServer(s, ports[i], images.get(s.name)!));
+  }
+  const results = await runRounds(o, started, hz);
+  await stopAll();
+  const { rows, failed } = resultTable(o, results);
+  console.log("\n" + info.join("\n") + "\n\n" + textTable(rows));
+  console.log(`\ntarget: denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`);
+  if (o.markdown) await appendMarkdown(o.markdown, info, rows);
+  return failed && o.check ? 1 : 0;
+}
+
+if (import.meta.main) {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(sig, () => {
+      console.error(`\n${sig}: stopping servers`);
+      interrupted = true;
+      stopAll().finally(() => Deno.exit(130));
+    });
+  }
+  let code = 2;
+  try {
+    code = await main();
+  } catch (e) {
+    if (interrupted) code = 130; // interrupted: the failure is just the fallout of stopping
+    else console.error(`bench: ${e instanceof Error ? e.message : e}`);
+  } finally {
+    await stopAll();
+  }
+  Deno.exit(code);
+}
