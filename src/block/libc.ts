@@ -192,6 +192,12 @@ export class Libc {
     return this.#retrySync(() => Number(this.#symbols.pwrite(fd, data, length, BigInt(offset))));
   }
 
+  /** pwrite(2) on the calling thread; may write fewer bytes than asked. */
+  pwriteNow(fd: number, data: Uint8Array, offset: number): number {
+    const length = BigInt(data.length);
+    return this.#retrySync(() => Number(this.#symbols.pwrite(fd, data, length, BigInt(offset))));
+  }
+
   /** lseek(2); returns the new offset. */
   lseek(fd: number, offset: number, whence: number): number {
     return this.#retrySync(() => Number(this.#symbols.lseek(fd, BigInt(offset), whence)));
