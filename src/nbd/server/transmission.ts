@@ -197,7 +197,7 @@ export class Transmission {
     if (rejection) {
       await this.#reader.skip(payloadLength);
       await this.#reserve(0);
-      this.#start(request, 0, () => Promise.reject(rejection));
+      void this.#start(request, 0, () => this.#sendError(request, rejection));
       return;
     }
     const cost = request.type === NBD_CMD.WRITE || request.type === NBD_CMD.READ
@@ -207,33 +207,33 @@ export class Transmission {
     if (request.type === NBD_CMD.WRITE) {
       const payload = new Uint8Array(request.length);
       await this.#reader.readInto(payload);
-      this.#start(request, cost, () => this.#write(request, payload));
+      void this.#start(request, cost, () => this.#write(request, payload));
     } else {
-      this.#start(request, cost, () => this.#serve(request));
+      void this.#start(request, cost, () => this.#serve(request));
     }
   }
 
   /** Why `request` must be refused, or null if it may be served. */
   #validate(request: RequestHeader): RequestRejected | null {
     const { type, flags, offset, length } = request;
-    const name = nameOf(NBD_CMD, type);
+    const name = () => nameOf(NBD_CMD, type);
     if (this.#stopping) return new RequestRejected(NBD_ERROR.ESHUTDOWN, "server shutting down");
     const rule = COMMAND_RULES[type];
-    if (!rule) return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${name}`);
+    if (!rule) return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${name()}`);
     const badFlags = flags & ~(rule.flags & this.#allowedFlags);
     if (badFlags) {
       return new RequestRejected(
         NBD_ERROR.EINVAL,
-        `flags 0x${badFlags.toString(16)} not valid for ${name}`,
+        `flags 0x${badFlags.toString(16)} not valid for ${name()}`,
       );
     }
     if (rule.writes && this.#session.export.readOnly) {
-      return new RequestRejected(NBD_ERROR.EPERM, `${name} on a read-only export`);
+      return new RequestRejected(NBD_ERROR.EPERM, `${name()} on a read-only export`);
     }
     if (rule.beyondEnd !== null && offset + length > this.#session.export.size) {
       return new RequestRejected(
         rule.beyondEnd,
-        `${name} of ${length} bytes at ${offset} is beyond the end (${this.#session.export.size})`,
+        `${name()} of ${length} bytes at ${offset} is beyond the end (${this.#session.export.size})`,
       );
     }
     if (type === NBD_CMD.WRITE && length > NBD_LIMIT.MAX_PAYLOAD) {
@@ -266,30 +266,34 @@ export class Transmission {
     return null;
   }
 
-  /** Wait until `cost` more bytes and one more request fit within the limits. */
-  async #reserve(cost: number): Promise<void> {
-    while (
-      this.#inFlightRequests >= this.#limits.maxRequests ||
-      (this.#inFlightBytes > 0 && this.#inFlightBytes + cost > this.#limits.maxBytes)
-    ) {
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    }
+  /** Resolves once `cost` more bytes and one more request fit within the limits. */
+  #reserve(cost: number): Promise<void> | void {
+    if (!this.#full(cost)) return;
+    return (async () => {
+      while (this.#full(cost)) await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    })();
   }
 
-  /** Run `serve` in the background, answering with an error if it fails. */
-  #start(request: RequestHeader, cost: number, serve: () => Promise<void>): void {
+  #full(cost: number): boolean {
+    return this.#inFlightRequests >= this.#limits.maxRequests ||
+      (this.#inFlightBytes > 0 && this.#inFlightBytes + cost > this.#limits.maxBytes);
+  }
+
+  /** Run `serve` in the background, counted in flight, answering with an error if it fails. */
+  async #start(request: RequestHeader, cost: number, serve: () => Promise<void>): Promise<void> {
     this.#inFlightRequests++;
     this.#inFlightBytes += cost;
-    serve()
-      .catch((error) => this.#sendError(request, error))
-      .catch((error) => this.#log.debug(`reply to ${request.cookie} not sent: ${messageOf(error)}`))
-      .finally(() => {
-        this.#inFlightRequests--;
-        this.#inFlightBytes -= cost;
-        const waiters = this.#waiters;
-        this.#waiters = [];
-        for (const wake of waiters) wake();
-      });
+    try {
+      await serve().catch((error) => this.#sendError(request, error));
+    } catch (error) {
+      this.#log.debug(`reply to ${request.cookie} not sent: ${messageOf(error)}`);
+    } finally {
+      this.#inFlightRequests--;
+      this.#inFlightBytes -= cost;
+      const waiters = this.#waiters;
+      this.#waiters = [];
+      for (const wake of waiters) wake();
+    }
   }
 
   #sendError(request: RequestHeader, error: unknown): Promise<void> {
