@@ -108,3 +108,64 @@ Deno.test("qemu-io write/read -P, write -z, discard and flush", needs("qemu-io")
     assert.equal(bytes[64 * 1024], 0);
   });
 });
+
+Deno.test(
+  "every --cache mode serves aligned and unaligned I/O correctly",
+  needs("qemu-io"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      for (const mode of ["writeback", "writethrough", "none", "directsync", "unsafe"]) {
+        await makeSparseImage(image, 4 * MiB);
+        await withServer(
+          startDenbd,
+          { args: ["-f", "raw", "-t", `--cache=${mode}`, image] },
+          (server) =>
+            check("qemu-io", [
+              "-f",
+              "raw",
+              ...["write -P 0x11 0 64k", "write -P 0x22 1000 3000", "flush"].flatMap((
+                c,
+              ) => ["-c", c]),
+              ...["read -P 0x11 0 1000", "read -P 0x22 1000 3000", "read -P 0x11 4000 61536"]
+                .flatMap((c) => ["-c", c]),
+              server.uri,
+            ]),
+        );
+        const bytes = await Deno.readFile(image);
+        assert.deepEqual([bytes[999], bytes[1000], bytes[3999], bytes[4000]], [
+          0x11,
+          0x22,
+          0x22,
+          0x11,
+        ], mode);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "--discard=unmap punches holes on TRIM; ignore keeps the data",
+  needs("qemu-io", "nbdinfo"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      for (const [mode, expectHole] of [["unmap", true], ["ignore", false]] as const) {
+        await makeSparseImage(image, 4 * MiB, [[0, 4 * MiB]]);
+        await withServer(
+          startDenbd,
+          { args: ["-f", "raw", "-t", `--discard=${mode}`, image] },
+          async (server) => {
+            await check("qemu-io", ["-f", "raw", "-c", "discard 1m 1m", server.uri]);
+            const map = await check("nbdinfo", ["--map", server.uri]);
+            assert.equal(
+              /1048576 +1048576 +3 +hole,zero/.test(map),
+              expectHole,
+              `${mode}:\n${map}`,
+            );
+          },
+        );
+      }
+    });
+  },
+);
