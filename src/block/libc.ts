@@ -74,43 +74,37 @@ const RWF_NOWAIT = 0x8;
 /** posix_fadvise advice: start reading the range into the page cache. */
 const POSIX_FADV_WILLNEED = 3;
 
+/** Calls that have a variant running on Deno's worker pool, by their C names. */
+const POOLED_CALLS = {
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The same call declared to run on the worker pool (its result becomes a Promise). */
+function onPool<const Name extends keyof typeof POOLED_CALLS>(name: Name) {
+  return { ...POOLED_CALLS[name], name, nonblocking: true } as const;
+}
+
 const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize" },
-  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  preadAsync: {
-    name: "pread",
-    parameters: ["i32", "buffer", "usize", "i64"],
-    result: "isize",
-    nonblocking: true,
-  },
-  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  pwriteAsync: {
-    name: "pwrite",
-    parameters: ["i32", "buffer", "usize", "i64"],
-    result: "isize",
-    nonblocking: true,
-  },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
-  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
-  fallocateAsync: {
-    name: "fallocate",
-    parameters: ["i32", "i32", "i64", "i64"],
-    result: "i32",
-    nonblocking: true,
-  },
-  fdatasync: { parameters: ["i32"], result: "i32" },
-  fdatasyncAsync: { name: "fdatasync", parameters: ["i32"], result: "i32", nonblocking: true },
-  posixFadviseAsync: {
-    name: "posix_fadvise",
-    parameters: ["i32", "i64", "i64", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
   fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  pread: POOLED_CALLS.pread,
+  pwrite: POOLED_CALLS.pwrite,
+  fallocate: POOLED_CALLS.fallocate,
+  fdatasync: POOLED_CALLS.fdatasync,
+  preadAsync: onPool("pread"),
+  pwriteAsync: onPool("pwrite"),
+  fallocateAsync: onPool("fallocate"),
+  fdatasyncAsync: onPool("fdatasync"),
+  posixFadviseAsync: onPool("posix_fadvise"),
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
