@@ -167,8 +167,6 @@ export const NBD_LIMIT = {
   MAX_PAYLOAD: 32 * 1024 * 1024,
   /** Preferred block size advertised in NBD_INFO_BLOCK_SIZE. */
   PREFERRED_BLOCK: 4096,
-  /** Reads with NBD_CMD_FLAG_DF up to this length must be served in one chunk. */
-  MIN_DF_READ: 64 * 1024,
   /** Most extents sent in one block status chunk. */
   MAX_EXTENTS: 1 << 20,
   /** Size of the zero padding after an NBD_OPT_EXPORT_NAME reply. */
@@ -219,14 +217,4 @@ export function flagNames(table: Readonly<Record<string, number>>, value: number
   }
   if (rest) names.push(`0x${rest.toString(16)}`);
   return names.join("|") || "0";
-}
-
-/** Whether an option reply type is an error. */
-export function isOptionError(replyType: number): boolean {
-  return replyType >= NBD_REP_ERR_BIT;
-}
-
-/** Whether a structured reply chunk type is an error chunk. */
-export function isErrorChunk(chunkType: number): boolean {
-  return (chunkType & NBD_REPLY_TYPE_ERR_BIT) !== 0;
 }

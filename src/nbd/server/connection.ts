@@ -12,7 +12,8 @@ import { WriteQueue } from "../../io/write-queue.ts";
 import { messageOf } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { formatPeer } from "../../net/socket-address.ts";
-import type { ExportCatalog, NbdExport } from "./export.ts";
+import type { ExportCatalog } from "./export.ts";
+import { flagNames, NBD_FLAG } from "../protocol.ts";
 import { negotiate } from "./handshake.ts";
 import { Transmission } from "./transmission.ts";
 
@@ -27,7 +28,6 @@ export class NbdConnection {
   readonly #catalog: ExportCatalog;
   readonly #log: Logger;
   readonly #handshakeTimeoutMs: number;
-  #export: NbdExport | null = null;
   #transmission: Transmission | null = null;
   #closed = false;
   #closeReason: string | null = null;
@@ -47,11 +47,6 @@ export class NbdConnection {
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
   }
 
-  /** The export this client is using, once the handshake chose one. */
-  get export(): NbdExport | null {
-    return this.#export;
-  }
-
   /** Run the connection to its end. Never throws. */
   async run(): Promise<void> {
     const reader = new BufferedReader(this.#conn);
@@ -64,10 +59,9 @@ export class NbdConnection {
       const session = await negotiate({ reader, writer }, this.#catalog);
       clearTimeout(timer);
       if (!session || this.#closed) return;
-      this.#export = session.export;
       this.#log.debug(
-        `using export '${session.export.name}'` +
-          (session.structured ? " with structured replies" : "") +
+        `using export '${session.export.name}', flags ${flagNames(NBD_FLAG, session.flags)}` +
+          (session.structured ? ", structured replies" : "") +
           session.contexts.map(({ context }) => `, ${context.name}`).join(""),
       );
       this.#transmission = new Transmission(reader, writer, session, this.#log);

@@ -120,11 +120,6 @@ export class ExportTable implements ExportCatalog {
     this.#byName.set(entry.name, entry);
   }
 
-  /** Remove the export named `name`; true if there was one. */
-  remove(name: string): boolean {
-    return this.#byName.delete(name);
-  }
-
   /** The export named exactly `name`. */
   find(name: string): NbdExport | undefined {
     return this.#byName.get(name);

@@ -43,11 +43,6 @@ export class NbdServer {
     this.#options = options;
   }
 
-  /** Connections open right now. */
-  get connections(): readonly NbdConnection[] {
-    return [...this.#connections];
-  }
-
   /** Accept clients from `listener` until the server closes. */
   listen(listener: Deno.Listener): void {
     this.#listeners.add(listener);

@@ -150,11 +150,6 @@ export class Transmission {
     this.#allowedFlags = negotiatedCommandFlags(session.flags);
   }
 
-  /** Requests being served right now. */
-  get inFlight(): number {
-    return this.#inFlightRequests;
-  }
-
   /**
    * Read and serve requests until the client disconnects (NBD_CMD_DISC or
    * end of stream), then wait for every request in flight to be answered.
