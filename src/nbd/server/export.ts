@@ -9,7 +9,7 @@
 
 import type { BlockNode } from "../../block/node.ts";
 import { NBD_FLAG, NBD_LIMIT } from "../protocol.ts";
-import { baseNamespace, type MetaContextNamespace } from "./meta-context.ts";
+import { baseNamespace, type MetaContextNamespace, splitContextName } from "./meta-context.ts";
 
 /** How a node is exported. */
 export interface NbdExportOptions {
@@ -64,6 +64,12 @@ export class NbdExport {
     this.writethrough = Boolean(options.writethrough);
     this.#allowMultiConn = Boolean(options.allowMultiConn);
     this.namespaces = [baseNamespace(options.node), ...(options.extraNamespaces ?? [])];
+  }
+
+  /** The namespace of a context name or query ("ns:leaf"), if this export offers it. */
+  namespaceOf(query: string): MetaContextNamespace | undefined {
+    const namespace = splitContextName(query)?.namespace;
+    return this.namespaces.find((space) => space.namespace === namespace);
   }
 
   /** Export size in bytes. */

@@ -279,9 +279,8 @@ function listContexts(entry: NbdExport, queries: readonly string[]): string[] {
     for (const space of entry.namespaces) for (const name of space.list("")) names.add(name);
   }
   for (const query of queries) {
-    const { namespace, leaf } = splitContextName(query)!;
-    const space = entry.namespaces.find((candidate) => candidate.namespace === namespace);
-    for (const name of space?.list(leaf) ?? []) names.add(name);
+    const leaf = splitContextName(query)!.leaf;
+    for (const name of entry.namespaceOf(query)?.list(leaf) ?? []) names.add(name);
   }
   return [...names];
 }
@@ -290,9 +289,7 @@ function listContexts(entry: NbdExport, queries: readonly string[]): string[] {
 function selectContexts(entry: NbdExport, queries: readonly string[]): SelectedContext[] {
   const chosen: SelectedContext[] = [];
   for (const query of queries) {
-    const { namespace } = splitContextName(query)!;
-    const space = entry.namespaces.find((candidate) => candidate.namespace === namespace);
-    const context = space?.select(query);
+    const context = entry.namespaceOf(query)?.select(query);
     if (context && !chosen.some((selected) => selected.context.name === context.name)) {
       chosen.push({ id: chosen.length + 1, context });
     }

@@ -192,7 +192,7 @@ export class Transmission {
     if (rejection) {
       await this.#reader.skip(payloadLength);
       await this.#reserve(0);
-      void this.#start(request, 0, () => this.#sendError(request, rejection));
+      void this.#start(request, 0, () => Promise.reject(rejection));
       return;
     }
     const cost = request.type === NBD_CMD.WRITE || request.type === NBD_CMD.READ
