@@ -532,10 +532,10 @@ export function decodeOffsetHole(bytes: Uint8Array): { offset: number; length: n
   return { offset: getUint64(data, 0), length: data.getUint32(8) };
 }
 
-/** Decode the 8-byte offset at the start of an OFFSET_DATA payload. */
-export function decodeDataOffset(bytes: Uint8Array): number {
-  if (bytes.length < 9) throw new ProtocolError("OFFSET_DATA payload shorter than 9 bytes");
-  return getUint64(view(bytes), 0);
+/** Read the 8-byte offset that starts an OFFSET_DATA payload from `bytes` at `at`. */
+export function decodeOffset(bytes: Uint8Array, at = 0): number {
+  if (bytes.length < at + 8) throw new ProtocolError("offset field is truncated");
+  return getUint64(view(bytes), at);
 }
 
 /** One block status descriptor: a length and the context's flags for it. */

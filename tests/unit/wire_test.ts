@@ -3,13 +3,13 @@ import {
   decodeBlockStatus,
   decodeChunkHeader,
   decodeClientFlags,
-  decodeDataOffset,
   decodeErrorChunk,
   decodeExportNameReply,
   decodeGreeting,
   decodeInfoReply,
   decodeInfoRequest,
   decodeMetaContextRequest,
+  decodeOffset,
   decodeOffsetHole,
   decodeOptionHeader,
   decodeOptionReplyHeader,
@@ -191,7 +191,8 @@ Deno.test("chunk header, DONE marking and data offset", () => {
     cookie: 9n,
     length: 11,
   });
-  assert.equal(decodeDataOffset(chunk.subarray(20)), 4096);
+  assert.equal(decodeOffset(chunk, 20), 4096);
+  assert.throws(() => decodeOffset(new Uint8Array(7)), ProtocolError);
 });
 
 Deno.test("hole, block status and error payloads", () => {

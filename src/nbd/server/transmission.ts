@@ -8,7 +8,8 @@
  * @module
  */
 
-import { DenbdError, type ErrorKind, kindOf, messageOf } from "../../errors.ts";
+import { DenbdError, kindOf, messageOf } from "../../errors.ts";
+import { NBD_ERRNO_OF_KIND } from "../errors.ts";
 import {
   nameOf,
   NBD_CMD,
@@ -89,19 +90,6 @@ const COMMAND_RULES: Readonly<Record<number, CommandRule>> = {
     writes: false,
     beyondEnd: NBD_ERROR.EINVAL,
   },
-};
-
-/** The NBD error number reported for each kind of failure. */
-const ERRNO_OF_KIND: Readonly<Record<ErrorKind, number>> = {
-  "io": NBD_ERROR.EIO,
-  "no-space": NBD_ERROR.ENOSPC,
-  "read-only": NBD_ERROR.EPERM,
-  "invalid": NBD_ERROR.EINVAL,
-  "not-supported": NBD_ERROR.ENOTSUP,
-  "too-large": NBD_ERROR.EOVERFLOW,
-  "shutdown": NBD_ERROR.ESHUTDOWN,
-  "not-found": NBD_ERROR.EINVAL,
-  "busy": NBD_ERROR.EIO,
 };
 
 /** Command flags a client may use, given the transmission flags it was sent. */
@@ -292,7 +280,7 @@ export class Transmission {
   }
 
   #sendError(request: RequestHeader, error: unknown): Promise<void> {
-    const errno = error instanceof RequestRejected ? error.errno : ERRNO_OF_KIND[kindOf(error)];
+    const errno = error instanceof RequestRejected ? error.errno : NBD_ERRNO_OF_KIND[kindOf(error)];
     const message = messageOf(error);
     const command = nameOf(NBD_CMD, request.type);
     if (error instanceof RequestRejected) this.#log.debug(`${command} refused: ${message}`);
