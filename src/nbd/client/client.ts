@@ -1,0 +1,360 @@
+/**
+ * The NBD client library: connect to an export by URI and read, write,
+ * zero, trim, flush, cache and query block status, with requests split to
+ * the server's limits and spread over a pool of connections when the server
+ * allows several (CAN_MULTI_CONN). {@linkcode withNegotiation} gives
+ * option-mode access (listing exports and contexts) without choosing one.
+ *
+ * @example
+ * ```ts
+ * import { NbdClient } from "./client.ts";
+ * const client = await NbdClient.connect("nbd://localhost/disk");
+ * try {
+ *   const first = await client.read(0, 512);
+ * } finally {
+ *   await client.disconnect();
+ * }
+ * ```
+ * @module
+ */
+
+import { DenbdError } from "../../errors.ts";
+import { BufferedReader } from "../../io/buffered-reader.ts";
+import { WriteQueue } from "../../io/write-queue.ts";
+import type { SocketAddress } from "../../net/socket-address.ts";
+import { BASE_ALLOCATION, NBD_CMD, NBD_CMD_FLAG, NBD_FLAG, NBD_LIMIT } from "../protocol.ts";
+import type { StatusDescriptor } from "../wire.ts";
+import { NbdClientConnection } from "./connection.ts";
+import { type ExportDetails, NegotiationSession, within } from "./negotiation.ts";
+import { type NbdUri, parseNbdUri } from "./uri.ts";
+
+/** How long to wait for the server by default, in milliseconds. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Largest zero, trim or cache request sent at once (requests are split beyond). */
+const MAX_EFFECT_LENGTH = 1 << 30;
+
+/** Options of {@linkcode NbdClient.connect}. */
+export interface ConnectOptions {
+  /** Export to use instead of the URI's. */
+  readonly exportName?: string;
+  /** Ask for structured replies (default true). */
+  readonly structuredReplies?: boolean;
+  /** Metadata contexts to select, e.g. ["base:allocation"]. */
+  readonly metaContexts?: readonly string[];
+  /** Connections to open when the server allows several (default 1). */
+  readonly connections?: number;
+  /** Bound on every wait for the server, in milliseconds. */
+  readonly timeoutMs?: number;
+}
+
+/** Options of a write-like request. */
+export interface RequestOptions {
+  /** Force unit access. */
+  readonly fua?: boolean;
+}
+
+/** Options of {@linkcode NbdClient.zero}. */
+export interface ZeroRequestOptions extends RequestOptions {
+  /** The server must not leave a hole. */
+  readonly noHole?: boolean;
+  /** Fail (not-supported) unless zeroing is fast. */
+  readonly fastZero?: boolean;
+}
+
+/** An open client: one export on one or more connections. */
+export class NbdClient {
+  /** The export as the server described it. */
+  readonly details: ExportDetails;
+  /** Structured replies were negotiated. */
+  readonly structuredReplies: boolean;
+  /** Names of the selected metadata contexts. */
+  readonly contexts: readonly string[];
+  readonly #connections: NbdClientConnection[];
+  #next = 0;
+
+  private constructor(connections: NbdClientConnection[]) {
+    this.#connections = connections;
+    const { details, structured, contexts } = connections[0].session;
+    this.details = details;
+    this.structuredReplies = structured;
+    this.contexts = [...contexts.values()];
+  }
+
+  /** Connect to the export named by `uri` (a string or parsed URI). */
+  static async connect(uri: string | NbdUri, options: ConnectOptions = {}): Promise<NbdClient> {
+    const target = typeof uri === "string" ? parseNbdUri(uri) : uri;
+    const first = await openConnection(target, options);
+    const connections = [first];
+    try {
+      const wanted = Math.max(1, options.connections ?? 1);
+      if (first.session.details.flags & NBD_FLAG.CAN_MULTI_CONN) {
+        while (connections.length < wanted) connections.push(await openConnection(target, options));
+      }
+    } catch (error) {
+      await Promise.all(connections.map((connection) => connection.disconnect()));
+      throw error;
+    }
+    return new NbdClient(connections);
+  }
+
+  /** Export size in bytes. */
+  get size(): number {
+    return this.details.size;
+  }
+
+  /** Transmission flags. */
+  get flags(): number {
+    return this.details.flags;
+  }
+
+  /** Connections in use (more than one only with CAN_MULTI_CONN). */
+  get connectionCount(): number {
+    return this.#connections.length;
+  }
+
+  /** Largest read or write payload sent in one request. */
+  get maxPayload(): number {
+    return Math.min(
+      this.details.blockSizes?.maximum ?? NBD_LIMIT.MAX_PAYLOAD,
+      NBD_LIMIT.MAX_PAYLOAD,
+    );
+  }
+
+  /** Requests should be multiples of this (the server's minimum block size). */
+  get minimumBlock(): number {
+    return this.details.blockSizes?.minimum ?? 1;
+  }
+
+  /** Whether the server announced `flag` (an NBD_FLAG bit). */
+  can(flag: number): boolean {
+    return (this.details.flags & flag) !== 0;
+  }
+
+  /** Read `length` bytes at `offset`. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const data = new Uint8Array(length);
+    await this.readInto(offset, data);
+    return data;
+  }
+
+  /** Fill `into` with the bytes at `offset`. */
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    this.#checkRange(offset, into.length);
+    await Promise.all(
+      pieces(offset, into.length, this.maxPayload).map(([at, length]) =>
+        this.#pick().read(at, into.subarray(at - offset, at - offset + length))
+      ),
+    );
+  }
+
+  /** Write `data` at `offset`. */
+  async write(offset: number, data: Uint8Array, options: RequestOptions = {}): Promise<void> {
+    this.#checkWritable("write");
+    this.#checkRange(offset, data.length);
+    const flags = options.fua ? NBD_CMD_FLAG.FUA : 0;
+    await Promise.all(
+      pieces(offset, data.length, this.maxPayload).map(([at, length]) =>
+        this.#pick().write(at, data.subarray(at - offset, at - offset + length), flags)
+      ),
+    );
+  }
+
+  /** Make `length` bytes at `offset` read as zeroes. */
+  async zero(offset: number, length: number, options: ZeroRequestOptions = {}): Promise<void> {
+    this.#checkWritable("zero");
+    this.#require(NBD_FLAG.SEND_WRITE_ZEROES, "zero");
+    if (options.fastZero) this.#require(NBD_FLAG.SEND_FAST_ZERO, "fast zero");
+    const flags = (options.fua ? NBD_CMD_FLAG.FUA : 0) |
+      (options.noHole ? NBD_CMD_FLAG.NO_HOLE : 0) | (options.fastZero ? NBD_CMD_FLAG.FAST_ZERO : 0);
+    await this.#effect(NBD_CMD.WRITE_ZEROES, offset, length, flags);
+  }
+
+  /** Tell the server `length` bytes at `offset` are no longer needed. */
+  async trim(offset: number, length: number, options: RequestOptions = {}): Promise<void> {
+    this.#checkWritable("trim");
+    this.#require(NBD_FLAG.SEND_TRIM, "trim");
+    await this.#effect(NBD_CMD.TRIM, offset, length, options.fua ? NBD_CMD_FLAG.FUA : 0);
+  }
+
+  /** Ask the server to prefetch `length` bytes at `offset`. */
+  async cache(offset: number, length: number): Promise<void> {
+    this.#require(NBD_FLAG.SEND_CACHE, "cache");
+    await this.#effect(NBD_CMD.CACHE, offset, length, 0);
+  }
+
+  /** Make every completed write durable. */
+  async flush(): Promise<void> {
+    this.#require(NBD_FLAG.SEND_FLUSH, "flush");
+    // With CAN_MULTI_CONN a flush covers every connection; without it there is one.
+    await this.#connections[0].command(NBD_CMD.FLUSH, 0, 0);
+  }
+
+  /**
+   * Block status from `offset` for one negotiated context (the first one by
+   * default): at least one descriptor, covering at most `length` bytes
+   * except that the last may reach beyond.
+   */
+  async blockStatus(
+    offset: number,
+    length: number,
+    options: { context?: string; reqOne?: boolean } = {},
+  ): Promise<StatusDescriptor[]> {
+    const context = options.context ?? this.contexts[0];
+    if (context === undefined || !this.contexts.includes(context)) {
+      throw new DenbdError(
+        "invalid",
+        `metadata context '${context ?? BASE_ALLOCATION}' was not negotiated`,
+      );
+    }
+    this.#checkRange(offset, length);
+    const flags = options.reqOne ? NBD_CMD_FLAG.REQ_ONE : 0;
+    const statuses = await this.#pick().blockStatus(offset, Math.min(length, 0xffff_ffff), flags);
+    return statuses.get(context)!;
+  }
+
+  /** End every connection cleanly (in-flight requests are answered first). */
+  async disconnect(): Promise<void> {
+    await Promise.all(this.#connections.map((connection) => connection.disconnect()));
+  }
+
+  /** The connection with the fewest requests in flight (round robin among equals). */
+  #pick(): NbdClientConnection {
+    let best = this.#connections[this.#next++ % this.#connections.length];
+    for (const connection of this.#connections) {
+      if (connection.inFlight < best.inFlight) best = connection;
+    }
+    return best;
+  }
+
+  async #effect(type: number, offset: number, length: number, flags: number): Promise<void> {
+    this.#checkRange(offset, length);
+    const step = Math.max(
+      this.minimumBlock,
+      MAX_EFFECT_LENGTH - (MAX_EFFECT_LENGTH % this.minimumBlock),
+    );
+    await Promise.all(
+      pieces(offset, length, step).map(([at, size]) => this.#pick().command(type, at, size, flags)),
+    );
+  }
+
+  #checkRange(offset: number, length: number): void {
+    if (
+      !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0
+    ) {
+      throw new DenbdError("invalid", `invalid range: ${length} bytes at ${offset}`);
+    }
+    if (offset + length > this.size) {
+      throw new DenbdError(
+        "invalid",
+        `${length} bytes at ${offset} reach past the end (${this.size})`,
+      );
+    }
+    const block = this.minimumBlock;
+    if (offset % block || length % block) {
+      throw new DenbdError(
+        "invalid",
+        `${length} bytes at ${offset} are not aligned to the server's ${block}-byte blocks`,
+      );
+    }
+  }
+
+  #checkWritable(what: string): void {
+    if (this.can(NBD_FLAG.READ_ONLY)) {
+      throw new DenbdError("read-only", `${what}: the export is read-only`);
+    }
+  }
+
+  #require(flag: number, what: string): void {
+    if (!this.can(flag)) {
+      throw new DenbdError("not-supported", `${what}: the server does not support it`);
+    }
+  }
+}
+
+/** [offset, length] pieces of at most `step` bytes covering `length` bytes at `offset`. */
+function pieces(offset: number, length: number, step: number): [number, number][] {
+  const result: [number, number][] = [];
+  for (let done = 0; done < length; done += step) {
+    result.push([offset + done, Math.min(step, length - done)]);
+  }
+  return result.length ? result : [[offset, 0]];
+}
+
+/** Open a connection, negotiate, and enter transmission on the export. */
+async function openConnection(uri: NbdUri, options: ConnectOptions): Promise<NbdClientConnection> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const { conn, session, reader, writer } = await startNegotiation(uri, timeoutMs);
+  try {
+    const name = options.exportName ?? uri.exportName;
+    const structured = options.structuredReplies === false
+      ? false
+      : await session.requestStructuredReplies();
+    if (options.metaContexts?.length && structured) {
+      await session.setMetaContexts(name, options.metaContexts);
+    }
+    const details = await session.go(name);
+    return new NbdClientConnection(
+      conn,
+      reader,
+      writer,
+      { details, structured, contexts: session.contexts },
+      timeoutMs,
+    );
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+/** Connect and start option haggling. */
+async function startNegotiation(uri: NbdUri, timeoutMs: number) {
+  if (uri.tls) {
+    throw new DenbdError("not-supported", "TLS (nbds:// URIs) is not supported yet");
+  }
+  const conn = await within({ timeoutMs }, connectTo(uri.address));
+  try {
+    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+    const reader = new BufferedReader(conn);
+    const writer = new WriteQueue(conn);
+    const session = await NegotiationSession.start({ reader, writer, timeoutMs });
+    return { conn, session, reader, writer };
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+async function connectTo(address: SocketAddress): Promise<Deno.Conn> {
+  try {
+    return address.type === "unix"
+      ? await Deno.connect({ transport: "unix", path: address.path })
+      : await Deno.connect({ hostname: address.host, port: address.port });
+  } catch (error) {
+    const where = address.type === "unix" ? address.path : `${address.host}:${address.port}`;
+    throw new DenbdError("io", `could not connect to ${where}: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Run `body` with an option-mode session on the server of `uri` (nothing is
+ * chosen for transmission), then end it with NBD_OPT_ABORT.
+ */
+export async function withNegotiation<T>(
+  uri: string | NbdUri,
+  body: (session: NegotiationSession, uri: NbdUri) => Promise<T>,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): Promise<T> {
+  const target = typeof uri === "string" ? parseNbdUri(uri) : uri;
+  const { conn, session } = await startNegotiation(target, timeoutMs);
+  try {
+    const result = await body(session, target);
+    await session.abort();
+    return result;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // The server closed first.
+    }
+  }
+}
