@@ -185,8 +185,8 @@ export function startQemuNbd(start: ServerStart): Promise<ServerProcess> {
   return startServer("qemu-nbd", [], start);
 }
 
-/** Start `command prefix... args` listening on a fresh port or the given socket. */
-export async function startServer(
+/** Start `command prefix... args` (qemu-nbd's flags) on a fresh port or the given socket. */
+export function startServer(
   command: string,
   prefix: readonly string[],
   start: ServerStart,
@@ -194,8 +194,35 @@ export async function startServer(
   const port = freePort();
   const host = start.host ?? "127.0.0.1";
   const where = start.socket ? ["-k", start.socket] : ["-b", host, "-p", String(port)];
-  const child = new Deno.Command(command, {
+  const name = encodeURIComponent(start.exportName ?? "");
+  return launch({
+    command,
     args: [...prefix, ...where, ...start.args],
+    uri: start.socket
+      ? `nbd+unix:///${name}?socket=${start.socket}`
+      : `nbd://${host.includes(":") ? `[${host}]` : host}:${port}/${name}`,
+    listen: start.socket ?? { hostname: host, port },
+  });
+}
+
+/** How to launch any server under test. */
+export interface LaunchSpec {
+  /** Program to run. */
+  readonly command: string;
+  /** Its arguments. */
+  readonly args: readonly string[];
+  /** NBD URI of the export it will serve. */
+  readonly uri: string;
+  /** Where it listens: probed by connecting (TCP) or by the socket file appearing (Unix). */
+  readonly listen: Deno.ConnectOptions | string;
+  /** The program forks a daemon that writes its pid here and exits at once. */
+  readonly daemonPidFile?: string;
+}
+
+/** Launch a server and wait (bounded) until it listens; it is stopped again on failure. */
+export async function launch(spec: LaunchSpec): Promise<ServerProcess> {
+  const child = new Deno.Command(spec.command, {
+    args: [...spec.args],
     env: { PATH: SYSTEM_PATH },
     stdin: "null",
     stdout: "null",
@@ -206,36 +233,22 @@ export async function startServer(
   const drained = child.stderr.pipeTo(
     new WritableStream({ write: (chunk) => void (stderr += decoder.decode(chunk)) }),
   );
-  const name = encodeURIComponent(start.exportName ?? "");
-  const uri = start.socket
-    ? `nbd+unix:///${name}?socket=${start.socket}`
-    : `nbd://${host.includes(":") ? `[${host}]` : host}:${port}/${name}`;
   const exited = async (timeoutMs = 15_000): Promise<number> => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`server still running after ${timeoutMs}ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      const status = await Promise.race([child.status, timeout]);
-      await drained;
-      return status.code;
-    } finally {
-      clearTimeout(timer);
-    }
+    const status = await bounded(child.status, timeoutMs, "server still running");
+    await drained;
+    if (spec.daemonPidFile) await stopDaemon(spec.daemonPidFile, timeoutMs);
+    return status.code;
   };
   const server: ServerProcess = {
     child,
-    uri,
+    uri: spec.uri,
     stderr: () => stderr,
     exited,
     async stop() {
       try {
         child.kill("SIGTERM");
       } catch {
-        // Already gone.
+        // Already gone (or a daemon launcher that exited after forking).
       }
       try {
         return await exited();
@@ -248,12 +261,46 @@ export async function startServer(
     },
   };
   try {
-    await waitForListener(start.socket ?? { hostname: host, port }, child);
+    await waitForListener(spec.listen, child, Boolean(spec.daemonPidFile));
   } catch (error) {
     await server.stop().catch(() => {});
-    throw new Error(`${command} did not start: ${(error as Error).message}\n${stderr}`);
+    throw new Error(`${spec.command} did not start: ${(error as Error).message}\n${stderr}`);
   }
   return server;
+}
+
+/** `promise`, or a rejection saying `what` after `timeoutMs`. */
+async function bounded<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} after ${timeoutMs}ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** SIGTERM the daemon whose pid is in `pidFile` and wait until it is gone (or a zombie). */
+async function stopDaemon(pidFile: string, timeoutMs: number): Promise<void> {
+  const pid = Number((await Deno.readTextFile(pidFile)).trim());
+  const running = () => {
+    try {
+      return !/^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+    } catch {
+      return false;
+    }
+  };
+  if (!running()) return;
+  Deno.kill(pid, "SIGTERM");
+  for (const deadline = Date.now() + timeoutMs; running();) {
+    if (Date.now() > deadline) {
+      Deno.kill(pid, "SIGKILL");
+      throw new Error(`daemon ${pid} ignored SIGTERM`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /**
@@ -264,9 +311,10 @@ export async function startServer(
 async function waitForListener(
   where: Deno.ConnectOptions | string,
   child: Deno.ChildProcess,
+  daemonizes: boolean,
 ): Promise<void> {
   let done = false;
-  child.status.then(() => done = true);
+  if (!daemonizes) child.status.then(() => done = true);
   for (let attempt = 0; attempt < 200 && !done; attempt++) {
     if (await isListening(where)) return;
     await new Promise((resolve) => setTimeout(resolve, 50));

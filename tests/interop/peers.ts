@@ -1,0 +1,113 @@
+/**
+ * The other NBD servers the client is tested against, started the way their
+ * users start them: nbdkit (any plugin), qemu-storage-daemon with an NBD
+ * export, and nbd-server (the reference server) in its daemon mode. Each
+ * returns a {@linkcode ServerProcess} like denbd and qemu-nbd do.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { freePort, launch, type ServerProcess } from "./harness.ts";
+
+/** Options shared by the peer starters. */
+export interface PeerOptions {
+  /** Export name (default ""). */
+  readonly exportName?: string;
+  /** Serve read-only. */
+  readonly readOnly?: boolean;
+}
+
+/** nbdkit in the foreground with `plugin` and its `key=value` arguments. */
+export function startNbdkit(
+  plugin: string,
+  pluginArgs: readonly string[],
+  options: PeerOptions = {},
+): Promise<ServerProcess> {
+  const port = freePort();
+  const name = options.exportName ?? "";
+  return launch({
+    command: "nbdkit",
+    args: [
+      "-f",
+      "--exit-with-parent",
+      "-i",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      ...(options.readOnly ? ["-r"] : []),
+      ...(name ? ["-e", name] : []),
+      plugin,
+      ...pluginArgs,
+    ],
+    uri: `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`,
+    listen: { hostname: "127.0.0.1", port },
+  });
+}
+
+/** qemu-storage-daemon exporting `image` (raw) over NBD, optionally with allocation depth. */
+export function startQemuStorageDaemon(
+  image: string,
+  options: PeerOptions & { allocationDepth?: boolean } = {},
+): Promise<ServerProcess> {
+  const port = freePort();
+  const name = options.exportName ?? "disk";
+  const exportOptions = [
+    "type=nbd",
+    "id=export0",
+    "node-name=format0",
+    `name=${name}`,
+    `writable=${options.readOnly ? "off" : "on"}`,
+    ...(options.allocationDepth ? ["allocation-depth=on"] : []),
+  ];
+  return launch({
+    command: "qemu-storage-daemon",
+    args: [
+      "--blockdev",
+      `driver=file,node-name=file0,filename=${image.replaceAll(",", ",,")}`,
+      "--blockdev",
+      "driver=raw,node-name=format0,file=file0",
+      "--nbd-server",
+      `addr.type=inet,addr.host=127.0.0.1,addr.port=${port}`,
+      "--export",
+      exportOptions.join(","),
+    ],
+    uri: `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`,
+    listen: { hostname: "127.0.0.1", port },
+  });
+}
+
+/**
+ * nbd-server, the reference server, in its daemon mode (it forks and the
+ * launcher exits), configured by a file written into `dir`.
+ */
+export async function startNbdServer(
+  dir: string,
+  image: string,
+  options: PeerOptions = {},
+): Promise<ServerProcess> {
+  const port = freePort();
+  const name = options.exportName ?? "disk";
+  const config = join(dir, `nbd-server-${port}.conf`);
+  const pidFile = join(dir, `nbd-server-${port}.pid`);
+  await Deno.writeTextFile(
+    config,
+    [
+      "[generic]",
+      "    listenaddr = 127.0.0.1",
+      `    port = ${port}`,
+      "    allowlist = true",
+      `[${name}]`,
+      `    exportname = ${image}`,
+      `    readonly = ${options.readOnly ? "true" : "false"}`,
+      "",
+    ].join("\n"),
+  );
+  return launch({
+    command: "nbd-server",
+    args: ["-C", config, "-p", pidFile],
+    uri: `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`,
+    listen: { hostname: "127.0.0.1", port },
+    daemonPidFile: pidFile,
+  });
+}
