@@ -39,6 +39,8 @@ const KIND_OF_ERRNO = new Map<number, ErrorKind>();
 for (const [kind, errno] of Object.entries(NBD_ERRNO_OF_KIND) as [ErrorKind, number][]) {
   if (!KIND_OF_ERRNO.has(errno)) KIND_OF_ERRNO.set(errno, kind);
 }
+// A server out of memory is a failure of the storage side, not of the request.
+KIND_OF_ERRNO.set(NBD_ERROR.ENOMEM, "io");
 
 /**
  * The kind of failure an error number received from a server stands for.

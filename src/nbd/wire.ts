@@ -14,12 +14,13 @@
  */
 
 import { NBD_INFO, NBD_LIMIT, NBD_MAGIC, NBD_REPLY_FLAG, NBD_SIZE } from "./protocol.ts";
+import { DenbdError } from "../errors.ts";
 
-/** Malformed protocol data from the peer. */
-export class ProtocolError extends Error {
+/** Malformed protocol data from the peer (kind "io": the peer cannot be trusted further). */
+export class ProtocolError extends DenbdError {
   /** Describe what was wrong with the peer's data. */
   constructor(message: string) {
-    super(message);
+    super("io", message);
     this.name = "ProtocolError";
   }
 }

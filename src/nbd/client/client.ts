@@ -21,7 +21,7 @@
 import { DenbdError } from "../../errors.ts";
 import { BufferedReader } from "../../io/buffered-reader.ts";
 import { WriteQueue } from "../../io/write-queue.ts";
-import type { SocketAddress } from "../../net/socket-address.ts";
+import { formatAddress, type SocketAddress } from "../../net/socket-address.ts";
 import { BASE_ALLOCATION, NBD_CMD, NBD_CMD_FLAG, NBD_FLAG, NBD_LIMIT } from "../protocol.ts";
 import type { StatusDescriptor } from "../wire.ts";
 import { NbdClientConnection } from "./connection.ts";
@@ -30,6 +30,14 @@ import { type NbdUri, parseNbdUri } from "./uri.ts";
 
 /** How long to wait for the server by default, in milliseconds. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
+/**
+ * Bound on the handshake of each extra pool connection: a server may announce
+ * CAN_MULTI_CONN yet admit fewer clients at once (qemu-nbd -e 2), leaving
+ * further connections unanswered; the pool then goes on with what it has.
+ */
+const EXTRA_CONNECTION_TIMEOUT_MS = 3000;
+/** Block status requests stay multiples of this when the server announced no block size. */
+const DEFAULT_STATUS_ALIGNMENT = 512;
 /** Largest zero, trim or cache request sent at once (requests are split beyond). */
 const MAX_EFFECT_LENGTH = 1 << 30;
 
@@ -83,16 +91,18 @@ export class NbdClient {
   /** Connect to the export named by `uri` (a string or parsed URI). */
   static async connect(uri: string | NbdUri, options: ConnectOptions = {}): Promise<NbdClient> {
     const target = typeof uri === "string" ? parseNbdUri(uri) : uri;
-    const first = await openConnection(target, options);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const first = await openConnection(target, options, timeoutMs);
     const connections = [first];
-    try {
-      const wanted = Math.max(1, options.connections ?? 1);
-      if (first.session.details.flags & NBD_FLAG.CAN_MULTI_CONN) {
-        while (connections.length < wanted) connections.push(await openConnection(target, options));
-      }
-    } catch (error) {
-      await Promise.all(connections.map((connection) => connection.disconnect()));
-      throw error;
+    const wanted = Math.max(1, options.connections ?? 1);
+    if (first.session.details.flags & NBD_FLAG.CAN_MULTI_CONN && wanted > 1) {
+      // Opened together; those the server does not admit now (it may cap its
+      // clients below what it announced) are left out and the pool goes on without them.
+      const extraTimeoutMs = Math.min(timeoutMs, EXTRA_CONNECTION_TIMEOUT_MS);
+      const extras = await Promise.allSettled(
+        Array.from({ length: wanted - 1 }, () => openConnection(target, options, extraTimeoutMs)),
+      );
+      for (const extra of extras) if (extra.status === "fulfilled") connections.push(extra.value);
     }
     return new NbdClient(connections);
   }
@@ -112,12 +122,25 @@ export class NbdClient {
     return this.#connections.length;
   }
 
-  /** Largest read or write payload sent in one request. */
+  /**
+   * Largest read or write payload sent in one request: the server's maximum,
+   * at most 32 MiB. Valid block sizes make it a multiple of the minimum block
+   * (invalid ones are ignored), so the pieces of a split request stay aligned.
+   */
   get maxPayload(): number {
     return Math.min(
       this.details.blockSizes?.maximum ?? NBD_LIMIT.MAX_PAYLOAD,
       NBD_LIMIT.MAX_PAYLOAD,
     );
+  }
+
+  /**
+   * Longest block status request sent: 4 GiB less the minimum block (512 when
+   * the server announced none), as libnbd's tools ask, so that the length
+   * stays aligned and below the protocol's 32-bit limit.
+   */
+  get maxStatusLength(): number {
+    return 2 ** 32 - (this.details.blockSizes?.minimum ?? DEFAULT_STATUS_ALIGNMENT);
   }
 
   /** Requests should be multiples of this (the server's minimum block size). */
@@ -192,7 +215,8 @@ export class NbdClient {
   /**
    * Block status from `offset` for one negotiated context (the first one by
    * default): at least one descriptor, covering at most `length` bytes
-   * except that the last may reach beyond.
+   * except that the last may reach beyond (none for a `length` of 0, which
+   * is not sent to the server).
    */
   async blockStatus(
     offset: number,
@@ -207,8 +231,13 @@ export class NbdClient {
       );
     }
     this.#checkRange(offset, length);
+    if (length === 0) return [];
     const flags = options.reqOne ? NBD_CMD_FLAG.REQ_ONE : 0;
-    const statuses = await this.#pick().blockStatus(offset, Math.min(length, 0xffff_ffff), flags);
+    const statuses = await this.#pick().blockStatus(
+      offset,
+      Math.min(length, this.maxStatusLength),
+      flags,
+    );
     return statuses.get(context)!;
   }
 
@@ -271,19 +300,29 @@ export class NbdClient {
   }
 }
 
-/** [offset, length] pieces of at most `step` bytes covering `length` bytes at `offset`. */
+/**
+ * [offset, length] pieces of at most `step` bytes covering `length` bytes at
+ * `offset`; none for a length of 0 (the protocol says not to send those).
+ */
 function pieces(offset: number, length: number, step: number): [number, number][] {
   const result: [number, number][] = [];
   for (let done = 0; done < length; done += step) {
     result.push([offset + done, Math.min(step, length - done)]);
   }
-  return result.length ? result : [[offset, 0]];
+  return result;
 }
 
-/** Open a connection, negotiate, and enter transmission on the export. */
-async function openConnection(uri: NbdUri, options: ConnectOptions): Promise<NbdClientConnection> {
+/**
+ * Open a connection and enter transmission on the export; the handshake is
+ * bounded by `handshakeTimeoutMs`, later waits by the options' timeout.
+ */
+async function openConnection(
+  uri: NbdUri,
+  options: ConnectOptions,
+  handshakeTimeoutMs: number,
+): Promise<NbdClientConnection> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const { conn, session, reader, writer } = await startNegotiation(uri, timeoutMs);
+  const { conn, session, reader, writer } = await startNegotiation(uri, handshakeTimeoutMs);
   try {
     const name = options.exportName ?? uri.exportName;
     const structured = options.structuredReplies === false
@@ -311,7 +350,19 @@ async function startNegotiation(uri: NbdUri, timeoutMs: number) {
   if (uri.tls) {
     throw new DenbdError("not-supported", "TLS (nbds:// URIs) is not supported yet");
   }
-  const conn = await within({ timeoutMs }, connectTo(uri.address));
+  const connecting = connectTo(uri.address);
+  let conn: Deno.Conn;
+  try {
+    conn = await within(
+      { timeoutMs },
+      connecting,
+      `the connection to ${formatAddress(uri.address)}`,
+    );
+  } catch (error) {
+    // A connection that completes after the timeout is closed, not leaked.
+    connecting.then((late) => late.close(), () => {});
+    throw error;
+  }
   try {
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
     const reader = new BufferedReader(conn);

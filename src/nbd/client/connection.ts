@@ -5,19 +5,24 @@
  * cookie, chunks outside the request, too little data, oversized chunks,
  * status for a context that was not negotiated) or goes silent fails every
  * outstanding request with a clear error and the connection is closed;
- * nothing is ever returned half-checked.
+ * nothing is ever returned half-checked. A request stays outstanding until
+ * its whole reply has been read and checked, so no failure can leave it
+ * unsettled. After an NBD_ESHUTDOWN error the client stops sending new
+ * requests and disconnects softly once the ones in flight are answered, as
+ * the protocol requires.
  *
  * @module
  */
 
 import { DenbdError, messageOf } from "../../errors.ts";
-import type { BufferedReader } from "../../io/buffered-reader.ts";
+import { type BufferedReader, UnexpectedEof } from "../../io/buffered-reader.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import { describeNbdError, kindOfNbdError } from "../errors.ts";
 import {
   nameOf,
   NBD_CMD,
   NBD_CMD_FLAG,
+  NBD_ERROR,
   NBD_LIMIT,
   NBD_MAGIC,
   NBD_REPLY_FLAG,
@@ -41,6 +46,8 @@ import type { ExportDetails } from "./negotiation.ts";
 
 /** Largest error chunk accepted: the fixed fields, a maximal message and an offset. */
 const MAX_ERROR_CHUNK = 14 + NBD_LIMIT.MAX_STRING;
+/** Most error chunks one reply may have. */
+const MAX_ERROR_CHUNKS = 1024;
 /** Most content chunks one read reply may have. */
 const MAX_READ_CHUNKS = 65536;
 
@@ -85,6 +92,8 @@ interface Pending {
   /** Byte ranges of the read already covered by content chunks, merged and sorted. */
   readonly covered: [number, number][];
   chunks: number;
+  /** Error chunks received (bounded, so a server cannot keep a request alive forever). */
+  errorChunks: number;
   readonly statuses: StatusReply;
   error?: { errno: number; message: string };
   readonly resolve: (value: StatusReply | void) => void;
@@ -101,6 +110,9 @@ export class NbdClientConnection {
   readonly #pending = new Map<bigint, Pending>();
   #nextCookie = 1n;
   #failure: Error | null = null;
+  /** Set once a soft disconnect began: new requests are refused with it. */
+  #closing: DenbdError | null = null;
+  #disconnecting: Promise<void> | null = null;
   #idleWaiters: (() => void)[] = [];
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   readonly #replies: Promise<void>;
@@ -156,19 +168,33 @@ export class NbdClientConnection {
    * NBD_CMD_DISC and close. Errors of the server are not reported here.
    */
   async disconnect(): Promise<void> {
-    if (this.#failure === null) {
-      if (this.#pending.size) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
-      try {
-        const cookie = this.#nextCookie++;
-        await this.#writer.send([
-          encodeRequestHeader({ flags: 0, type: NBD_CMD.DISC, cookie, offset: 0, length: 0 }),
-        ]);
-      } catch {
-        // The server went away first: nothing left to end.
-      }
-    }
-    this.#fail(new DenbdError("shutdown", "connection closed by the client"));
+    await this.#softDisconnect(new DenbdError("shutdown", "connection closed by the client"));
     await this.#replies;
+  }
+
+  /**
+   * Refuse new requests with `reason`, wait for the ones in flight, send
+   * NBD_CMD_DISC and close (once, whoever asks first).
+   */
+  #softDisconnect(reason: DenbdError): Promise<void> {
+    this.#closing ??= reason;
+    this.#disconnecting ??= (async () => {
+      if (this.#pending.size && this.#failure === null) {
+        await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+      }
+      if (this.#failure === null) {
+        try {
+          const cookie = this.#nextCookie++;
+          await this.#writer.send([
+            encodeRequestHeader({ flags: 0, type: NBD_CMD.DISC, cookie, offset: 0, length: 0 }),
+          ]);
+        } catch {
+          // The server went away first: nothing left to end.
+        }
+      }
+      this.#fail(this.#closing!);
+    })();
+    return this.#disconnecting;
   }
 
   #request(
@@ -180,6 +206,7 @@ export class NbdClientConnection {
     target?: Uint8Array,
   ): Promise<StatusReply | void> {
     if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#closing) return Promise.reject(this.#closing);
     const cookie = this.#nextCookie++;
     const result = new Promise<StatusReply | void>((resolve, reject) => {
       this.#pending.set(cookie, {
@@ -190,6 +217,7 @@ export class NbdClientConnection {
         target,
         covered: [],
         chunks: 0,
+        errorChunks: 0,
         statuses: new Map(),
         resolve,
         reject,
@@ -223,13 +251,31 @@ export class NbdClientConnection {
         this.#armWatchdog(true);
       }
     } catch (error) {
-      this.#fail(this.#failure ?? (error instanceof Error ? error : new Error(String(error))));
+      this.#fail(this.#failure ?? this.#describeReadFailure(error));
     }
+  }
+
+  /** A reader failure as the error every outstanding request is failed with. */
+  #describeReadFailure(error: unknown): Error {
+    const unanswered = `${this.#pending.size} request(s) unanswered`;
+    if (error instanceof UnexpectedEof) {
+      return new DenbdError(
+        "io",
+        `server closed the connection in the middle of a reply (${unanswered})`,
+        { cause: error },
+      );
+    }
+    if (error instanceof DenbdError || error instanceof ProtocolError) return error;
+    return new DenbdError(
+      "io",
+      `connection to the server failed (${unanswered}): ${messageOf(error)}`,
+      { cause: error },
+    );
   }
 
   async #simpleReply(bytes: Uint8Array): Promise<void> {
     const { error, cookie } = decodeSimpleReplyHeader(bytes);
-    const pending = this.#take(cookie);
+    const pending = this.#lookup(cookie);
     if (pending.type === NBD_CMD.READ && this.#session.structured) {
       throw new ProtocolError("server sent a simple reply to a read after structured replies");
     }
@@ -237,11 +283,11 @@ export class NbdClientConnection {
       throw new ProtocolError("server sent a simple reply to a block status request");
     }
     if (error) {
-      pending.reject(new NbdCommandError(pending.type, error, ""));
+      this.#settle(cookie, pending, { errno: error, message: "" });
       return;
     }
     if (pending.type === NBD_CMD.READ) await this.#reader.readInto(pending.target!);
-    pending.resolve();
+    this.#settle(cookie, pending);
   }
 
   async #chunk(first: Uint8Array): Promise<void> {
@@ -252,8 +298,7 @@ export class NbdClientConnection {
     bytes.set(first);
     bytes.set(await this.#reader.readExact(4), first.length);
     const header = decodeChunkHeader(bytes);
-    const pending = this.#pending.get(header.cookie);
-    if (!pending) throw new ProtocolError(`server replied to unknown cookie ${header.cookie}`);
+    const pending = this.#lookup(header.cookie);
     const done = (header.flags & NBD_REPLY_FLAG.DONE) !== 0;
     if (header.type & NBD_REPLY_TYPE_ERR_BIT) {
       await this.#errorChunk(pending, header.type, header.length);
@@ -273,17 +318,31 @@ export class NbdClientConnection {
           throw new ProtocolError(`server sent unknown chunk type ${header.type}`);
       }
     }
-    if (done) this.#finish(this.#take(header.cookie));
+    if (done) this.#finish(header.cookie, pending);
   }
 
   async #errorChunk(pending: Pending, type: number, length: number): Promise<void> {
     if (length < 6 || length > MAX_ERROR_CHUNK) {
       throw new ProtocolError(`error chunk of ${length} bytes is malformed`);
     }
+    if (++pending.errorChunks > MAX_ERROR_CHUNKS) {
+      throw new ProtocolError("server sent too many error chunks for one request");
+    }
     const payload = new Uint8Array(length);
     await this.#reader.readInto(payload);
-    const { error, message } = decodeErrorChunk(payload, type === NBD_REPLY_TYPE.ERROR_OFFSET);
+    const { error, message, offset } = decodeErrorChunk(
+      payload,
+      type === NBD_REPLY_TYPE.ERROR_OFFSET,
+    );
     if (error === 0) throw new ProtocolError("server sent an error chunk with error 0");
+    if (
+      offset !== undefined &&
+      (offset < pending.offset || offset >= pending.offset + pending.length)
+    ) {
+      throw new ProtocolError(
+        `server reported an error at ${offset}, outside the request of ${pending.length} at ${pending.offset}`,
+      );
+    }
     pending.error ??= { errno: error, message };
   }
 
@@ -340,9 +399,10 @@ export class NbdClientConnection {
     pending.statuses.set(name, descriptors);
   }
 
-  #finish(pending: Pending): void {
+  /** Check a reply that is complete, then settle its request. */
+  #finish(cookie: bigint, pending: Pending): void {
     if (pending.error) {
-      pending.reject(new NbdCommandError(pending.type, pending.error.errno, pending.error.message));
+      this.#settle(cookie, pending, pending.error);
       return;
     }
     if (pending.type === NBD_CMD.READ) {
@@ -358,15 +418,33 @@ export class NbdClientConnection {
         }
       }
     }
-    pending.resolve(pending.type === NBD_CMD.BLOCK_STATUS ? pending.statuses : undefined);
+    this.#settle(cookie, pending);
   }
 
-  #take(cookie: bigint): Pending {
+  /** The request waiting under `cookie`; it stays outstanding until settled. */
+  #lookup(cookie: bigint): Pending {
     const pending = this.#pending.get(cookie);
     if (!pending) throw new ProtocolError(`server replied to unknown cookie ${cookie}`);
+    return pending;
+  }
+
+  /**
+   * Complete a fully checked reply: resolve the request, or reject it with
+   * the server's `error`. NBD_ESHUTDOWN starts a soft disconnect.
+   */
+  #settle(cookie: bigint, pending: Pending, error?: { errno: number; message: string }): void {
     this.#pending.delete(cookie);
     if (!this.#pending.size) this.#wakeIdleWaiters();
-    return pending;
+    if (error) {
+      pending.reject(new NbdCommandError(pending.type, error.errno, error.message));
+      if (error.errno === NBD_ERROR.ESHUTDOWN) {
+        this.#softDisconnect(
+          new DenbdError("shutdown", "the server is shutting down (it answered NBD_ESHUTDOWN)"),
+        );
+      }
+      return;
+    }
+    pending.resolve(pending.type === NBD_CMD.BLOCK_STATUS ? pending.statuses : undefined);
   }
 
   #wakeIdleWaiters(): void {
@@ -385,14 +463,22 @@ export class NbdClientConnection {
       this.#watchdog = undefined;
     }
     if (this.#pending.size && this.#watchdog === undefined) {
-      this.#watchdog = setTimeout(
-        () =>
-          this.#fail(
-            new DenbdError("io", `server did not answer within ${this.#timeoutMs / 1000}s`),
-          ),
-        this.#timeoutMs,
-      );
+      this.#watchdog = setTimeout(() => this.#fail(this.#silence()), this.#timeoutMs);
     }
+  }
+
+  /** The error of a server that stayed silent: names the oldest request waited for. */
+  #silence(): DenbdError {
+    const [oldest] = this.#pending.values();
+    const name = nameOf(NBD_CMD, oldest.type);
+    const what = oldest.length || oldest.offset
+      ? `${name} of ${oldest.length} bytes at ${oldest.offset}`
+      : name;
+    return new DenbdError(
+      "io",
+      `server did not answer within ${this.#timeoutMs / 1000}s (waiting for the reply to ${what}` +
+        `; ${this.#pending.size} request(s) in flight)`,
+    );
   }
 
   /** Fail every outstanding request with `error` and close the connection. */

@@ -10,7 +10,7 @@
  */
 
 import { DenbdError } from "../../errors.ts";
-import type { BufferedReader } from "../../io/buffered-reader.ts";
+import { type BufferedReader, UnexpectedEof } from "../../io/buffered-reader.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import {
   nameOf,
@@ -42,6 +42,10 @@ import {
 
 /** Longest option reply payload accepted from a server. */
 const MAX_OPTION_REPLY = 64 * 1024;
+/** Most bytes of replies accepted for one option (a LIST of many exports fits easily). */
+const MAX_OPTION_REPLIES_TOTAL = 16 * 1024 * 1024;
+/** How long to wait for the server to acknowledge NBD_OPT_ABORT before closing anyway. */
+const ABORT_TIMEOUT_MS = 1000;
 
 /** An export listed by NBD_OPT_LIST. */
 export interface ListedExport {
@@ -115,6 +119,8 @@ export class NegotiationSession {
   /** The server will omit the 124 zero bytes after EXPORT_NAME. */
   readonly noZeroes: boolean;
   #structured = false;
+  /** GO or EXPORT_NAME succeeded: the session is over, options can no longer be sent. */
+  #inTransmission = false;
   #contexts = new Map<number, string>();
 
   private constructor(channel: NegotiationChannel, handshakeFlags: number) {
@@ -125,7 +131,11 @@ export class NegotiationSession {
 
   /** Read the greeting and answer with the client flags. */
   static async start(channel: NegotiationChannel): Promise<NegotiationSession> {
-    const greeting = await within(channel, channel.reader.readExact(NBD_SIZE.GREETING));
+    const greeting = await within(
+      channel,
+      channel.reader.readExact(NBD_SIZE.GREETING),
+      "the server's greeting",
+    );
     const session = new NegotiationSession(channel, decodeGreeting(greeting));
     const flags = (session.fixedNewstyle ? NBD_CLIENT_FLAG.FIXED_NEWSTYLE : 0) |
       (session.noZeroes ? NBD_CLIENT_FLAG.NO_ZEROES : 0);
@@ -208,17 +218,20 @@ export class NegotiationSession {
    */
   async go(name: string): Promise<ExportDetails> {
     const details = this.fixedNewstyle ? await this.#infoOrGo(NBD_OPT.GO, name) : null;
-    return details ?? await this.#exportName(name);
+    const chosen = details ?? await this.#exportName(name);
+    this.#inTransmission = true;
+    return chosen;
   }
 
   /** End the session politely (NBD_OPT_ABORT); the server may not answer. */
   async abort(): Promise<void> {
-    if (!this.fixedNewstyle) return;
+    if (!this.fixedNewstyle || this.#inTransmission) return;
     await this.#channel.writer.send([encodeOption(NBD_OPT.ABORT)]);
     try {
       await within(
-        this.#channel,
+        { timeoutMs: Math.min(this.#channel.timeoutMs, ABORT_TIMEOUT_MS) },
         this.#channel.reader.readExactOrEof(NBD_SIZE.OPTION_REPLY_HEADER),
+        "the reply to NBD_OPT_ABORT",
       );
     } catch {
       // A server may close without acknowledging ABORT; either way we are done.
@@ -251,13 +264,18 @@ export class NegotiationSession {
 
   async #exportName(name: string): Promise<ExportDetails> {
     await this.#channel.writer.send([encodeOption(NBD_OPT.EXPORT_NAME, encodeString(name))]);
-    const reply = await within(this.#channel, this.#channel.reader.readExactOrEof(10));
+    const waitingFor = "the reply to NBD_OPT_EXPORT_NAME";
+    const reply = await within(this.#channel, this.#channel.reader.readExactOrEof(10), waitingFor);
     if (reply === null) {
       throw new DenbdError("not-found", `server closed the connection: no export '${name}'?`);
     }
     const { size, flags } = decodeExportNameReply(reply.slice());
     if (!this.noZeroes) {
-      await within(this.#channel, this.#channel.reader.skip(NBD_LIMIT.EXPORT_NAME_PADDING));
+      await within(
+        this.#channel,
+        this.#channel.reader.skip(NBD_LIMIT.EXPORT_NAME_PADDING),
+        waitingFor,
+      );
     }
     return { requestedName: name, size, flags };
   }
@@ -284,11 +302,14 @@ export class NegotiationSession {
     unsupportedIsNull: boolean,
   ): Promise<{ header: OptionReplyHeader; payload: Uint8Array }[] | null> {
     await this.#channel.writer.send([encodeOption(option, data)]);
+    const waitingFor = `the reply to NBD_OPT_${nameOf(NBD_OPT, option)}`;
     const replies: { header: OptionReplyHeader; payload: Uint8Array }[] = [];
+    let received = 0;
     while (true) {
       const headerBytes = await within(
         this.#channel,
         this.#channel.reader.readExact(NBD_SIZE.OPTION_REPLY_HEADER),
+        waitingFor,
       );
       const header = decodeOptionReplyHeader(headerBytes);
       if (header.option !== option) {
@@ -299,8 +320,14 @@ export class NegotiationSession {
       if (header.length > MAX_OPTION_REPLY) {
         throw new ProtocolError(`option reply of ${header.length} bytes is too large`);
       }
+      received += header.length;
+      if (received > MAX_OPTION_REPLIES_TOTAL) {
+        throw new ProtocolError(
+          `server sent too much in reply to NBD_OPT_${nameOf(NBD_OPT, option)}`,
+        );
+      }
       const payload = new Uint8Array(header.length);
-      await within(this.#channel, this.#channel.reader.readInto(payload));
+      await within(this.#channel, this.#channel.reader.readInto(payload), waitingFor);
       if (header.type === NBD_REP.ACK) return replies;
       if (header.type >= NBD_REP_ERR_BIT) {
         if (header.type === NBD_REP.ERR_UNSUP && unsupportedIsNull) return null;
@@ -334,21 +361,48 @@ function decodeMessage(payload: Uint8Array): string {
 function validBlockSizes(sizes: BlockSizeConstraints): boolean {
   const powerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
   return powerOfTwo(sizes.minimum) && sizes.minimum <= 65536 && powerOfTwo(sizes.preferred) &&
-    sizes.preferred >= sizes.minimum && sizes.maximum >= sizes.preferred;
+    sizes.preferred >= Math.max(sizes.minimum, 512) && sizes.maximum >= sizes.preferred &&
+    (sizes.maximum % sizes.minimum === 0 || sizes.maximum === 0xffff_ffff);
 }
 
-/** Wait for `operation`, failing with a clear error if the server stays silent too long. */
-export async function within<T>(channel: { timeoutMs: number }, operation: Promise<T>): Promise<T> {
+/**
+ * Wait for `operation`, failing with a clear error (naming `waitingFor`, what
+ * the client waits for) if the server stays silent too long or hangs up.
+ */
+export async function within<T>(
+  channel: { timeoutMs: number },
+  operation: Promise<T>,
+  waitingFor = "an answer",
+): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () =>
-        reject(new DenbdError("io", `server did not answer within ${channel.timeoutMs / 1000}s`)),
+        reject(
+          new DenbdError(
+            "io",
+            `server did not answer within ${channel.timeoutMs / 1000}s (waiting for ${waitingFor})`,
+          ),
+        ),
       channel.timeoutMs,
     );
   });
   try {
     return await Promise.race([operation, timeout]);
+  } catch (error) {
+    if (error instanceof UnexpectedEof) {
+      throw new DenbdError("io", `server closed the connection (waiting for ${waitingFor})`, {
+        cause: error,
+      });
+    }
+    if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
+      throw new DenbdError(
+        "io",
+        `connection to the server failed (waiting for ${waitingFor}): ${error.message}`,
+        { cause: error },
+      );
+    }
+    throw error;
   } finally {
     clearTimeout(timer);
   }

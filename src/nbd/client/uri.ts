@@ -52,10 +52,17 @@ export function parseNbdUri(text: string): NbdUri {
     );
   }
   const exportName = decodeComponent(url.pathname.replace(/^\//, ""), text);
+  const query = parseQuery(url.search, text);
   if (scheme.transport === "unix") {
-    const socket = url.searchParams.get("socket");
+    const socket = query.get("socket");
     if (!socket) throw new DenbdError("invalid", `'${text}' needs a ?socket=PATH parameter`);
     return { address: { type: "unix", path: socket }, exportName, tls: scheme.tls };
+  }
+  if (query.has("socket")) {
+    throw new DenbdError(
+      "invalid",
+      `'${text}': the socket parameter needs an nbd+unix:// URI (nbd+unix:///EXPORT?socket=PATH)`,
+    );
   }
   if (!url.hostname) throw new DenbdError("invalid", `'${text}' names no host`);
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -64,17 +71,40 @@ export function parseNbdUri(text: string): NbdUri {
 }
 
 /**
- * The URI of an export as libnbd prints it: scheme, host and port (always
- * given), the export name percent-encoded.
+ * The URI of an export, close to how libnbd prints it: scheme, host and port
+ * (always given), the export name and socket path percent-encoded except for
+ * "/". {@linkcode parseNbdUri} gives back the same address and name.
  */
 export function formatNbdUri(uri: NbdUri): string {
   const secure = uri.tls ? "s" : "";
-  const path = `/${encodeURIComponent(uri.exportName)}`;
+  const path = `/${encodePath(uri.exportName)}`;
   if (uri.address.type === "unix") {
-    return `nbd${secure}+unix://${path}?socket=${encodeURIComponent(uri.address.path)}`;
+    return `nbd${secure}+unix://${path}?socket=${encodePath(uri.address.path)}`;
   }
   const { host, port } = uri.address;
   return `nbd${secure}://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
+}
+
+/** Percent-encode `text` for a URI path or query value, keeping "/" as it is. */
+function encodePath(text: string): string {
+  return encodeURIComponent(text).replaceAll("%2F", "/");
+}
+
+/**
+ * The query parameters of a URI as RFC 3986 reads them: "+" is a plus sign,
+ * not a space (URLSearchParams would turn a socket "/tmp/a+b" into "/tmp/a b").
+ * The first of repeated parameters counts.
+ */
+function parseQuery(search: string, text: string): Map<string, string> {
+  const parameters = new Map<string, string>();
+  for (const pair of search.replace(/^\?/, "").split("&")) {
+    if (!pair) continue;
+    const equals = pair.indexOf("=");
+    const key = decodeComponent(equals < 0 ? pair : pair.slice(0, equals), text);
+    const value = equals < 0 ? "" : decodeComponent(pair.slice(equals + 1), text);
+    if (!parameters.has(key)) parameters.set(key, value);
+  }
+  return parameters;
 }
 
 function decodeComponent(component: string, text: string): string {
