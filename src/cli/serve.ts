@@ -19,6 +19,7 @@ import { DenbdError } from "../errors.ts";
 import { Logger } from "../log.ts";
 import { formatAddress, type SocketAddress } from "../net/socket-address.ts";
 import { VERSION } from "../version.ts";
+import type { Subcommand } from "./subcommand.ts";
 
 /** What each --cache mode means, as QEMU defines them. */
 const CACHE_MODES = {
@@ -221,3 +222,10 @@ export async function runServe(args: readonly string[]): Promise<number> {
   }
   return 0;
 }
+
+/** `denbd serve`, for the dispatcher. */
+export const serveCommand: Subcommand = {
+  summary: "export a disk image over NBD (a qemu-nbd drop-in)",
+  run: runServe,
+  help: serveHelp,
+};

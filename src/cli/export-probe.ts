@@ -1,0 +1,172 @@
+/**
+ * Ask a server about its exports the way nbdinfo does, in option mode (no
+ * export is opened): structured replies, then for each export NBD_OPT_INFO
+ * (name, description, block sizes) and NBD_OPT_LIST_META_CONTEXT. A server
+ * that has no NBD_OPT_INFO is asked with NBD_OPT_GO on a connection of its
+ * own instead, after the option session ended.
+ *
+ * @example
+ * ```ts
+ * import { probeServer } from "./export-probe.ts";
+ * const { report, failures } = await probeServer("nbd://localhost/disk", { all: false });
+ * ```
+ * @module
+ */
+
+import { DenbdError, messageOf } from "../errors.ts";
+import { NbdClient, withNegotiation } from "../nbd/client/client.ts";
+import {
+  type ExportDetails,
+  type NegotiationSession,
+  OptionRefused,
+} from "../nbd/client/negotiation.ts";
+import { type NbdUri, parseNbdUri } from "../nbd/client/uri.ts";
+import { NBD_FLAG } from "../nbd/protocol.ts";
+import type { ExportReport, ServerReport } from "./export-report.ts";
+import { libnbdUri } from "./libnbd-uri.ts";
+
+/** An export the server would not describe, and why. */
+export interface ExportFailure {
+  /** The name asked for. */
+  readonly name: string;
+  /** What the server or the connection said. */
+  readonly error: unknown;
+}
+
+/** What a probe found: the report of the exports described, and the failures. */
+export interface ProbeResult {
+  /** The server and every export that could be described, in order. */
+  readonly report: ServerReport;
+  /** The exports that could not be described. */
+  readonly failures: readonly ExportFailure[];
+}
+
+/** An export as the option session saw it, or why it must be asked with GO later. */
+type SessionOutcome =
+  | { readonly report: ExportReport }
+  | { readonly failure: ExportFailure }
+  | { readonly needsGo: string; readonly listedDescription?: string };
+
+/**
+ * Transmission flags as libnbd reports them: DF only counts with structured
+ * replies, FAST_ZERO only with WRITE_ZEROES.
+ */
+export function libnbdFlags(flags: number, structured: boolean): number {
+  let result = flags;
+  if (!structured) result &= ~NBD_FLAG.SEND_DF;
+  if (!(flags & NBD_FLAG.SEND_WRITE_ZEROES)) result &= ~NBD_FLAG.SEND_FAST_ZERO;
+  return result;
+}
+
+/**
+ * Describe the export `uri` names or, with `all`, every export the server
+ * lists (descriptions then come from the list, as nbdinfo --list does).
+ */
+export async function probeServer(uri: string, options: { all: boolean }): Promise<ProbeResult> {
+  const target = parseNbdUri(uri);
+  const probed = await withNegotiation(target, async (session) => {
+    await session.requestStructuredReplies();
+    const listed = options.all
+      ? await session.list()
+      : [{ name: target.exportName, description: undefined }];
+    const outcomes: SessionOutcome[] = [];
+    for (const { name, description } of listed) {
+      outcomes.push(await describeInSession(session, target, name, description));
+    }
+    return { fixedNewstyle: session.fixedNewstyle, structured: session.structured, outcomes };
+  });
+  const exports: ExportReport[] = [];
+  const failures: ExportFailure[] = [];
+  for (const outcome of probed.outcomes) {
+    const settled = "needsGo" in outcome
+      ? await describeWithGo(target, outcome.needsGo, outcome.listedDescription)
+      : outcome;
+    if ("report" in settled) exports.push(settled.report);
+    else failures.push(settled.failure);
+  }
+  return {
+    report: {
+      protocol: probed.fixedNewstyle ? "newstyle-fixed" : "newstyle",
+      tls: false,
+      structured: probed.structured,
+      exports,
+    },
+    failures,
+  };
+}
+
+/** The one-line message for an export that could not be described. */
+export function failureMessage(failure: ExportFailure): string {
+  const which = failure.name === "" ? "the default export" : `export '${failure.name}'`;
+  return `${messageOf(failure.error)} (for ${which})`;
+}
+
+async function describeInSession(
+  session: NegotiationSession,
+  target: NbdUri,
+  name: string,
+  listedDescription: string | undefined,
+): Promise<SessionOutcome> {
+  if (!session.fixedNewstyle) return { needsGo: name, listedDescription };
+  let details: ExportDetails | null;
+  try {
+    details = await session.info(name);
+  } catch (error) {
+    if (error instanceof OptionRefused) return { failure: { name, error } };
+    throw error;
+  }
+  if (details === null) return { needsGo: name, listedDescription };
+  const contexts = await listContexts(session, name);
+  return {
+    report: exportReport(target, name, details, session.structured, contexts, listedDescription),
+  };
+}
+
+/** The export's contexts, or null when the server will not list them (as libnbd gives up). */
+async function listContexts(session: NegotiationSession, name: string): Promise<string[] | null> {
+  try {
+    return await session.listMetaContexts(name);
+  } catch (error) {
+    if (error instanceof OptionRefused) return null;
+    throw error;
+  }
+}
+
+/** Describe `name` by entering transmission on it; contexts cannot be listed then. */
+async function describeWithGo(
+  target: NbdUri,
+  name: string,
+  listedDescription: string | undefined,
+): Promise<{ report: ExportReport } | { failure: ExportFailure }> {
+  let client: NbdClient;
+  try {
+    client = await NbdClient.connect(target, { exportName: name });
+  } catch (error) {
+    if (error instanceof DenbdError) return { failure: { name, error } };
+    throw error;
+  }
+  await client.disconnect();
+  const { details, structuredReplies } = client;
+  return {
+    report: exportReport(target, name, details, structuredReplies, null, listedDescription),
+  };
+}
+
+function exportReport(
+  target: NbdUri,
+  name: string,
+  details: ExportDetails,
+  structured: boolean,
+  contexts: string[] | null,
+  listedDescription: string | undefined,
+): ExportReport {
+  return {
+    name: details.canonicalName ?? name,
+    description: listedDescription ?? details.description,
+    size: details.size,
+    uri: libnbdUri(target, name),
+    contexts,
+    flags: libnbdFlags(details.flags, structured),
+    blockSizes: details.blockSizes,
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * `denbd info URI`: describe one export as `nbdinfo --no-content URI` does,
+ * in its text or JSON layout, or answer one question about it as
+ * `nbdinfo --size` and `nbdinfo --can/--is` do (exit status 0 yes, 2 no).
+ *
+ * @module
+ */
+
+import { DenbdError, kindOf } from "../errors.ts";
+import { NbdClient } from "../nbd/client/client.ts";
+import { NBD_FLAG } from "../nbd/protocol.ts";
+import { failureMessage, libnbdFlags, probeServer } from "./export-probe.ts";
+import { EXPORT_BOOLEANS, formatReportJson, formatReportText } from "./export-report.ts";
+import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import { writeStdout } from "./stdout.ts";
+import type { Subcommand } from "./subcommand.ts";
+
+/** What a --can/--is question is answered from. */
+interface Capabilities {
+  /** Transmission flags as libnbd reports them. */
+  readonly flags: number;
+  /** Structured replies were negotiated. */
+  readonly structured: boolean;
+}
+
+/** The words of a field name joined as nbdinfo accepts them: "fast_zero", "fast-zero", "fastzero". */
+function spellings(field: string): string[] {
+  const words = field.replace(/^(can|is)_/, "").split("_");
+  return [...new Set(["_", "-", ""].map((joiner) => words.join(joiner)))];
+}
+
+/** Every question --can and --is answer (case-insensitively), as nbdinfo names them. */
+const QUESTIONS: readonly { names: readonly string[]; answer: (c: Capabilities) => boolean }[] = [
+  { names: ["connect", "read"], answer: () => true },
+  { names: ["tls"], answer: () => false },
+  {
+    names: [
+      "sr",
+      "structured",
+      ...["reply", "replies"].flatMap((noun) =>
+        [" ", "-", "_"].map((joiner) => `structured${joiner}${noun}`)
+      ),
+    ],
+    answer: (c) => c.structured,
+  },
+  { names: ["write"], answer: (c) => (c.flags & NBD_FLAG.READ_ONLY) === 0 },
+  ...EXPORT_BOOLEANS.map(({ field, flag }) => ({
+    names: spellings(field),
+    answer: (c: Capabilities) => (c.flags & flag) !== 0,
+  })),
+];
+
+/** The flags of `denbd info`. */
+const INFO_FLAGS = {
+  json: { help: "print the description as JSON (as nbdinfo --json)" },
+  size: { help: "print only the size of the export in bytes" },
+  can: {
+    value: "WHAT",
+    help: "exit 0 if the export can WHAT, 2 if not (e.g. connect, write, trim, zero, flush, " +
+      "fua, cache, df, fast-zero, multi-conn, structured-reply, tls)",
+  },
+  is: { value: "WHAT", help: "exit 0 if the export is WHAT, 2 if not (read-only, rotational)" },
+  help: { short: "h", help: "show this help and exit" },
+} as const satisfies FlagTable;
+
+/** The --help text of `denbd info`. */
+function infoHelp(): string {
+  return [
+    "Usage: denbd info [--json] URI",
+    "       denbd info --size URI",
+    "       denbd info --can WHAT | --is WHAT URI",
+    "Describe the export URI names, as 'nbdinfo --no-content URI' does: protocol, size,",
+    "metadata contexts, capabilities and block sizes. The content is not probed (file(1) is",
+    "not run). URI is nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.",
+    "",
+    formatFlagHelp(INFO_FLAGS),
+    "",
+    "Exit status: 0 on success (--can/--is: yes), 2 for --can/--is: no, 1 on errors.",
+  ].join("\n");
+}
+
+/** Run `denbd info` with `args`; resolves to the exit code. */
+async function runInfo(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseFlags(INFO_FLAGS, args);
+  if (values.help) {
+    console.log(infoHelp());
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
+  const [uri] = positionals;
+  const question = (values.can ?? values.is) as string | undefined;
+  if ([values.size, values.can, values.is].filter(Boolean).length > 1) {
+    throw new UsageError("--size, --can and --is cannot be used together");
+  }
+  if (question !== undefined) return await answer(uri, question);
+  if (values.size) {
+    const client = await NbdClient.connect(uri);
+    await client.disconnect();
+    await writeStdout(`${client.size}\n`);
+    return 0;
+  }
+  const { report, failures } = await probeServer(uri, { all: false });
+  if (failures.length) {
+    const [failure] = failures;
+    throw new DenbdError(
+      kindOf(failure.error),
+      `${failureMessage(failure)}; to list the server's exports, use 'denbd list'`,
+    );
+  }
+  await writeStdout(values.json ? formatReportJson(report) : formatReportText(report));
+  return 0;
+}
+
+/** Exit 0 if the export has capability `question`, 2 if not. */
+async function answer(uri: string, question: string): Promise<number> {
+  const wanted = question.toLowerCase();
+  const entry = QUESTIONS.find(({ names }) => names.includes(wanted));
+  if (!entry) throw new UsageError(`unknown --can or --is question '${question}'`);
+  const client = await NbdClient.connect(uri);
+  await client.disconnect();
+  const structured = client.structuredReplies;
+  return entry.answer({ flags: libnbdFlags(client.flags, structured), structured }) ? 0 : 2;
+}
+
+/** `denbd info`, for the dispatcher. */
+export const infoCommand: Subcommand = {
+  summary: "describe an NBD export (like nbdinfo)",
+  run: runInfo,
+  help: infoHelp,
+};

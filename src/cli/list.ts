@@ -1,0 +1,53 @@
+/**
+ * `denbd list URI`: list the server's exports and describe each, as
+ * `nbdinfo --list URI` does, in its text or JSON layout. An export the
+ * server lists but will not describe is reported on stderr, the others are
+ * still shown, and the exit status is 1.
+ *
+ * @module
+ */
+
+import { failureMessage, probeServer } from "./export-probe.ts";
+import { formatReportJson, formatReportText } from "./export-report.ts";
+import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import { writeStdout } from "./stdout.ts";
+import type { Subcommand } from "./subcommand.ts";
+
+/** The flags of `denbd list`. */
+const LIST_FLAGS = {
+  json: { help: "print the list as JSON (as nbdinfo --list --json)" },
+  help: { short: "h", help: "show this help and exit" },
+} as const satisfies FlagTable;
+
+/** The --help text of `denbd list`. */
+function listHelp(): string {
+  return [
+    "Usage: denbd list [--json] URI",
+    "List the exports of the server URI names and describe each, as 'nbdinfo --list URI'",
+    "does. The export name in URI is ignored. Sizes are what the server answers to",
+    "NBD_OPT_INFO (nbd-server, for one, answers 0).",
+    "",
+    formatFlagHelp(LIST_FLAGS),
+  ].join("\n");
+}
+
+/** Run `denbd list` with `args`; resolves to the exit code. */
+async function runList(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseFlags(LIST_FLAGS, args);
+  if (values.help) {
+    console.log(listHelp());
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
+  const { report, failures } = await probeServer(positionals[0], { all: true });
+  await writeStdout(values.json ? formatReportJson(report) : formatReportText(report));
+  for (const failure of failures) console.error(`denbd list: ${failureMessage(failure)}`);
+  return failures.length ? 1 : 0;
+}
+
+/** `denbd list`, for the dispatcher. */
+export const listCommand: Subcommand = {
+  summary: "list a server's exports and describe each (like nbdinfo --list)",
+  run: runList,
+  help: listHelp,
+};
