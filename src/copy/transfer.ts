@@ -1,0 +1,208 @@
+/**
+ * The copy's worker loop: walk the plan in order and keep up to
+ * `maxInFlight` steps running at once. A data step reads into a buffer from
+ * a pool and writes it (cut into data and zero runs by sparse detection);
+ * a zero step zeroes the destination, or costs nothing when the destination
+ * starts zeroed. Buffers are reused, so memory stays within `maxInFlight`
+ * buffers of `requestSize` bytes.
+ *
+ * Order is kept only where an end needs it: a stream source is read one
+ * step at a time (its size is learnt at its end), a stream destination is
+ * written in source order while reads still run ahead. The first failure
+ * stops new steps; the steps in flight are waited for, then it is thrown.
+ *
+ * @example
+ * ```ts
+ * import { transfer } from "./transfer.ts";
+ * const bytes = await transfer(source, destination, {
+ *   requestSize: 256 * 1024,
+ *   maxInFlight: 64,
+ *   sparseBlock: 4096,
+ * });
+ * ```
+ * @module
+ */
+
+import { DenbdError, kindOf, messageOf } from "../errors.ts";
+import type { Destination, Source } from "./endpoints.ts";
+import { planCopy, sparseRuns, type Step, streamSteps } from "./plan.ts";
+
+/** How {@linkcode transfer} works. */
+export interface TransferSettings {
+  /** Largest read or write, in bytes. */
+  readonly requestSize: number;
+  /** Steps running at once (each holds at most one buffer). */
+  readonly maxInFlight: number;
+  /** Zero blocks of this size found in data are not written as data; 0 turns detection off. */
+  readonly sparseBlock: number;
+  /** Told about every `bytes` of the source done (copied or zeroed). */
+  readonly onProgress?: (bytes: number) => void;
+}
+
+/** Copy every byte of `source` to `destination`; resolves to the bytes of the source copied. */
+export function transfer(
+  source: Source,
+  destination: Destination,
+  settings: TransferSettings,
+): Promise<number> {
+  return new Transfer(source, destination, settings).run();
+}
+
+/** The state of one transfer. */
+class Transfer {
+  readonly #source: Source;
+  readonly #destination: Destination;
+  readonly #settings: TransferSettings;
+  /** Buffers of requestSize bytes not in use. */
+  readonly #spare: Uint8Array[] = [];
+  #inFlight = 0;
+  #wake?: () => void;
+  #failure?: { error: unknown };
+  /** Settles when every write started so far has (used for a stream destination). */
+  #lastWrite: Promise<unknown> = Promise.resolve();
+  #copied = 0;
+
+  constructor(source: Source, destination: Destination, settings: TransferSettings) {
+    this.#source = source;
+    this.#destination = destination;
+    this.#settings = settings;
+  }
+
+  async run(): Promise<number> {
+    const { requestSize } = this.#settings;
+    const size = this.#source.size;
+    const steps = size === undefined
+      ? streamSteps(requestSize)
+      : planCopy(size, (offset, length) => this.#source.extents(offset, length), requestSize);
+    try {
+      for await (const step of steps) {
+        await this.#slot();
+        if (this.#failure) break;
+        if (step.kind === "zero") {
+          this.#zero(step);
+          continue;
+        }
+        const read = this.#copy(step);
+        if (this.#source.sequential && await read.catch(() => 0) < step.length) break;
+      }
+    } catch (error) {
+      this.#fail(new DenbdError(kindOf(error), `${this.#source.name}: ${messageOf(error)}`));
+    }
+    while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#wake = resolve);
+    if (this.#failure) throw this.#failure.error;
+    return this.#copied;
+  }
+
+  /** Wait until another step may start. */
+  async #slot(): Promise<void> {
+    while (this.#inFlight >= this.#settings.maxInFlight && !this.#failure) {
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+
+  /** Count `work` as in flight until it settles; its failure stops the transfer. */
+  #track(work: Promise<unknown>, bytes: () => number): void {
+    this.#inFlight++;
+    work.then(
+      () => this.#done(bytes()),
+      (error) => this.#fail(error),
+    ).finally(() => {
+      this.#inFlight--;
+      this.#wake?.();
+    });
+  }
+
+  #done(bytes: number): void {
+    this.#copied += bytes;
+    this.#settings.onProgress?.(bytes);
+  }
+
+  #fail(error: unknown): void {
+    this.#failure ??= { error };
+  }
+
+  #zero(step: Step): void {
+    if (this.#destination.startsZeroed) return this.#done(step.length);
+    const zeroed = this.#afterEarlierWrites(
+      Promise.resolve(),
+      () => this.#destination.zero(step.offset, step.length),
+    );
+    this.#track(
+      zeroed.catch((error) => {
+        throw failed(this.#destination.name, "zero", step.offset, step.length, error);
+      }),
+      () => step.length,
+    );
+  }
+
+  /** Start reading `step` and writing what was read; resolves to the count read. */
+  #copy(step: Step): Promise<number> {
+    const buffer = this.#spare.pop() ?? new Uint8Array(this.#settings.requestSize);
+    const read = this.#source.read(step.offset, buffer.subarray(0, step.length)).catch((error) => {
+      throw failed(this.#source.name, "read", step.offset, step.length, error);
+    });
+    let count = 0;
+    const written = this.#afterEarlierWrites(read, (bytes) => {
+      count = bytes;
+      return bytes > 0 ? this.#write(step.offset, buffer.subarray(0, bytes)) : Promise.resolve();
+    });
+    this.#track(written.finally(() => this.#spare.push(buffer)), () => count);
+    return read;
+  }
+
+  /**
+   * Run `write` with the value of `ready`; for a stream destination, only
+   * after every earlier write (and never after a failure).
+   */
+  #afterEarlierWrites<T>(ready: Promise<T>, write: (value: T) => Promise<void>): Promise<void> {
+    if (!this.#destination.sequential) return ready.then(write);
+    const written = Promise.all([ready, this.#lastWrite]).then(([value]) =>
+      this.#failure ? undefined : write(value)
+    );
+    this.#lastWrite = written.catch(() => {});
+    return written;
+  }
+
+  /** Write `data` (the source's bytes at `offset`), leaving out its zero blocks. */
+  async #write(offset: number, data: Uint8Array): Promise<void> {
+    const destination = this.#destination;
+    if (destination.size !== undefined && offset + data.length > destination.size) {
+      throw new DenbdError(
+        "no-space",
+        `${destination.name}: the source is larger than the destination (${destination.size} bytes)`,
+      );
+    }
+    const { sparseBlock } = this.#settings;
+    const runs: Step[] = sparseBlock > 0 && !this.#source.sequential && !destination.sequential
+      ? sparseRuns(data, offset, sparseBlock)
+      : [{ kind: "data", offset, length: data.length }];
+    await Promise.all(runs.map(async (run) => {
+      try {
+        if (run.kind === "data") {
+          const start = run.offset - offset;
+          await destination.write(run.offset, data.subarray(start, start + run.length));
+        } else if (!destination.startsZeroed) {
+          await destination.zero(run.offset, run.length);
+        }
+      } catch (error) {
+        const operation = run.kind === "data" ? "write" : "zero";
+        throw failed(destination.name, operation, run.offset, run.length, error);
+      }
+    }));
+  }
+}
+
+/** An error of `operation` on `length` bytes at `offset` of the end called `name`. */
+function failed(
+  name: string,
+  operation: string,
+  offset: number,
+  length: number,
+  error: unknown,
+): DenbdError {
+  return new DenbdError(
+    kindOf(error),
+    `${name}: ${operation} of ${length} bytes at offset ${offset} failed: ${messageOf(error)}`,
+    { cause: error },
+  );
+}

@@ -1,0 +1,374 @@
+/**
+ * `denbd copy` against real servers (denbd serve, qemu-nbd, qemu-storage-daemon,
+ * nbdkit) and compared with nbdcopy for the same pairs: same bytes, same
+ * allocation (sparseness) of the result, streams both ways, multi-conn,
+ * and a one-line message with exit code 1 for every error.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  denbdCommand,
+  freePort,
+  makeSparseImage,
+  needs,
+  run,
+  type ServerProcess,
+  sha256File,
+  startDenbd,
+  startQemuNbd,
+  withServer,
+  withTempDir,
+} from "./harness.ts";
+import { startNbdkit, startQemuStorageDaemon } from "./peers.ts";
+
+const MiB = 1024 * 1024;
+const IMAGE_SIZE = 16 * MiB;
+/** Data regions of the source image: aligned, unaligned to a MiB, small and large. */
+const REGIONS = [[0, MiB], [3 * MiB + 4096, 64 * 1024], [5 * MiB, 2 * MiB], [
+  15 * MiB,
+  MiB,
+]] as const;
+/** A region that is allocated on disk but holds zeroes (found by sparse detection). */
+const ALLOCATED_ZEROES = [9 * MiB, MiB] as const;
+
+/** Run `denbd copy ARGS`. */
+function denbdCopy(...args: string[]) {
+  const [command, prefix] = denbdCommand();
+  return run(command, [...prefix, "copy", ...args]);
+}
+
+/** Run `denbd copy ARGS` and require success. */
+async function denbdCopyOk(...args: string[]): Promise<void> {
+  const result = await denbdCopy(...args);
+  assert.equal(result.code, 0, `denbd copy ${args.join(" ")}: ${result.stderr}`);
+  assert.equal(result.stderr, "", "no output without a terminal or --progress");
+}
+
+/** Run nbdcopy and require success. */
+async function nbdcopyOk(...args: string[]): Promise<void> {
+  const result = await run("nbdcopy", args);
+  assert.equal(result.code, 0, `nbdcopy ${args.join(" ")}: ${result.stderr}`);
+}
+
+/** Run a shell command line (for redirections of binary data); require success. */
+async function shellOk(line: string): Promise<void> {
+  const result = await run("sh", ["-c", line]);
+  assert.equal(result.code, 0, `${line}: ${result.stderr}`);
+}
+
+/** The denbd command line as shell words. */
+function denbdShell(): string {
+  const [command, prefix] = denbdCommand();
+  return [command, ...prefix].join(" ");
+}
+
+/** Bytes allocated on disk for `path`. */
+async function allocated(path: string): Promise<number> {
+  return (await Deno.stat(path)).blocks! * 512;
+}
+
+/** The source image: REGIONS of data, one region of allocated zeroes, holes elsewhere. */
+async function makeSource(path: string): Promise<void> {
+  await makeSparseImage(path, IMAGE_SIZE, REGIONS);
+  const file = await Deno.open(path, { write: true });
+  try {
+    await file.seek(ALLOCATED_ZEROES[0], Deno.SeekMode.Start);
+    await file.write(new Uint8Array(ALLOCATED_ZEROES[1]));
+  } finally {
+    file.close();
+  }
+}
+
+/** An image of `size` bytes full of 0xff, fully allocated (so that holes must be zeroed). */
+async function makeFullImage(path: string, size: number): Promise<void> {
+  await Deno.writeFile(path, new Uint8Array(size).fill(0xff));
+}
+
+/** Start a peer, run `body` with it, stop it. */
+async function withPeer<T>(
+  start: () => Promise<ServerProcess>,
+  body: (server: ServerProcess) => Promise<T>,
+): Promise<T> {
+  const server = await start();
+  try {
+    return await body(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** The read-only servers a source image is exported by, by name. */
+const SOURCE_SERVERS: Record<string, (image: string) => Promise<ServerProcess>> = {
+  "denbd serve": (image) => startDenbd({ args: ["-f", "raw", "-t", "-r", "-e", "0", image] }),
+  "qemu-nbd": (image) => startQemuNbd({ args: ["-f", "raw", "-t", "-r", "-e", "0", image] }),
+  "qemu-storage-daemon": (image) => startQemuStorageDaemon(image, { readOnly: true }),
+  "nbdkit file": (image) => startNbdkit("file", [image], { readOnly: true }),
+};
+
+Deno.test(
+  "copy from every server to a file: same bytes, and as sparse as nbdcopy's copy",
+  needs("nbdcopy", "qemu-nbd", "qemu-storage-daemon", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      const expected = await sha256File(image);
+      for (const [name, start] of Object.entries(SOURCE_SERVERS)) {
+        await withPeer(() => start(image), async (server) => {
+          const ours = join(dir, "ours.img");
+          const theirs = join(dir, "theirs.img");
+          await denbdCopyOk(server.uri, ours);
+          await nbdcopyOk(server.uri, theirs);
+          assert.equal(await sha256File(ours), expected, name);
+          assert.equal((await Deno.stat(ours)).size, IMAGE_SIZE, name);
+          assert.equal(await allocated(ours), await allocated(theirs), `${name}: allocation`);
+          assert.ok(await allocated(ours) <= 4 * MiB + 64 * 1024 + 8192, `${name}: sparse`);
+          await Deno.remove(ours);
+          await Deno.remove(theirs);
+        });
+      }
+    });
+  },
+);
+
+Deno.test(
+  "copy from nbdkit's data and memory plugins matches nbdcopy's copy",
+  needs("nbdcopy", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const pattern = "1 2 3 @4096 (0x55)*8192 @1048576 (0xaa 0xbb)*65536 @3145728 9";
+      await withPeer(() => startNbdkit("data", [pattern, "size=4M"]), async (server) => {
+        await denbdCopyOk(server.uri, join(dir, "ours.img"));
+        await nbdcopyOk(server.uri, join(dir, "theirs.img"));
+      });
+      assert.equal(
+        await sha256File(join(dir, "ours.img")),
+        await sha256File(join(dir, "theirs.img")),
+      );
+      assert.equal(
+        await allocated(join(dir, "ours.img")),
+        await allocated(join(dir, "theirs.img")),
+      );
+
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      await withPeer(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (server) => {
+        await denbdCopyOk(image, server.uri);
+        await denbdCopyOk(server.uri, join(dir, "back.img"));
+        await nbdcopyOk(server.uri, join(dir, "back-nbdcopy.img"));
+      });
+      const back = join(dir, "back.img");
+      assert.equal(await sha256File(back), await sha256File(image));
+      assert.equal(await allocated(back), await allocated(join(dir, "back-nbdcopy.img")));
+    });
+  },
+);
+
+Deno.test(
+  "copy a file to writable exports: holes are zeroed (punched), as nbdcopy leaves them",
+  needs("nbdcopy", "qemu-nbd"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      const expected = await sha256File(image);
+      const servers = { "denbd serve": startDenbd, "qemu-nbd": startQemuNbd };
+      for (const [name, starter] of Object.entries(servers)) {
+        const usage: number[] = [];
+        for (const tool of ["denbd", "nbdcopy"]) {
+          const target = join(dir, `${tool}-target.img`);
+          await makeFullImage(target, IMAGE_SIZE + MiB);
+          const start = { args: ["-f", "raw", "-t", "--discard=unmap", target] };
+          await withServer(starter, start, async (server) => {
+            if (tool === "denbd") await denbdCopyOk(image, server.uri);
+            else await nbdcopyOk(image, server.uri);
+          });
+          const head = join(dir, "head.img");
+          await Deno.writeFile(head, (await Deno.readFile(target)).subarray(0, IMAGE_SIZE));
+          assert.equal(await sha256File(head), expected, `${name} via ${tool}`);
+          const tail = (await Deno.readFile(target)).subarray(IMAGE_SIZE);
+          assert.ok(tail.every((byte) => byte === 0xff), "bytes past the source are left alone");
+          usage.push(await allocated(target));
+        }
+        assert.equal(usage[0], usage[1], `${name}: allocation after denbd copy and nbdcopy`);
+        assert.ok(usage[0] < IMAGE_SIZE, `${name}: holes were punched`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "copy between two NBD servers, and from a file to a file",
+  needs("qemu-nbd", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      await withPeer(() => SOURCE_SERVERS["qemu-nbd"](image), async (source) => {
+        await withPeer(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (target) => {
+          await denbdCopyOk(source.uri, target.uri);
+          await denbdCopyOk(target.uri, join(dir, "back.img"));
+        });
+      });
+      assert.equal(await sha256File(join(dir, "back.img")), await sha256File(image));
+      await Deno.writeFile(join(dir, "local.img"), new Uint8Array(3 * IMAGE_SIZE).fill(7));
+      await denbdCopyOk(image, join(dir, "local.img"));
+      assert.equal(await sha256File(join(dir, "local.img")), await sha256File(image));
+      assert.equal(await allocated(join(dir, "local.img")), await allocated(join(dir, "back.img")));
+    });
+  },
+);
+
+Deno.test(
+  "standard streams: pipes are copied in order and not sparse; redirected files are files",
+  needs("nbdcopy", "qemu-nbd"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      const expected = await sha256File(image);
+      const uri = (server: ServerProcess) => `'${server.uri}'`;
+      await withPeer(() => SOURCE_SERVERS["qemu-nbd"](image), async (server) => {
+        await shellOk(`${denbdShell()} copy ${uri(server)} - | cat > ${dir}/piped.img`);
+        await shellOk(`nbdcopy ${uri(server)} - | cat > ${dir}/piped-nbdcopy.img`);
+        await shellOk(`${denbdShell()} copy ${uri(server)} - > ${dir}/redirected.img`);
+        await shellOk(`nbdcopy ${uri(server)} - > ${dir}/redirected-nbdcopy.img`);
+      });
+      for (const name of ["piped", "redirected"]) {
+        assert.equal(await sha256File(join(dir, `${name}.img`)), expected, name);
+      }
+      assert.equal(await allocated(join(dir, "piped.img")), IMAGE_SIZE, "a pipe has no holes");
+      assert.equal(await allocated(join(dir, "piped-nbdcopy.img")), IMAGE_SIZE);
+      // nbdcopy copies "-" synchronously, without zero-block detection, so it writes the
+      // allocated zeroes; denbd treats the redirected file as any file and leaves them out.
+      const redirected = await allocated(join(dir, "redirected.img"));
+      assert.ok(redirected < IMAGE_SIZE, "a file has holes");
+      assert.ok(redirected <= await allocated(join(dir, "redirected-nbdcopy.img")));
+
+      const target = join(dir, "target.img");
+      await makeFullImage(target, IMAGE_SIZE);
+      await withServer(startQemuNbd, { args: ["-f", "raw", "-t", target] }, async (server) => {
+        const tooLong = `head -c ${IMAGE_SIZE + 1} /dev/zero | ${denbdShell()} copy - ${
+          uri(server)
+        }`;
+        const result = await run("sh", ["-c", tooLong]);
+        assert.equal(result.code, 1);
+        assert.match(result.stderr, /^denbd copy: .*the source is larger than the destination/);
+        await shellOk(`cat ${image} | ${denbdShell()} copy - ${uri(server)}`);
+        assert.equal(await sha256File(target), expected, "from a pipe");
+        await shellOk(`${denbdShell()} copy ${image} ${uri(server)} < /dev/null`);
+        await shellOk(`${denbdShell()} copy - ${uri(server)} < ${image}`);
+        assert.equal(await sha256File(target), expected, "from a redirected file");
+      });
+
+      // A file destination from a pipe: truncated, then written in order.
+      await shellOk(`cat ${image} | ${denbdShell()} copy - ${dir}/from-pipe.img`);
+      assert.equal(await sha256File(join(dir, "from-pipe.img")), expected);
+    });
+  },
+);
+
+Deno.test(
+  "--connections 4 opens four connections to a multi-conn server, one otherwise",
+  needs("nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      const counts: number[] = [];
+      const variants = [[[], []], [["--filter=multi-conn"], ["multi-conn-mode=disable"]]];
+      for (const [filters, parameters] of variants) {
+        const log = join(dir, `log-${counts.length}.txt`);
+        const args = [
+          "--filter=log",
+          ...filters,
+          "memory",
+          String(IMAGE_SIZE),
+          `logfile=${log}`,
+          ...parameters,
+        ];
+        await withPeer(() => startNbdkitWith(args), async (server) => {
+          await denbdCopyOk("--connections", "4", image, server.uri);
+          await denbdCopyOk("-C", "4", server.uri, join(dir, "back.img"));
+        });
+        assert.equal(await sha256File(join(dir, "back.img")), await sha256File(image));
+        const text = await Deno.readTextFile(log);
+        // Two copies, each over `--connections` connections when multi-conn is allowed.
+        counts.push((text.match(/ Connect /g) ?? []).length);
+      }
+      assert.deepEqual(counts, [8, 2]);
+    });
+  },
+);
+
+Deno.test("errors: one line on stderr and exit code 1", needs("qemu-nbd", "nbdkit"), async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, "source.img");
+    await makeSource(image);
+    const expectFailure = async (args: string[], message: RegExp) => {
+      const result = await denbdCopy(...args);
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      assert.equal(result.stdout, "");
+      const lines = result.stderr.trimEnd().split("\n");
+      assert.match(lines[0], /^denbd copy: /);
+      assert.match(result.stderr, message);
+      if (!/Try/.test(result.stderr)) assert.equal(lines.length, 1, result.stderr);
+    };
+    await expectFailure(
+      [`nbd://127.0.0.1:${freePort()}/`, join(dir, "x.img")],
+      /could not connect to 127\.0\.0\.1/,
+    );
+    await expectFailure(
+      [join(dir, "missing.img"), join(dir, "x.img")],
+      /missing\.img: No such file/,
+    );
+    await expectFailure([image, join(dir, "no", "such", "dir.img")], /No such file or directory/);
+    await expectFailure([image], /expected SOURCE and DESTINATION/);
+    await withPeer(() => SOURCE_SERVERS["qemu-nbd"](image), async (server) => {
+      await expectFailure([image, server.uri], /the destination is read-only/);
+    });
+    await withPeer(() => startNbdkit("memory", [String(MiB)]), async (server) => {
+      await expectFailure(
+        [image, server.uri],
+        /the destination \(1048576 bytes\) is smaller than the source \(16777216 bytes\)/,
+      );
+    });
+    await withPeer(
+      () =>
+        startNbdkitWith([
+          "--filter=error",
+          "memory",
+          String(IMAGE_SIZE),
+          "error-pread=EIO",
+          "error-pread-rate=100%",
+        ]),
+      async (server) => {
+        await denbdCopyOk(image, server.uri);
+        await expectFailure(
+          [server.uri, join(dir, "x.img")],
+          /read of \d+ bytes at offset \d+ failed: read: Input\/output error/,
+        );
+      },
+    );
+  });
+});
+
+Deno.test("--progress draws a bar on stderr and finishes it", async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, "source.img");
+    await makeSource(image);
+    const result = await denbdCopy("--progress", image, join(dir, "copy.img"));
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /^\r {2}0% \[\.{30}\]/);
+    assert.match(result.stderr, /\r100% \[#{30}\] 16\.0 MiB copied in \d+:\d\d, .*\/s *\n$/);
+  });
+});
+
+/**
+ * nbdkit with filters: the peers' starter puts its plugin argument just
+ * before the plugin's arguments, which is where nbdkit also takes filters.
+ */
+function startNbdkitWith(args: string[]): Promise<ServerProcess> {
+  return startNbdkit(args[0], args.slice(1));
+}
