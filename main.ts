@@ -1,29 +1,30 @@
 /**
  * denbd: an NBD toolkit in one program. `denbd serve` exports a disk image
- * as qemu-nbd does; more subcommands (daemon, client tools) follow.
+ * as qemu-nbd does; `list`, `info`, `map`, `dump` and `copy` inspect and
+ * move what any NBD server exports, as libnbd's tools do.
  *
  * @module
  */
 
-import { runServe, serveHelp } from "./src/cli/serve.ts";
+import { serveCommand } from "./src/cli/serve.ts";
+import { listCommand } from "./src/cli/list.ts";
+import { infoCommand } from "./src/cli/info.ts";
+import { mapCommand } from "./src/cli/map.ts";
+import { dumpCommand } from "./src/cli/dump.ts";
+import { copyCommand } from "./src/cli/copy.ts";
+import type { Subcommand } from "./src/cli/subcommand.ts";
 import { UsageError } from "./src/cli/flags.ts";
 import { messageOf } from "./src/errors.ts";
 import { VERSION } from "./src/version.ts";
 
-/** A subcommand: what it is for, how to run it, its help text. */
-interface Subcommand {
-  readonly summary: string;
-  readonly run: (args: readonly string[]) => Promise<number>;
-  readonly help: () => string;
-}
-
 /** Every subcommand of denbd. */
 const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
-  serve: {
-    summary: "export a disk image over NBD (a qemu-nbd drop-in)",
-    run: runServe,
-    help: serveHelp,
-  },
+  serve: serveCommand,
+  list: listCommand,
+  info: infoCommand,
+  map: mapCommand,
+  dump: dumpCommand,
+  copy: copyCommand,
 };
 
 function mainHelp(): string {
