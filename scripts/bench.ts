@@ -1,9 +1,13 @@
 /**
- * denbd speed benchmark: denbd vs qemu-nbd vs nbdkit, driven by fio's `nbd` ioengine.
- *
- * Creates a pseudo-random image (one private copy per server), starts every server on a free
- * loopback port, runs each workload against each server for several interleaved rounds, and
- * reports median IOPS and median server CPU time per operation. Run with `--help` for options.
+ * denbd speed benchmark, in two parts that share the command line, the rounds and the report:
+ * - fio: denbd vs qemu-nbd vs nbdkit, driven by fio's `nbd` ioengine. Creates a pseudo-random
+ *   image (one private copy per server), starts every server on a free loopback port, runs each
+ *   workload against each server for several interleaved rounds, and reports median IOPS and
+ *   median server CPU time per operation.
+ * - copy: `denbd copy` vs nbdcopy moving a sparse image (half data in scattered 1 MiB regions,
+ *   half holes) between a local file and qemu-nbd, interleaved the same way; reports the median
+ *   throughput (image size per second, the whole command timed) and the ratio denbd/nbdcopy.
+ * Run with `--help` for options.
  * Exit codes: 0 done, 1 a target failed under `--check`, 2 the harness itself failed, 130 Ctrl-C.
  */
 
@@ -35,7 +39,29 @@ const SERVERS = [
   },
 ];
 
-/** Target: denbd median IOPS must reach this fraction of qemu-nbd's. */
+/**
+ * The copy workloads: which end of the copy is a qemu-nbd export (read-only for a source,
+ * a fresh sparse image for a destination) and which a local file (created by the copier).
+ */
+const COPY_WORKLOADS = [
+  { name: "copy-nbd-to-file", from: "nbd", to: "file" },
+  { name: "copy-file-to-nbd", from: "file", to: "nbd" },
+] as const;
+
+/** The copiers: command templates ({src}, {dst}), run by `sh -c exec` in the repo root. */
+const COPIERS = [
+  // denbd copy flushes the destination at the end; nbdcopy does so with --flush.
+  { name: "denbd", cmd: "deno run --allow-all main.ts copy {src} {dst}" },
+  { name: "nbdcopy", cmd: "nbdcopy --flush {src} {dst}" },
+];
+
+/** qemu-nbd serving an end of a copy ({port}, {file}, {mode}: -r for a source or nothing). */
+const COPY_SERVER: Server = {
+  name: "qemu-nbd",
+  cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {mode} {file}",
+};
+
+/** Target: denbd must reach this fraction of the reference (fio: qemu-nbd IOPS; copy: nbdcopy). */
 const TARGET_RATIO = 0.8;
 const STARTUP_MS = 60_000;
 const STOP_MS = 5_000;
@@ -44,7 +70,8 @@ const MIB = 1 << 20;
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 type Workload = typeof WORKLOADS[number];
-type Server = typeof SERVERS[number];
+type CopyWorkload = typeof COPY_WORKLOADS[number];
+type Server = { name: string; cmd: string };
 type Options = ReturnType<typeof parseOptions>;
 /** A started server: its spec, port, process and a tail of its output for error messages. */
 type Running = {
@@ -56,6 +83,8 @@ type Running = {
 };
 /** One measurement: IOPS and server CPU µs per operation. */
 type Sample = { iops: number; cpuUs: number };
+/** One copy measurement: seconds for the whole command and the image size per second. */
+type CopySample = { seconds: number; mibPerSec: number };
 
 const running: Running[] = [];
 const helpers = new Set<Deno.ChildProcess>();
@@ -70,10 +99,12 @@ const USAGE = `Usage: deno run --allow-all scripts/bench.ts [options]
   --ramp SEC           fio ramp_time per run (default 1)
   --rounds N           rounds of every workload x server (default 3)
   --only LIST          servers to run (default ${SERVERS.map((s) => s.name).join(",")})
-  --workloads LIST     workloads (default ${WORKLOADS.map((w) => w.name).join(",")})
+  --workloads LIST     workloads (default all: ${WORKLOADS.map((w) => w.name).join(",")},
+                       ${COPY_WORKLOADS.map((w) => w.name).join(",")})
   --denbd-cmd CMD      denbd command template with {port} and {file}
   --markdown FILE      append the results as a Markdown section to FILE
-  --check              exit 1 if a workload misses the target (denbd >= ${TARGET_RATIO} x qemu-nbd)
+  --check              exit 1 if a workload misses the target (denbd >= ${TARGET_RATIO} x qemu-nbd
+                       for fio, >= ${TARGET_RATIO} x nbdcopy for copy)
   --help               show this help`;
 
 /** Parses and validates the command line. */
@@ -88,7 +119,10 @@ function parseOptions(args: string[]) {
       ramp: { type: "string", default: "1" },
       rounds: { type: "string", default: "3" },
       only: { type: "string", default: SERVERS.map((s) => s.name).join(",") },
-      workloads: { type: "string", default: WORKLOADS.map((w) => w.name).join(",") },
+      workloads: {
+        type: "string",
+        default: [...WORKLOADS, ...COPY_WORKLOADS].map((w) => w.name).join(","),
+      },
       "denbd-cmd": { type: "string", default: SERVERS[0].cmd },
       markdown: { type: "string" },
       check: { type: "boolean", default: false },
@@ -111,7 +145,8 @@ function parseOptions(args: string[]) {
     servers: pick(SERVERS, v.only, "--only").map((s) =>
       s.name === "denbd" ? { ...s, cmd: v["denbd-cmd"] } : s
     ),
-    workloads: pick(WORKLOADS, v.workloads, "--workloads"),
+    workloads: pick(WORKLOADS, v.workloads, "--workloads", COPY_WORKLOADS),
+    copyWorkloads: pick(COPY_WORKLOADS, v.workloads, "--workloads", WORKLOADS),
     markdown: v.markdown,
     check: v.check,
     help: v.help,
@@ -127,11 +162,20 @@ function parseSize(text: string): number {
   return n;
 }
 
-/** Selects table entries by a comma-separated list of names, keeping table order. */
-function pick<T extends { name: string }>(table: readonly T[], list: string, flag: string): T[] {
+/**
+ * Selects table entries by a comma-separated list of names, keeping table order; names of the
+ * `others` table (another part of the benchmark) are allowed and left out.
+ */
+function pick<T extends { name: string }>(
+  table: readonly T[],
+  list: string,
+  flag: string,
+  others: readonly { name: string }[] = [],
+): T[] {
   const names = list.split(",").map((s) => s.trim()).filter(Boolean);
   for (const n of names) {
-    if (!table.some((t) => t.name === n)) throw new Error(`${flag}: unknown name ${n}`);
+    const known = [...table, ...others].some((t) => t.name === n);
+    if (!known) throw new Error(`${flag}: unknown name ${n}`);
   }
   if (names.length === 0) throw new Error(`${flag}: empty list`);
   return table.filter((t) => names.includes(t.name));
@@ -151,6 +195,17 @@ function fileSize(path: string): number {
   }
 }
 
+/** Fills `words` with the xorshift32 sequence that follows `seed` (odd). */
+function fillXorshift(words: Uint32Array, seed: number): void {
+  let x = seed;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x;
+  }
+}
+
 /** Writes `size` bytes of pseudo-random data (xorshift32, reseeded per 1 MiB block) to `path`. */
 async function writeRandomImage(path: string, size: number): Promise<void> {
   const words = new Uint32Array(MIB / 4);
@@ -158,13 +213,7 @@ async function writeRandomImage(path: string, size: number): Promise<void> {
   const file = await Deno.open(path + ".tmp", { write: true, create: true, truncate: true });
   try {
     for (let block = 0; block < size / MIB; block++) {
-      let x = (seed ^ Math.imul(block + 1, 0x9e3779b1)) | 1;
-      for (let i = 0; i < words.length; i++) {
-        x ^= x << 13;
-        x ^= x >>> 17;
-        x ^= x << 5;
-        words[i] = x;
-      }
+      fillXorshift(words, (seed ^ Math.imul(block + 1, 0x9e3779b1)) | 1);
       const bytes = new Uint8Array(words.buffer);
       for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
     }
@@ -172,6 +221,41 @@ async function writeRandomImage(path: string, size: number): Promise<void> {
     file.close();
   }
   await Deno.rename(path + ".tmp", path);
+}
+
+/**
+ * Writes a sparse image of `size` bytes to `path`: each 1 MiB block is, with even odds,
+ * pseudo-random data (as {@linkcode writeRandomImage} writes it) or a hole.
+ */
+async function writeSparseImage(path: string, size: number): Promise<void> {
+  const words = new Uint32Array(MIB / 4);
+  const file = await Deno.open(path + ".tmp", { write: true, create: true, truncate: true });
+  try {
+    await file.truncate(size);
+    let pick = 0x2545f491;
+    for (let block = 0; block < size / MIB; block++) {
+      pick = (Math.imul(pick, 1103515245) + 12345) >>> 0;
+      if (pick >>> 31) continue; // a hole
+      fillXorshift(words, Math.imul(block + 1, 0x9e3779b1) | 1);
+      const bytes = new Uint8Array(words.buffer);
+      await file.seek(block * MIB, Deno.SeekMode.Start);
+      for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    }
+  } finally {
+    file.close();
+  }
+  await Deno.rename(path + ".tmp", path);
+}
+
+/** Ensures the sparse image of the copy workloads exists (reused when right-sized). */
+async function prepareSparseImage(o: Options): Promise<string> {
+  await Deno.mkdir(o.dir, { recursive: true });
+  const path = join(o.dir, `sparse-${o.size / MIB}M.img`);
+  if (o.fresh || fileSize(path) !== o.size) {
+    console.log(`creating ${path} (${o.size / MIB} MiB, half data in 1 MiB regions, half holes)`);
+    await writeSparseImage(path, o.size);
+  }
+  return path;
 }
 
 /** Ensures one image per server exists (reusing right-sized ones), returning name -> path. */
@@ -237,9 +321,9 @@ async function drain(stream: ReadableStream<Uint8Array>, log: string[]): Promise
 }
 
 /** Starts one server and waits (bounded) until it accepts a TCP connection. */
-async function startServer(spec: Server, port: number, file: string): Promise<Running> {
+async function startServer(spec: Server, port: number, file: string, mode = ""): Promise<Running> {
   const cmd = spec.cmd.replaceAll("{port}", String(port))
-    .replaceAll("{file}", shQuote(file));
+    .replaceAll("{file}", shQuote(file)).replaceAll("{mode}", mode);
   console.log(`starting ${spec.name}: ${cmd}`);
   const child = new Deno.Command("sh", {
     args: ["-c", "exec " + cmd],
@@ -320,21 +404,24 @@ async function measure(w: Workload, r: Running, o: Options, hz: number): Promise
   return { iops: job.iops, cpuUs: (cpu1 - cpu0) * 1e6 / ops };
 }
 
-/** Stops every started server and fio run: SIGTERM to each tree, SIGKILL after a bound. */
+/** Stops one started server: SIGTERM to its tree, SIGKILL after a bound. */
+async function stopServer(r: Running): Promise<void> {
+  if (r.exited) return;
+  const tree = processTree(r.child.pid);
+  tree.forEach((pid) => signal(pid, "SIGTERM"));
+  const timer = new Promise((res) => setTimeout(res, STOP_MS, "timeout"));
+  if (await Promise.race([r.child.status, timer]) === "timeout") {
+    console.error(`${r.spec.name} ignored SIGTERM; sending SIGKILL`);
+    tree.forEach((pid) => signal(pid, "SIGKILL"));
+    await r.child.status;
+  }
+}
+
+/** Stops every started server and fio or copy run. */
 function stopAll(): Promise<void> {
   stopping ??= (async () => {
     for (const c of helpers) processTree(c.pid).forEach((pid) => signal(pid, "SIGKILL"));
-    await Promise.all(running.map(async (r) => {
-      if (r.exited) return;
-      const tree = processTree(r.child.pid);
-      tree.forEach((pid) => signal(pid, "SIGTERM"));
-      const timer = new Promise((res) => setTimeout(res, STOP_MS, "timeout"));
-      if (await Promise.race([r.child.status, timer]) === "timeout") {
-        console.error(`${r.spec.name} ignored SIGTERM; sending SIGKILL`);
-        tree.forEach((pid) => signal(pid, "SIGKILL"));
-        await r.child.status;
-      }
-    }));
+    await Promise.all(running.map(stopServer));
   })();
   return stopping;
 }
@@ -403,7 +490,14 @@ function markdownTable(rows: string[][]): string {
 /** Collects the machine and peer-version description. */
 async function machineInfo(o: Options): Promise<string[]> {
   const cpu = /^model name\s*:\s*(.*)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "?";
-  const tools = [["fio", "fio"], ...o.servers.map((s) => [s.name, s.cmd.split(" ")[0]])];
+  const fioTools = o.workloads.length
+    ? [["fio", "fio"], ...o.servers.map((s) => [s.name, s.cmd.split(" ")[0]])]
+    : [];
+  // denbd copy is this repository; its peers are nbdcopy and the qemu-nbd at the NBD end.
+  const copyTools = o.copyWorkloads.length
+    ? [...COPIERS.slice(1), COPY_SERVER].map((t) => [t.name, t.cmd.split(" ")[0]])
+    : [];
+  const tools = [...fioTools, ...copyTools.filter(([n]) => !fioTools.some(([f]) => f === n))];
   const versions = await Promise.all(
     tools.map(async ([name, bin]) => `${name}: ${await firstLine(`${bin} --version`)}`),
   );
@@ -413,6 +507,104 @@ async function machineInfo(o: Options): Promise<string[]> {
     `versions: ${versions.join("; ")}`,
     `image: ${o.size / MIB} MiB, runtime ${o.runtime}s (+${o.ramp}s ramp), rounds ${o.rounds}`,
   ];
+}
+
+/** Files the copy workloads write: a copier's output file, the image a writable qemu-nbd serves. */
+function copyFiles(o: Options) {
+  return { output: join(o.dir, "copy-output.img"), target: join(o.dir, "copy-target.img") };
+}
+
+/**
+ * Runs one copy workload with one copier and checks the result against the image. The NBD
+ * end is `source` (read-only qemu-nbd, started once) or a writable qemu-nbd on a fresh sparse
+ * image, started for this run only; only the copy command is timed.
+ */
+async function measureCopy(
+  w: CopyWorkload,
+  copier: typeof COPIERS[number],
+  o: Options,
+  image: string,
+  source: Running,
+): Promise<CopySample> {
+  const paths = copyFiles(o);
+  await Deno.remove(paths.output).catch(() => {});
+  let target: Running | undefined;
+  if (w.to === "nbd") {
+    const file = await Deno.open(paths.target, { write: true, create: true, truncate: true });
+    await file.truncate(o.size).finally(() => file.close());
+    target = await startServer(COPY_SERVER, freePorts(1)[0], paths.target);
+  }
+  try {
+    if (source.exited) throw new Error(`qemu-nbd (copy source) exited: ${source.log.join("")}`);
+    const uri = (r: Running) => `nbd://127.0.0.1:${r.port}/`;
+    const src = w.from === "nbd" ? uri(source) : shQuote(image);
+    const dst = target ? uri(target) : shQuote(paths.output);
+    const cmd = copier.cmd.replaceAll("{src}", src).replaceAll("{dst}", dst);
+    const started = performance.now();
+    await run(["sh", "-c", "exec " + cmd], 600_000);
+    const seconds = (performance.now() - started) / 1000;
+    await run(["cmp", image, target ? paths.target : paths.output], 600_000);
+    return { seconds, mibPerSec: o.size / MIB / seconds };
+  } finally {
+    if (target) await stopServer(target);
+  }
+}
+
+/** Runs every copy workload with every copier for all rounds, rotating the copier order. */
+async function runCopyRounds(o: Options, image: string) {
+  const results = new Map<string, CopySample[]>();
+  const source = await startServer(
+    { ...COPY_SERVER, name: "qemu-nbd (copy source)" },
+    freePorts(1)[0],
+    image,
+    "-r",
+  );
+  for (let round = 0; round < o.rounds; round++) {
+    for (const [wi, w] of o.copyWorkloads.entries()) {
+      const shift = (round + wi) % COPIERS.length;
+      for (const copier of [...COPIERS.slice(shift), ...COPIERS.slice(0, shift)]) {
+        const sample = await measureCopy(w, copier, o, image, source);
+        const key = `${w.name}/${copier.name}`;
+        results.set(key, [...(results.get(key) ?? []), sample]);
+        const what = `${sample.mibPerSec.toFixed(0)} MiB/s, ${sample.seconds.toFixed(2)} s`;
+        console.log(`round ${round + 1}/${o.rounds} ${key}: ${what}`);
+      }
+    }
+  }
+  await stopServer(source);
+  for (const path of Object.values(copyFiles(o))) {
+    await Deno.remove(path).catch(() => {});
+  }
+  return results;
+}
+
+/** Builds the copy table: one row per workload x copier, the ratio and target on denbd rows. */
+function copyResultTable(
+  o: Options,
+  results: Map<string, CopySample[]>,
+): { rows: string[][]; failed: boolean } {
+  const fmt = (x: number, d = 0) =>
+    x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+  const rows = ["workload,copier,MiB/s,seconds,denbd/nbdcopy,target".split(",")];
+  let failed = false;
+  for (const w of o.copyWorkloads) {
+    const med = (c: string, k: keyof CopySample) =>
+      median(results.get(`${w.name}/${c}`)!.map((x) => x[k]));
+    const ratio = med("denbd", "mibPerSec") / med("nbdcopy", "mibPerSec");
+    failed ||= ratio < TARGET_RATIO;
+    for (const c of COPIERS) {
+      const mine = c.name === "denbd";
+      rows.push([
+        w.name,
+        c.name,
+        fmt(med(c.name, "mibPerSec")),
+        fmt(med(c.name, "seconds"), 2),
+        mine ? fmt(ratio, 2) : "",
+        mine ? (ratio >= TARGET_RATIO ? "PASS" : "FAIL") : "",
+      ]);
+    }
+  }
+  return { rows, failed };
 }
 
 /** Runs every workload against every server for all rounds, rotating the server order. */
@@ -433,8 +625,8 @@ async function runRounds(o: Options, started: Running[], hz: number) {
   return results;
 }
 
-/** Appends a Markdown section (date, machine, command line, table) to `file`. */
-async function appendMarkdown(file: string, info: string[], rows: string[][]): Promise<void> {
+/** Appends a Markdown section (date, machine, command line, tables) to `file`. */
+async function appendMarkdown(file: string, info: string[], tables: string[][][]): Promise<void> {
   const section = `
 ## Benchmark ${info[0].slice(6, 16)}
 
@@ -444,7 +636,7 @@ ${info.map((l) => `- ${l}`).join("\n")}
 deno run --allow-all scripts/bench.ts ${Deno.args.map(shQuote).join(" ")}
 \`\`\`
 
-${markdownTable(rows)}
+${tables.map(markdownTable).join("\n\n")}
 `;
   await Deno.writeTextFile(file, section, { append: true });
 }
@@ -455,19 +647,31 @@ async function main(): Promise<number> {
   if (o.help) return console.log(USAGE), 0;
   const hz = Number(await firstLine("getconf CLK_TCK")) || 100;
   const info = await machineInfo(o);
-  const images = await prepareImages(o);
-  const ports = freePorts(o.servers.length);
-  const started = [];
-  for (const [i, s] of o.servers.entries()) {
-    started.push(await startServer(s, ports[i], images.get(s.name)!));
+  const tables: { rows: string[][]; failed: boolean; target: string }[] = [];
+  if (o.workloads.length) {
+    const images = await prepareImages(o);
+    const ports = freePorts(o.servers.length);
+    const started = [];
+    for (const [i, s] of o.servers.entries()) {
+      started.push(await startServer(s, ports[i], images.get(s.name)!));
+    }
+    const results = await runRounds(o, started, hz);
+    await Promise.all(started.map(stopServer));
+    const target = `denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`;
+    tables.push({ ...resultTable(o, results), target });
   }
-  const results = await runRounds(o, started, hz);
+  if (o.copyWorkloads.length) {
+    const results = await runCopyRounds(o, await prepareSparseImage(o));
+    const target = `denbd copy MiB/s >= ${TARGET_RATIO} x nbdcopy MiB/s (median of rounds)`;
+    tables.push({ ...copyResultTable(o, results), target });
+  }
   await stopAll();
-  const { rows, failed } = resultTable(o, results);
-  console.log("\n" + info.join("\n") + "\n\n" + textTable(rows));
-  console.log(`\ntarget: denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`);
-  if (o.markdown) await appendMarkdown(o.markdown, info, rows);
-  return failed && o.check ? 1 : 0;
+  console.log("\n" + info.join("\n"));
+  for (const { rows, target } of tables) {
+    console.log("\n" + textTable(rows) + `\n\ntarget: ${target}`);
+  }
+  if (o.markdown) await appendMarkdown(o.markdown, info, tables.map((t) => t.rows));
+  return tables.some((t) => t.failed) && o.check ? 1 : 0;
 }
 
 if (import.meta.main) {
