@@ -236,13 +236,12 @@ export class NbdClientConnection {
       while (true) {
         const head = await this.#reader.readExactOrEof(NBD_SIZE.SIMPLE_REPLY_HEADER);
         if (head === null) {
-          if (this.#failure === null && this.#pending.size) {
-            throw new DenbdError(
-              "io",
-              `server closed the connection with ${this.#pending.size} request(s) unanswered`,
-            );
-          }
-          return;
+          // Whether requests were outstanding or not, nothing more can be sent or answered:
+          // later requests must fail at once rather than wait for the silence timeout.
+          const unanswered = this.#pending.size
+            ? ` with ${this.#pending.size} request(s) unanswered`
+            : "";
+          throw new DenbdError("io", `server closed the connection${unanswered}`);
         }
         const magic = peekReplyMagic(head);
         if (magic === NBD_MAGIC.SIMPLE_REPLY) await this.#simpleReply(head.slice());
