@@ -12,7 +12,7 @@ import { WriteQueue } from "../../io/write-queue.ts";
 import { messageOf } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { formatPeer } from "../../net/socket-address.ts";
-import type { ExportCatalog } from "./export.ts";
+import type { ExportCatalog, NbdExport } from "./export.ts";
 import { flagNames, NBD_FLAG } from "../protocol.ts";
 import { negotiate } from "./handshake.ts";
 import { Transmission } from "./transmission.ts";
@@ -29,6 +29,7 @@ export class NbdConnection {
   readonly #log: Logger;
   readonly #handshakeTimeoutMs: number;
   #transmission: Transmission | null = null;
+  #export: NbdExport | null = null;
   #closed = false;
   #closeReason: string | null = null;
 
@@ -47,6 +48,11 @@ export class NbdConnection {
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
   }
 
+  /** The export this client is using, once the handshake chose one. */
+  get export(): NbdExport | null {
+    return this.#export;
+  }
+
   /** Run the connection to its end. Never throws. */
   async run(): Promise<void> {
     const reader = new BufferedReader(this.#conn);
@@ -59,6 +65,7 @@ export class NbdConnection {
       const session = await negotiate({ reader, writer }, this.#catalog);
       clearTimeout(timer);
       if (!session || this.#closed) return;
+      this.#export = session.export;
       this.#log.debug(
         `using export '${session.export.name}', flags ${flagNames(NBD_FLAG, session.flags)}` +
           (session.structured ? ", structured replies" : "") +
@@ -81,6 +88,15 @@ export class NbdConnection {
    */
   async shutdown(): Promise<void> {
     await this.#transmission?.stop();
+    this.#close(null);
+  }
+
+  /**
+   * Drop the client now (hard removal of its export): the socket is closed,
+   * requests in flight still finish on the storage but get no reply.
+   */
+  abort(): void {
+    this.#log.debug("dropping client: its export is being removed");
     this.#close(null);
   }
 

@@ -126,6 +126,11 @@ export class ExportTable implements ExportCatalog {
     this.#byName.set(entry.name, entry);
   }
 
+  /** Remove the export named `name` (new clients can no longer choose it). */
+  remove(name: string): void {
+    this.#byName.delete(name);
+  }
+
   /** The export named exactly `name`. */
   find(name: string): NbdExport | undefined {
     return this.#byName.get(name);

@@ -15,7 +15,7 @@
 import type { Logger } from "../../log.ts";
 import { messageOf } from "../../errors.ts";
 import { NbdConnection } from "./connection.ts";
-import type { ExportCatalog } from "./export.ts";
+import type { ExportCatalog, NbdExport } from "./export.ts";
 
 /** How the server behaves. */
 export interface NbdServerOptions {
@@ -33,7 +33,8 @@ export interface NbdServerOptions {
 export class NbdServer {
   readonly #options: NbdServerOptions;
   readonly #listeners = new Set<Deno.Listener>();
-  readonly #connections = new Set<NbdConnection>();
+  /** Open connections, each with the promise of its end. */
+  readonly #connections = new Map<NbdConnection, Promise<void>>();
   readonly #running = new Set<Promise<void>>();
   #slotWaiters: (() => void)[] = [];
   #closing = false;
@@ -58,8 +59,24 @@ export class NbdServer {
     for (const listener of this.#listeners) listener.close();
     this.#listeners.clear();
     this.#wakeSlotWaiters();
-    await Promise.all([...this.#connections].map((connection) => connection.shutdown()));
+    await Promise.all([...this.#connections.keys()].map((connection) => connection.shutdown()));
     while (this.#running.size) await Promise.all([...this.#running]);
+  }
+
+  /** How many clients are using `entry` right now. */
+  clientsOf(entry: NbdExport): number {
+    return [...this.#connections.keys()].filter((connection) => connection.export === entry).length;
+  }
+
+  /** Drop every client using `entry` at once; resolves when their connections are closed. */
+  async dropClients(entry: NbdExport): Promise<void> {
+    const ending: Promise<void>[] = [];
+    for (const [connection, ended] of this.#connections) {
+      if (connection.export !== entry) continue;
+      connection.abort();
+      ending.push(ended);
+    }
+    await Promise.all(ending);
   }
 
   async #acceptLoop(listener: Deno.Listener): Promise<void> {
@@ -80,16 +97,15 @@ export class NbdServer {
 
   #serve(conn: Deno.Conn): void {
     const connection = new NbdConnection(conn, this.#options.catalog, this.#options.log);
-    this.#connections.add(connection);
     this.#options.log.debug(`${connection.peer}: connected`);
-    this.#track(
-      connection.run().finally(() => {
-        this.#connections.delete(connection);
-        this.#options.log.debug(`${connection.peer}: disconnected`);
-        this.#wakeSlotWaiters();
-        this.#options.onDisconnect?.(this.#connections.size);
-      }),
-    );
+    const ended = connection.run().finally(() => {
+      this.#connections.delete(connection);
+      this.#options.log.debug(`${connection.peer}: disconnected`);
+      this.#wakeSlotWaiters();
+      this.#options.onDisconnect?.(this.#connections.size);
+    });
+    this.#connections.set(connection, ended);
+    this.#track(ended);
   }
 
   /** Wait while the connection limit is reached. */
