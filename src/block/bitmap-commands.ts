@@ -1,0 +1,276 @@
+/**
+ * The dirty-bitmap operations of QEMU's QMP interface (block-dirty-bitmap-add,
+ * -remove, -clear, -enable, -disable, -merge, x-debug-block-dirty-bitmap-sha256)
+ * and the bitmap checks of block-export-add, over nodes found by name. Every
+ * check happens in the order qemu-storage-daemon 7.2 makes it and fails with
+ * its message (all of them are GenericError in QMP).
+ *
+ * @example
+ * ```ts
+ * import { DirtyBitmapCommands } from "./bitmap-commands.ts";
+ * import { DirtyTrackingNode } from "./dirty-tracking.ts";
+ * import { MemoryNode } from "./memory.ts";
+ * const nodes = new Map([["disk", new DirtyTrackingNode(new MemoryNode(1 << 20))]]);
+ * const commands = new DirtyBitmapCommands((name) => nodes.get(name));
+ * commands.add({ node: "disk", name: "b0", granularity: 4096 });
+ * commands.disable({ node: "disk", name: "b0" });
+ * ```
+ * @module
+ */
+
+import { DenbdError } from "../errors.ts";
+import {
+  BITMAP_MAX_NAME_BYTES,
+  type DirtyBitmap,
+  type DirtyBitmapInfo,
+  isValidGranularity,
+} from "./dirty-bitmap.ts";
+import type { DirtyTrackingNode } from "./dirty-tracking.ts";
+
+/** Finds a node (with its bitmaps) by node name. */
+export type BitmapNodeLookup = (nodeName: string) => DirtyTrackingNode | undefined;
+
+/**
+ * A bitmap named in a merge or an export (QEMU's BlockDirtyBitmapOrStr): a
+ * bare name (on the target's node, or on the exported node), or a node and a
+ * name.
+ */
+export type BitmapRef = string | { readonly node: string; readonly name: string };
+
+/** Arguments of block-dirty-bitmap-add. */
+export interface BitmapAddArgs {
+  /** Node name. */
+  readonly node: string;
+  /** New bitmap's name. */
+  readonly name: string;
+  /** Bytes per bit (default: the node's default granularity). */
+  readonly granularity?: number;
+  /** Store in the image (qcow2 only). */
+  readonly persistent?: boolean;
+  /** Create disabled. */
+  readonly disabled?: boolean;
+}
+
+/** Arguments naming one bitmap (remove, clear, enable, disable, sha256). */
+export interface BitmapArgs {
+  /** Node name. */
+  readonly node: string;
+  /** Bitmap name. */
+  readonly name: string;
+}
+
+/** Arguments of block-dirty-bitmap-merge. */
+export interface BitmapMergeArgs {
+  /** Node of the target (and of sources given by bare name). */
+  readonly node: string;
+  /** Name of the bitmap merged into. */
+  readonly target: string;
+  /** Sources, merged in order. */
+  readonly bitmaps: readonly BitmapRef[];
+}
+
+/** Bitmaps claimed (made busy) by an export, and how to give them back. */
+export interface ExportBitmaps {
+  /** The bitmaps, in the order given, without repeats. */
+  readonly bitmaps: readonly DirtyBitmap[];
+  /** Release every claim (idempotent); call when the export goes away. */
+  release(): void;
+}
+
+/** Which of QEMU's bitmap states an operation tolerates (busy never is). */
+interface Tolerated {
+  readonly readOnly?: boolean;
+  readonly inconsistent?: boolean;
+}
+
+/** Refuse a busy bitmap, a read-only or inconsistent one unless tolerated. */
+function checkUsable(bitmap: DirtyBitmap, tolerated: Tolerated): void {
+  if (bitmap.busy) {
+    throw new DenbdError(
+      "busy",
+      `Bitmap '${bitmap.name}' is currently in use by another operation and cannot be used`,
+    );
+  }
+  if (bitmap.readOnly && !tolerated.readOnly) {
+    throw new DenbdError(
+      "read-only",
+      `Bitmap '${bitmap.name}' is readonly and cannot be modified`,
+    );
+  }
+  if (bitmap.inconsistent && !tolerated.inconsistent) {
+    throw new DenbdError(
+      "invalid",
+      `Bitmap '${bitmap.name}' is inconsistent and cannot be used`,
+    );
+  }
+}
+
+/** Changes to the bitmap itself: busy, read-only and inconsistent bitmaps are refused. */
+const MODIFY: Tolerated = {};
+/** Recording state changes (enable, disable) and exports: read-only bitmaps are fine. */
+const ALLOW_READ_ONLY: Tolerated = { readOnly: true };
+/** Removal: inconsistent bitmaps may (and should) be removed. */
+const ALLOW_INCONSISTENT: Tolerated = { inconsistent: true };
+
+/** QMP's dirty-bitmap commands over the nodes `lookup` finds. */
+export class DirtyBitmapCommands {
+  readonly #lookup: BitmapNodeLookup;
+
+  /** Operate on the nodes `lookup` finds by node name. */
+  constructor(lookup: BitmapNodeLookup) {
+    this.#lookup = lookup;
+  }
+
+  /** block-dirty-bitmap-add: a new, clean bitmap. */
+  add(args: BitmapAddArgs): DirtyBitmap {
+    if (args.name === "") throw new DenbdError("invalid", "Bitmap name cannot be empty");
+    const node = this.#lookup(args.node);
+    if (!node) {
+      throw new DenbdError(
+        "not-found",
+        `Cannot find device='${args.node}' nor node-name='${args.node}'`,
+      );
+    }
+    const granularity = args.granularity ?? node.bitmaps.defaultGranularity;
+    if (!isValidGranularity(granularity)) {
+      throw new DenbdError("invalid", "Granularity must be power of 2 and at least 512");
+    }
+    if (args.persistent) {
+      if (!node.persistentStore) {
+        throw new DenbdError(
+          "not-supported",
+          `Can't store persistent bitmaps to ${args.node}: Operation not supported`,
+        );
+      }
+      node.persistentStore.checkNewBitmap(args.name, granularity);
+    }
+    if (node.bitmaps.find(args.name)) {
+      throw new DenbdError("busy", `Bitmap already exists: ${args.name}`);
+    }
+    if (new TextEncoder().encode(args.name).length > BITMAP_MAX_NAME_BYTES) {
+      throw new DenbdError("invalid", `Bitmap name too long: ${args.name}`);
+    }
+    return node.bitmaps.create(args.name, {
+      granularity,
+      persistent: args.persistent,
+      disabled: args.disabled,
+    });
+  }
+
+  /** block-dirty-bitmap-remove. */
+  remove(args: BitmapArgs): void {
+    const { node, bitmap } = this.#find(args.node, args.name);
+    checkUsable(bitmap, ALLOW_INCONSISTENT);
+    node.bitmaps.delete(bitmap);
+  }
+
+  /** block-dirty-bitmap-clear: every granule clean again. */
+  clear(args: BitmapArgs): void {
+    const { bitmap } = this.#find(args.node, args.name);
+    checkUsable(bitmap, MODIFY);
+    bitmap.clear();
+  }
+
+  /** block-dirty-bitmap-enable: start recording writes (a no-op when enabled). */
+  enable(args: BitmapArgs): void {
+    const { bitmap } = this.#find(args.node, args.name);
+    checkUsable(bitmap, ALLOW_READ_ONLY);
+    bitmap.enabled = true;
+  }
+
+  /** block-dirty-bitmap-disable: stop recording writes (a no-op when disabled). */
+  disable(args: BitmapArgs): void {
+    const { bitmap } = this.#find(args.node, args.name);
+    checkUsable(bitmap, ALLOW_READ_ONLY);
+    bitmap.enabled = false;
+  }
+
+  /**
+   * block-dirty-bitmap-merge: OR the sources into the target, all or nothing.
+   * The target is checked first, then each source in order (found, usable,
+   * same size). Sources may be on other nodes and of any granularity; the
+   * target may be disabled. An empty source list changes nothing
+   * (qemu-storage-daemon 7.2 crashes on it).
+   */
+  merge(args: BitmapMergeArgs): void {
+    const { node, bitmap: target } = this.#find(args.node, args.target);
+    checkUsable(target, MODIFY);
+    const sources: DirtyBitmap[] = [];
+    for (const ref of args.bitmaps) {
+      const source = typeof ref === "string"
+        ? this.#bitmapOn(node, ref)
+        : this.#find(ref.node, ref.name).bitmap;
+      checkUsable(source, ALLOW_READ_ONLY);
+      if (source.size !== target.size) {
+        throw new DenbdError(
+          "invalid",
+          `Bitmaps are of different sizes (destination size is ${target.size}, ` +
+            `source size is ${source.size}) and can't be merged`,
+        );
+      }
+      sources.push(source);
+    }
+    for (const source of sources) target.mergeFrom(source);
+  }
+
+  /** x-debug-block-dirty-bitmap-sha256: the hash of the bits, as QEMU computes it. */
+  sha256(args: BitmapArgs): Promise<string> {
+    return Promise.try(() => this.#find(args.node, args.name).bitmap.sha256());
+  }
+
+  /** The bitmaps of node `nodeName`, newest first, as query-named-block-nodes lists them. */
+  query(nodeName: string): DirtyBitmapInfo[] {
+    return this.#lookup(nodeName)?.bitmaps.list().map((bitmap) => bitmap.info()) ?? [];
+  }
+
+  /**
+   * The bitmap checks of block-export-add (type nbd, `bitmaps`): find each
+   * one (a bare name on the exported node, or node and name), refuse busy or
+   * inconsistent ones and, for a read-only export of a writable node,
+   * enabled ones given by bare name; then mark them all busy.
+   */
+  claimForExport(
+    exportNode: DirtyTrackingNode,
+    refs: readonly BitmapRef[],
+    readOnly: boolean,
+  ): ExportBitmaps {
+    const bitmaps: DirtyBitmap[] = [];
+    for (const ref of refs) {
+      let bitmap: DirtyBitmap;
+      if (typeof ref === "string") {
+        const found = exportNode.bitmaps.find(ref);
+        if (!found) throw new DenbdError("not-found", `Bitmap '${ref}' is not found`);
+        bitmap = found;
+        checkUsable(bitmap, ALLOW_READ_ONLY);
+        if (readOnly && exportNode.capabilities.writable && bitmap.enabled) {
+          throw new DenbdError(
+            "invalid",
+            `Enabled bitmap '${ref}' incompatible with readonly export`,
+          );
+        }
+      } else {
+        bitmap = this.#find(ref.node, ref.name).bitmap;
+        checkUsable(bitmap, ALLOW_READ_ONLY);
+      }
+      if (!bitmaps.includes(bitmap)) bitmaps.push(bitmap);
+    }
+    const releases = bitmaps.map((bitmap) => bitmap.claim());
+    return {
+      bitmaps,
+      release: () => releases.forEach((release) => release()),
+    };
+  }
+
+  /** A node and one of its bitmaps, with QEMU's messages when either is missing. */
+  #find(nodeName: string, name: string): { node: DirtyTrackingNode; bitmap: DirtyBitmap } {
+    const node = this.#lookup(nodeName);
+    if (!node) throw new DenbdError("not-found", `Node '${nodeName}' not found`);
+    return { node, bitmap: this.#bitmapOn(node, name) };
+  }
+
+  #bitmapOn(node: DirtyTrackingNode, name: string): DirtyBitmap {
+    const bitmap = node.bitmaps.find(name);
+    if (!bitmap) throw new DenbdError("not-found", `Dirty bitmap '${name}' not found`);
+    return bitmap;
+  }
+}

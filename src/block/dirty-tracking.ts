@@ -1,0 +1,154 @@
+/**
+ * The node wrapper that keeps a node's dirty bitmaps up to date: every
+ * write, write-zeroes and effective discard through it, whatever the path
+ * (any export, any connection, a format node above it), marks the granules
+ * it covered in every enabled bitmap of {@linkcode DirtyTrackingNode.bitmaps}.
+ *
+ * Marking follows QEMU: it happens when the request completes, failed or
+ * not (a failed write may have changed part of the range); discards that
+ * the node ignores (discard=ignore) change nothing and mark nothing; a
+ * read-only node marks nothing. The Daemon wraps every node it opens, so
+ * each named node has a bitmap set of its own.
+ *
+ * @example
+ * ```ts
+ * import { DirtyTrackingNode } from "./dirty-tracking.ts";
+ * import { MemoryNode } from "./memory.ts";
+ * const node = new DirtyTrackingNode(new MemoryNode(1 << 20));
+ * const b0 = node.bitmaps.create("b0");
+ * await node.write(0, new Uint8Array(512));
+ * b0.count; // 65536
+ * ```
+ * @module
+ */
+
+import {
+  allocationDepthOf,
+  type AllocationDepthSource,
+  type DepthExtent,
+} from "./allocation-depth.ts";
+import { DirtyBitmapSet } from "./dirty-bitmap.ts";
+import type {
+  BlockExtent,
+  BlockNode,
+  NodeCapabilities,
+  WriteOptions,
+  ZeroOptions,
+} from "./node.ts";
+
+/**
+ * Where a format that keeps bitmaps in its image (qcow2) stores persistent
+ * ones. Nodes without one cannot have persistent bitmaps.
+ */
+export interface PersistentBitmapStore {
+  /**
+   * Throw (a DenbdError with QEMU's message) when a new persistent bitmap
+   * `name` of `granularity` cannot be stored in the image.
+   */
+  checkNewBitmap(name: string, granularity: number): void;
+}
+
+/** How a node is wrapped. */
+export interface DirtyTrackingOptions {
+  /** Granularity of bitmaps created without one (default: 64 KiB). */
+  readonly defaultGranularity?: number;
+  /** Where persistent bitmaps go; absent for nodes that cannot store them (raw, file). */
+  readonly persistentStore?: PersistentBitmapStore;
+}
+
+/** A node with dirty bitmaps, marked by every change made through it. */
+export class DirtyTrackingNode implements BlockNode, AllocationDepthSource {
+  /** The wrapped node. */
+  readonly inner: BlockNode;
+  /** This node's bitmaps. */
+  readonly bitmaps: DirtyBitmapSet;
+  /** Where persistent bitmaps are stored, if this node can store them. */
+  readonly persistentStore: PersistentBitmapStore | undefined;
+
+  /** Wrap `inner`; it is closed when this node is closed. */
+  constructor(inner: BlockNode, options: DirtyTrackingOptions = {}) {
+    this.inner = inner;
+    this.bitmaps = new DirtyBitmapSet(inner.size, {
+      defaultGranularity: options.defaultGranularity,
+    });
+    this.persistentStore = options.persistentStore;
+  }
+
+  /** The inner node's size. */
+  get size(): number {
+    return this.inner.size;
+  }
+
+  /** The inner node's capabilities. */
+  get capabilities(): NodeCapabilities {
+    return this.inner.capabilities;
+  }
+
+  /** The inner node's alignment. */
+  get requestAlignment(): number {
+    return this.inner.requestAlignment;
+  }
+
+  /** Read from the inner node. */
+  read(offset: number, into: Uint8Array): Promise<void> {
+    return this.inner.read(offset, into);
+  }
+
+  /** Write, then mark the range dirty (also when the write failed). */
+  async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    if (!this.inner.capabilities.writable) return await this.inner.write(offset, data, options);
+    try {
+      await this.inner.write(offset, data, options);
+    } finally {
+      this.bitmaps.markDirty(offset, data.length);
+    }
+  }
+
+  /** Zero, then mark the range dirty (also when zeroing failed or was refused as not fast). */
+  async writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
+    if (!this.inner.capabilities.writable) {
+      return await this.inner.writeZeroes(offset, length, options);
+    }
+    try {
+      await this.inner.writeZeroes(offset, length, options);
+    } finally {
+      this.bitmaps.markDirty(offset, length);
+    }
+  }
+
+  /** Discard, then mark the range dirty, unless the inner node ignores discards. */
+  async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    const { writable, trim } = this.inner.capabilities;
+    if (!writable || !trim) return await this.inner.trim(offset, length, options);
+    try {
+      await this.inner.trim(offset, length, options);
+    } finally {
+      this.bitmaps.markDirty(offset, length);
+    }
+  }
+
+  /** Flush the inner node. */
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+
+  /** Prefetch through the inner node. */
+  cache(offset: number, length: number): Promise<void> {
+    return this.inner.cache(offset, length);
+  }
+
+  /** The inner node's block status. */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    return this.inner.blockStatus(offset, length);
+  }
+
+  /** The inner node's allocation depth. */
+  allocationDepth(offset: number, length: number): Promise<DepthExtent[]> {
+    return allocationDepthOf(this.inner, offset, length);
+  }
+
+  /** Close the inner node. */
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * QEMU's `raw` format driver: a node that passes every request through to
+ * its `file` child, optionally limited to a window of it (`offset`, `size`).
+ * Like QEMU it has a discard mode of its own: with "ignore" (the default of
+ * blockdev-add) discards stop here and write-zeroes never unmaps, whatever
+ * the child would do.
+ *
+ * @example
+ * ```ts
+ * import { RawNode } from "./raw.ts";
+ * import { MemoryNode } from "./memory.ts";
+ * const file = new MemoryNode(4 << 20);
+ * const raw = RawNode.open(file, { offset: 1 << 20, size: 2 << 20 });
+ * await raw.write(0, new Uint8Array([1])); // lands at 1 MiB in `file`
+ * ```
+ * @module
+ */
+
+import { DenbdError } from "../errors.ts";
+import {
+  allocationDepthOf,
+  type AllocationDepthSource,
+  type DepthExtent,
+} from "./allocation-depth.ts";
+import type {
+  BlockExtent,
+  BlockNode,
+  NodeCapabilities,
+  WriteOptions,
+  ZeroOptions,
+} from "./node.ts";
+
+/** Options of `driver=raw` (QEMU's BlockdevOptionsRaw, plus the generic ones that matter). */
+export interface RawNodeOptions {
+  /** Where the window starts in the child (any byte offset up to the child's size). */
+  readonly offset?: number;
+  /** Bytes in the window: a multiple of 512 within the child (default: the rest of it). */
+  readonly size?: number;
+  /** Refuse changes even when the child accepts them. */
+  readonly readOnly?: boolean;
+  /** "unmap" passes discards down; "ignore" (default) accepts and drops them. */
+  readonly discard?: "ignore" | "unmap";
+  /** Close the child when this node is closed (it has no name of its own). */
+  readonly ownsChild?: boolean;
+}
+
+/** A raw format node over a child node. */
+export class RawNode implements BlockNode, AllocationDepthSource {
+  /** The protocol (or other) node underneath. */
+  readonly child: BlockNode;
+  /** Where this node's byte 0 lies in the child. */
+  readonly offset: number;
+  /** Size of the window. */
+  readonly size: number;
+  /** The child's, less what read-only or discard=ignore take away. */
+  readonly capabilities: NodeCapabilities;
+  readonly #ownsChild: boolean;
+  readonly #unmap: boolean;
+
+  private constructor(child: BlockNode, offset: number, size: number, options: RawNodeOptions) {
+    this.child = child;
+    this.offset = offset;
+    this.size = size;
+    this.#ownsChild = Boolean(options.ownsChild);
+    this.#unmap = options.discard === "unmap";
+    const can = child.capabilities;
+    this.capabilities = {
+      ...can,
+      writable: can.writable && !options.readOnly,
+      trim: can.trim && this.#unmap,
+    };
+  }
+
+  /**
+   * A raw node over `child`. Throws kind "invalid" with QEMU's message when
+   * the window does not fit the child or `size` is not a multiple of 512.
+   */
+  static open(child: BlockNode, options: RawNodeOptions = {}): RawNode {
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new DenbdError("invalid", `invalid offset ${offset}`);
+    }
+    if (options.discard !== undefined && !["ignore", "unmap"].includes(options.discard)) {
+      throw new DenbdError("invalid", `invalid discard mode '${options.discard}'`);
+    }
+    const childSize = child.size;
+    if (offset > childSize) {
+      throw new DenbdError(
+        "invalid",
+        `Offset (${offset}) cannot be greater than size of the containing file (${childSize})`,
+      );
+    }
+    const size = options.size ?? childSize - offset;
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new DenbdError("invalid", `invalid size ${size}`);
+    }
+    if (options.size !== undefined) {
+      if (offset + size > childSize) {
+        throw new DenbdError(
+          "invalid",
+          `The sum of offset (${offset}) and size (${size}) has to be smaller or equal to the ` +
+            ` actual size of the containing file (${childSize})`,
+        );
+      }
+      if (size % 512 !== 0) {
+        throw new DenbdError("invalid", "Specified size is not multiple of 512");
+      }
+    }
+    return new RawNode(child, offset, size, options);
+  }
+
+  /** The child's alignment (the window's offset may break it; requests still work). */
+  get requestAlignment(): number {
+    return this.child.requestAlignment;
+  }
+
+  /** Read from the window. */
+  read(offset: number, into: Uint8Array): Promise<void> {
+    return this.child.read(this.offset + offset, into);
+  }
+
+  /** Write into the window. */
+  write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    return Promise.try(() => {
+      this.#checkWritable();
+      return this.child.write(this.offset + offset, data, options);
+    });
+  }
+
+  /** Zero in the window; never unmaps with discard=ignore. */
+  writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
+    return Promise.try(() => {
+      this.#checkWritable();
+      const mayTrim = this.#unmap ? options.mayTrim : false;
+      return this.child.writeZeroes(this.offset + offset, length, { ...options, mayTrim });
+    });
+  }
+
+  /** Pass the discard down with discard=unmap; accept and drop it otherwise. */
+  trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    return Promise.try(() => {
+      this.#checkWritable();
+      if (this.#unmap) return this.child.trim(this.offset + offset, length, options);
+    });
+  }
+
+  /** Flush the child. */
+  flush(): Promise<void> {
+    return this.child.flush();
+  }
+
+  /** Prefetch in the window. */
+  cache(offset: number, length: number): Promise<void> {
+    return this.child.cache(this.offset + offset, length);
+  }
+
+  /** The child's block status over the window. */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    return this.child.blockStatus(this.offset + offset, length);
+  }
+
+  /** The child's allocation depth over the window (1 everywhere over a file). */
+  allocationDepth(offset: number, length: number): Promise<DepthExtent[]> {
+    return allocationDepthOf(this.child, this.offset + offset, length);
+  }
+
+  /** Close the child if this node owns it; otherwise nothing to release. */
+  close(): Promise<void> {
+    return this.#ownsChild ? this.child.close() : Promise.resolve();
+  }
+
+  #checkWritable(): void {
+    if (!this.capabilities.writable) throw new DenbdError("read-only", "node is read-only");
+  }
+}

@@ -1,0 +1,158 @@
+import assert from "node:assert/strict";
+import { RawNode } from "../../src/block/raw.ts";
+import { MemoryNode } from "../../src/block/memory.ts";
+import { allocationDepthOf, hasAllocationDepth } from "../../src/block/allocation-depth.ts";
+import type { BlockNode } from "../../src/block/node.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** A memory node that records the trims and zeroing options it receives. */
+class RecordingNode extends MemoryNode {
+  trims: [number, number][] = [];
+  zeroes: { offset: number; mayTrim?: boolean }[] = [];
+  override trim(offset: number, length: number): Promise<void> {
+    this.trims.push([offset, length]);
+    return super.trim(offset, length);
+  }
+  override writeZeroes(
+    offset: number,
+    length: number,
+    options: { mayTrim?: boolean } = {},
+  ): Promise<void> {
+    this.zeroes.push({ offset, mayTrim: options.mayTrim });
+    return super.writeZeroes(offset, length, options);
+  }
+}
+
+Deno.test("raw node: passes everything through by default", async () => {
+  const file = new MemoryNode(MiB);
+  const raw = RawNode.open(file);
+  assert.equal(raw.size, MiB);
+  assert.equal(raw.offset, 0);
+  assert.deepEqual(raw.capabilities, { ...file.capabilities, trim: false });
+  await raw.write(5, new Uint8Array([1, 2, 3]));
+  const back = new Uint8Array(3);
+  await file.read(5, back);
+  assert.deepEqual([...back], [1, 2, 3]);
+  assert.deepEqual(await raw.blockStatus(0, MiB), await file.blockStatus(0, MiB));
+  await raw.flush();
+  await raw.cache(0, 512);
+  await raw.close();
+  // The child is not the raw node's to close unless it owns it.
+  await file.read(0, back);
+});
+
+Deno.test("raw node: offset and size select a window of the child", async () => {
+  const file = new MemoryNode(8 * MiB);
+  const raw = RawNode.open(file, { offset: MiB, size: 2 * MiB });
+  assert.equal(raw.size, 2 * MiB);
+  await raw.write(0, new Uint8Array([9]));
+  await raw.write(2 * MiB - 1, new Uint8Array([8]));
+  const byte = new Uint8Array(1);
+  await file.read(MiB, byte);
+  assert.equal(byte[0], 9);
+  await file.read(3 * MiB - 1, byte);
+  assert.equal(byte[0], 8);
+  await raw.read(2 * MiB - 1, byte);
+  assert.equal(byte[0], 8);
+  const status = await raw.blockStatus(0, 2 * MiB);
+  assert.equal(status.reduce((sum, e) => sum + e.length, 0), 2 * MiB);
+  assert.deepEqual(status[0], { length: 64 * KiB, data: true, zero: false });
+  // Without a size, the window runs to the end of the child; any offset is fine.
+  assert.equal(RawNode.open(file, { offset: 1000 }).size, 8 * MiB - 1000);
+  assert.equal(RawNode.open(file, { offset: 8 * MiB }).size, 0);
+});
+
+Deno.test("raw node: QEMU's messages for windows that do not fit", () => {
+  const file = new MemoryNode(8 * MiB);
+  const message = (options: { offset?: number; size?: number }) => {
+    try {
+      RawNode.open(file, options);
+      return "";
+    } catch (error) {
+      return (error as Error).message;
+    }
+  };
+  assert.equal(message({ size: 1000 }), "Specified size is not multiple of 512");
+  assert.equal(
+    message({ offset: 8 * MiB + 1 }),
+    "Offset (8388609) cannot be greater than size of the containing file (8388608)",
+  );
+  assert.equal(
+    message({ offset: 8 * MiB + 1, size: 512 }),
+    "Offset (8388609) cannot be greater than size of the containing file (8388608)",
+  );
+  assert.equal(
+    message({ size: 9000000 }),
+    "The sum of offset (0) and size (9000000) has to be smaller or equal to the  actual size " +
+      "of the containing file (8388608)",
+  );
+  assert.equal(
+    message({ offset: 7 * MiB, size: 2097000 }),
+    "The sum of offset (7340032) and size (2097000) has to be smaller or equal to the  actual " +
+      "size of the containing file (8388608)",
+  );
+  assert.equal(message({ offset: 1000, size: 8 * MiB - 1024 }), "");
+});
+
+Deno.test("raw node: discard=ignore drops discards and never unmaps when zeroing", async () => {
+  const file = new RecordingNode(MiB);
+  const ignoring = RawNode.open(file);
+  await ignoring.trim(0, 4096);
+  await ignoring.writeZeroes(0, 4096, { mayTrim: true });
+  assert.deepEqual(file.trims, []);
+  assert.deepEqual(file.zeroes, [{ offset: 0, mayTrim: false }]);
+
+  const unmapping = RawNode.open(file, { offset: 512, discard: "unmap" });
+  assert.equal(unmapping.capabilities.trim, true);
+  await unmapping.trim(0, 4096);
+  await unmapping.writeZeroes(0, 4096, { mayTrim: true });
+  assert.deepEqual(file.trims, [[512, 4096]]);
+  assert.deepEqual(file.zeroes.at(-1), { offset: 512, mayTrim: true });
+});
+
+Deno.test("raw node: read-only over a writable child, and over a read-only one", async () => {
+  const file = new MemoryNode(MiB);
+  for (
+    const raw of [
+      RawNode.open(file, { readOnly: true }),
+      RawNode.open(new MemoryNode(MiB, { readOnly: true })),
+    ]
+  ) {
+    assert.equal(raw.capabilities.writable, false);
+    await assert.rejects(() => raw.write(0, new Uint8Array(1)), { kind: "read-only" });
+    await assert.rejects(() => raw.writeZeroes(0, 1), { kind: "read-only" });
+    await assert.rejects(() => raw.trim(0, 1), { kind: "read-only" });
+  }
+});
+
+Deno.test("raw node: allocation depth is the child's (1 everywhere over a protocol node)", async () => {
+  const raw = RawNode.open(new MemoryNode(MiB), { offset: 4096 });
+  assert.ok(hasAllocationDepth(raw));
+  assert.deepEqual(await allocationDepthOf(raw, 0, MiB - 4096), [{ length: MiB - 4096, depth: 1 }]);
+  // A child with layers of its own is asked in its own offsets.
+  const asked: [number, number][] = [];
+  const layered = Object.assign(new MemoryNode(MiB), {
+    allocationDepth(offset: number, length: number) {
+      asked.push([offset, length]);
+      return Promise.resolve([{ length, depth: 2 }]);
+    },
+  }) as BlockNode;
+  const over = RawNode.open(layered, { offset: 512 });
+  assert.deepEqual(await allocationDepthOf(over, 0, 1024), [{ length: 1024, depth: 2 }]);
+  assert.deepEqual(asked, [[512, 1024]]);
+});
+
+Deno.test("raw node: an owned child is closed with it", async () => {
+  let closed = 0;
+  const child = new MemoryNode(MiB);
+  child.close = () => {
+    closed++;
+    return Promise.resolve();
+  };
+  await RawNode.open(child).close();
+  assert.equal(closed, 0);
+  await RawNode.open(child, { ownsChild: true }).close();
+  assert.equal(closed, 1);
+});
