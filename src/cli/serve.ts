@@ -64,6 +64,10 @@ export const SERVE_FLAGS = {
     choices: Object.keys(DISCARD_MODES),
     default: "ignore",
   },
+  "allocation-depth": {
+    short: "A",
+    help: "expose the allocation depth (the qemu:allocation-depth metadata context)",
+  },
   "pid-file": { value: "PATH", help: "write the server's process id to PATH" },
   verbose: { short: "v", help: "log the listening address, connections and refused requests" },
   help: { short: "h", help: "show this help and exit" },
@@ -96,6 +100,7 @@ interface ServeSettings {
   readonly shared: number;
   readonly cache: (typeof CACHE_MODES)[keyof typeof CACHE_MODES];
   readonly discard: "ignore" | "unmap";
+  readonly allocationDepth: boolean;
   readonly pidFile: string | undefined;
   readonly verbose: boolean;
 }
@@ -122,6 +127,7 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     shared: parseIntegerFlag(text("shared")!, "shared device number", 0, 0xffff_ffff),
     cache: CACHE_MODES[text("cache") as keyof typeof CACHE_MODES],
     discard: DISCARD_MODES[text("discard") as keyof typeof DISCARD_MODES],
+    allocationDepth: Boolean(values["allocation-depth"]),
     pidFile: text("pid-file"),
     verbose: Boolean(values.verbose),
   };
@@ -207,6 +213,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
       description: settings.description,
       writable: !settings.readOnly,
       writethrough: settings.cache.writethrough,
+      allocationDepth: settings.allocationDepth,
     });
     // Written before the event loop turns, so before any client is served.
     if (settings.pidFile) Deno.writeTextFileSync(settings.pidFile, `${Deno.pid}\n`);

@@ -10,11 +10,15 @@
 
 import type { BlockNode } from "../block/node.ts";
 import { FileNode } from "../block/file.ts";
+import { RawNode } from "../block/raw.ts";
+import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
+import { type BitmapRef, DirtyBitmapCommands } from "../block/bitmap-commands.ts";
 import { DenbdError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { NBD_LIMIT } from "../nbd/protocol.ts";
 import { encodeString } from "../nbd/wire.ts";
 import { ExportTable, NbdExport } from "../nbd/server/export.ts";
+import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { NbdServer } from "../nbd/server/server.ts";
 import { listenOn, removeStaleSocket, type SocketAddress } from "../net/socket-address.ts";
 
@@ -37,6 +41,27 @@ export interface FileBlockdevOptions {
   /** Take QEMU-compatible image locks (default true). */
   readonly locking?: boolean;
 }
+
+/** blockdev-add options of the `raw` format driver over a node given by name. */
+export interface RawBlockdevOptions {
+  /** The block driver. */
+  readonly driver: "raw";
+  /** Name of the new node. */
+  readonly nodeName: string;
+  /** Node name of the child (the protocol node). */
+  readonly file: string;
+  /** Where the raw window starts in the child. */
+  readonly offset?: number;
+  /** Size of the window (a multiple of 512; default: the rest of the child). */
+  readonly size?: number;
+  /** Open read-only. */
+  readonly readOnly?: boolean;
+  /** Whether discards are passed down ("unmap") or dropped ("ignore", the default). */
+  readonly discard?: "ignore" | "unmap";
+}
+
+/** blockdev-add options of the drivers the Daemon knows. */
+export type BlockdevOptions = FileBlockdevOptions | RawBlockdevOptions;
 
 /** nbd-server-start options. */
 export interface NbdServerStartOptions {
@@ -62,6 +87,13 @@ export interface NbdExportAddOptions {
   readonly writable?: boolean;
   /** Flush after every write before replying. */
   readonly writethrough?: boolean;
+  /** Offer the `qemu:allocation-depth` metadata context. */
+  readonly allocationDepth?: boolean;
+  /**
+   * Offer `qemu:dirty-bitmap:NAME` for each of these bitmaps (a bare name is
+   * looked up on the exported node); they are busy while exported.
+   */
+  readonly bitmaps?: readonly BitmapRef[];
 }
 
 interface RunningNbdServer {
@@ -74,9 +106,13 @@ interface RunningNbdServer {
 export class Daemon {
   /** Diagnostics. */
   readonly log: Logger;
-  readonly #nodes = new Map<string, BlockNode>();
+  readonly #nodes = new Map<string, DirtyTrackingNode>();
   readonly #exports = new ExportTable();
   readonly #exportNameById = new Map<string, string>();
+  /** Releases the bitmaps each export (by id) holds busy; for block-export-del. */
+  readonly #exportBitmapRelease = new Map<string, () => void>();
+  /** The block-dirty-bitmap-* commands over this daemon's nodes. */
+  readonly dirtyBitmaps = new DirtyBitmapCommands((name) => this.#nodes.get(name));
   #nbd: RunningNbdServer | null = null;
 
   /** An empty daemon that logs to `log`. */
@@ -84,20 +120,37 @@ export class Daemon {
     this.log = log;
   }
 
-  /** Open a block node (QMP blockdev-add). */
-  async blockdevAdd(options: FileBlockdevOptions): Promise<BlockNode> {
+  /**
+   * Open a block node (QMP blockdev-add). Every node gets dirty-bitmap
+   * tracking of its own, so changes through any path mark its bitmaps.
+   */
+  async blockdevAdd(options: BlockdevOptions): Promise<BlockNode> {
     if (this.#nodes.has(options.nodeName)) {
       throw new DenbdError("busy", `Duplicate nodes with node-name='${options.nodeName}'`);
     }
-    const node = await FileNode.open(options.filename, {
+    const node = new DirtyTrackingNode(await this.#openNode(options));
+    this.#nodes.set(options.nodeName, node);
+    return node;
+  }
+
+  async #openNode(options: BlockdevOptions): Promise<BlockNode> {
+    if (options.driver === "raw") {
+      const file = this.#nodes.get(options.file);
+      if (!file) {
+        throw new DenbdError(
+          "not-found",
+          `Cannot find device='${options.file}' nor node-name='${options.file}'`,
+        );
+      }
+      return RawNode.open(file, options);
+    }
+    return await FileNode.open(options.filename, {
       readOnly: options.readOnly,
       direct: options.cacheDirect,
       noFlush: options.cacheNoFlush,
       discard: options.discard,
       lock: options.locking,
     });
-    this.#nodes.set(options.nodeName, node);
-    return node;
   }
 
   /** Start listening for NBD clients (QMP nbd-server-start); returns the bound address. */
@@ -142,6 +195,17 @@ export class Daemon {
         `Cannot export read-only node '${options.nodeName}' as writable`,
       );
     }
+    const claimed = this.dirtyBitmaps.claimForExport(
+      node,
+      options.bitmaps ?? [],
+      !options.writable,
+    );
+    const qemu = options.allocationDepth || claimed.bitmaps.length
+      ? [qemuNamespace({
+        allocationDepth: options.allocationDepth ? node : undefined,
+        bitmaps: claimed.bitmaps,
+      })]
+      : [];
     const entry = new NbdExport({
       name,
       description: options.description,
@@ -149,9 +213,11 @@ export class Daemon {
       readOnly: !options.writable,
       writethrough: options.writethrough,
       allowMultiConn: nbd.maxConnections !== 1,
+      extraNamespaces: qemu,
     });
     this.#exports.add(entry);
     this.#exportNameById.set(options.id, name);
+    this.#exportBitmapRelease.set(options.id, claimed.release);
     return entry;
   }
 
@@ -166,7 +232,10 @@ export class Daemon {
       await nbd.server.close();
       if (nbd.address.type === "unix") removeStaleSocket(nbd.address.path);
     }
-    for (const [name, node] of this.#nodes) {
+    for (const release of this.#exportBitmapRelease.values()) release();
+    this.#exportBitmapRelease.clear();
+    // Newest first: a format node goes before the node it was opened on.
+    for (const [name, node] of [...this.#nodes].reverse()) {
       try {
         await node.flush();
       } catch (error) {

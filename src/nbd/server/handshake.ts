@@ -227,10 +227,6 @@ export class HandshakeState {
     if (!entry) {
       return reply(option, NBD_REP.ERR_UNKNOWN, `export '${request.exportName}' not present`);
     }
-    const invalid = request.queries.find((query) => !splitContextName(query));
-    if (invalid !== undefined) {
-      return reply(option, NBD_REP.ERR_INVALID, `query '${invalid}' lacks a namespace`);
-    }
     const replies: Uint8Array[] = [];
     if (isSet) {
       const contexts = selectContexts(entry, request.queries);
@@ -273,16 +269,21 @@ function close(reason: string): HandshakeStep {
 }
 
 /** Names matching LIST_META_CONTEXT `queries` (all contexts when there are none). */
+/**
+ * Names matching LIST_META_CONTEXT `queries` (all contexts when there are
+ * none), in the export's own order of contexts whatever the order of the
+ * queries, as QEMU answers. A query without a namespace matches nothing.
+ */
 function listContexts(entry: NbdExport, queries: readonly string[]): string[] {
-  const names = new Set<string>();
-  if (queries.length === 0) {
-    for (const space of entry.namespaces) for (const name of space.list("")) names.add(name);
-  }
+  const everything = entry.namespaces.flatMap((space) => space.list(""));
+  if (queries.length === 0) return everything;
+  const matched = new Set<string>();
   for (const query of queries) {
-    const leaf = splitContextName(query)!.leaf;
-    for (const name of entry.namespaceOf(query)?.list(leaf) ?? []) names.add(name);
+    const leaf = splitContextName(query)?.leaf;
+    if (leaf === undefined) continue;
+    for (const name of entry.namespaceOf(query)?.list(leaf) ?? []) matched.add(name);
   }
-  return [...names];
+  return everything.filter((name) => matched.has(name));
 }
 
 /** Contexts selected by SET_META_CONTEXT `queries`, numbered from 1, without repeats. */
