@@ -1,0 +1,710 @@
+/**
+ * The two `key=value,...` option syntaxes of qemu-storage-daemon 7.2, with
+ * QEMU's exact error messages.
+ *
+ * - {@link parseKeyval}: QEMU's keyval syntax (util/keyval.c), used by
+ *   `--blockdev` (implied key `driver`), `--export` (`type`), `--monitor`
+ *   (`chardev`), `--object` (`qom-type`) and `--nbd-server` (no implied key).
+ *   Dotted keys build nested objects (`addr.type=unix`), numeric key
+ *   fragments build lists (`bitmaps.0=a,bitmaps.1=b`), `,,` is a literal comma
+ *   in a value, and every leaf is a string: the input visitor converts leaves
+ *   to the schema's types later.
+ * - {@link parseQemuOpts}: the older QemuOpts syntax, used by `--chardev`
+ *   (implied name `backend`): flat names, repeated names (the last one wins),
+ *   short-form booleans (`server` = `server=on`, `nowait` = `wait=off`, each
+ *   with a deprecation warning), `id` pulled out up front, and values checked
+ *   against a table of option types ({@link CHARDEV_OPT_TYPES}).
+ *
+ * qsd reads an option argument that starts with `{` as JSON instead
+ * ({@link isJsonArgument}); every option but `--chardev` accepts that form.
+ *
+ * @example
+ * ```ts
+ * import { parseKeyval } from "./keyval.ts";
+ * parseKeyval("nbd,id=e0,node-name=n0,bitmaps.0=b0", "type");
+ * // { type: "nbd", id: "e0", "node-name": "n0", bitmaps: ["b0"] }
+ * parseKeyval("addr.type=unix,addr.path=/tmp/nbd.sock");
+ * // { addr: { type: "unix", path: "/tmp/nbd.sock" } }
+ * parseKeyval("a.b=1,a=2"); // throws KeyvalError "Parameters 'a.*' used inconsistently"
+ * ```
+ * @module
+ */
+
+import { DenbdError } from "../errors.ts";
+
+/** A node of a parsed keyval tree: a string leaf, an object or a list. */
+export type KeyvalValue = string | KeyvalObject | KeyvalValue[];
+
+/** An object of a parsed keyval tree; keys appear in the order first written. */
+export interface KeyvalObject {
+  [key: string]: KeyvalValue;
+}
+
+/** What {@link parseKeyvalHelp} returns: the tree and whether help was asked for. */
+export interface KeyvalParseResult {
+  /** The parsed options, without the `help` / `?` elements. */
+  readonly tree: KeyvalObject;
+  /** True when an element was `help` or `?` without a value. */
+  readonly help: boolean;
+}
+
+/** A warning QEMU prints while parsing and carries on: a message and an optional hint line. */
+export interface OptionWarning {
+  /** Printed after the location prefix, e.g. `short-form boolean option 'server' deprecated`. */
+  readonly message: string;
+  /** Printed on the next line without a prefix, e.g. `Please use server=on instead`. */
+  readonly hint?: string;
+}
+
+/**
+ * An option string QEMU rejects. `message` is QEMU's text without the
+ * `qemu-storage-daemon: --blockdev ARG: ` prefix, which the caller adds.
+ */
+export class KeyvalError extends DenbdError {
+  /** A line QEMU prints after the message (without a prefix), if any. */
+  readonly hint?: string;
+  /** Warnings QEMU printed (each with the prefix) before it hit this error. */
+  readonly warnings: readonly OptionWarning[];
+
+  /** Create the error QEMU reports as `message`, optionally with a hint and earlier warnings. */
+  constructor(message: string, hint?: string, warnings: readonly OptionWarning[] = []) {
+    super("invalid", message);
+    this.name = "KeyvalError";
+    this.hint = hint;
+    this.warnings = warnings;
+  }
+}
+
+/**
+ * The implied first key of each qsd 7.2 option parsed with keyval:
+ * `--blockdev file,filename=x` means `driver=file,...`. `--nbd-server` has none
+ * (`--nbd-server unix,...` fails with "Expected '=' after parameter 'unix'").
+ * `--chardev` is QemuOpts, whose implied name is `backend` ({@link parseQemuOpts}).
+ */
+export const QSD_IMPLIED_KEYS: Readonly<Record<string, string | undefined>> = {
+  blockdev: "driver",
+  export: "type",
+  monitor: "chardev",
+  object: "qom-type",
+  "nbd-server": undefined,
+};
+
+/** The message keyval gives when `help` or `?` appears where help is not offered. */
+export const HELP_NOT_AVAILABLE = "Help is not available for this option";
+
+/**
+ * True when qsd would parse `text` as JSON rather than as key=value options:
+ * it starts with `{` (no leading blanks allowed). The JSON must be an object;
+ * its errors are the JSON parser's ("JSON parse error, premature EOI").
+ */
+export function isJsonArgument(text: string): boolean {
+  return text.startsWith("{");
+}
+
+/**
+ * Parse `text` in QEMU's keyval syntax, as qsd does for an option argument.
+ * `impliedKey` names the value of a first element without `=`. A `help` or `?`
+ * element throws "Help is not available for this option" (as for every qsd
+ * option but `--object`; use {@link parseKeyvalHelp} there).
+ *
+ * @throws {KeyvalError} with QEMU's message for any malformed input.
+ */
+export function parseKeyval(text: string, impliedKey?: string): KeyvalObject {
+  const { tree, help } = parse(text, impliedKey, false);
+  if (help) throw new KeyvalError(HELP_NOT_AVAILABLE);
+  return tree;
+}
+
+/**
+ * Like {@link parseKeyval}, but a `help` or `?` element (anywhere, without a
+ * value) sets `help` instead of failing, as `--object` needs: `--object help`
+ * lists the types, `--object iothread,help` the properties of one type.
+ *
+ * @throws {KeyvalError} with QEMU's message for any malformed input.
+ */
+export function parseKeyvalHelp(text: string, impliedKey?: string): KeyvalParseResult {
+  return parse(text, impliedKey, true);
+}
+
+/** Keys longer than this (in bytes, so characters: valid keys are ASCII) are rejected. */
+const MAX_KEY_FRAGMENT = 127;
+/** List indexes are capped here, as QEMU converts them to an int. */
+const INT_MAX = 2147483647;
+
+/** One member of an object under construction; `order` numbers first insertions. */
+interface Entry {
+  value: Node;
+  readonly order: number;
+}
+
+/** An object under construction: members by key, in first-insertion order. */
+type Dict = Map<string, Entry>;
+type Node = string | Dict;
+
+interface ParseState {
+  help: boolean;
+  order: number;
+}
+
+function parse(text: string, impliedKey: string | undefined, allowHelp: boolean) {
+  const root: Dict = new Map();
+  const state: ParseState = { help: false, order: 0 };
+  let pos = 0;
+  let implied = impliedKey;
+  while (pos < text.length) {
+    pos = parseOne(root, text, pos, implied, state);
+    implied = undefined;
+  }
+  if (state.help && !allowHelp) throw new KeyvalError(HELP_NOT_AVAILABLE);
+  const tree = listify(root, []);
+  if (Array.isArray(tree)) throw new Error("keyval: the root cannot be a list");
+  return { tree, help: state.help };
+}
+
+/** Length of the run of characters from `pos` that are not in `stops`. */
+function spanUntil(text: string, pos: number, stops: string): number {
+  let end = pos;
+  while (end < text.length && !stops.includes(text[end])) end++;
+  return end - pos;
+}
+
+function isDigit(c: string | undefined): boolean {
+  return c !== undefined && c >= "0" && c <= "9";
+}
+
+function isAlpha(c: string | undefined): boolean {
+  return c !== undefined && ((c >= "a" && c <= "z") || (c >= "A" && c <= "Z"));
+}
+
+function isAlnum(c: string | undefined): boolean {
+  return isAlpha(c) || isDigit(c);
+}
+
+/**
+ * Length of the QAPI name at `pos` (QEMU's parse_qapi_name, not requiring the
+ * name to fill the string), or 0 if there is none: a letter, then letters,
+ * digits, `-` and `_`; optionally behind a downstream prefix `__RFQDN_`, whose
+ * RFQDN may contain dots (so `__com.redhat_x` is one fragment).
+ */
+function qapiNameLength(key: string, pos: number): number {
+  let p = pos;
+  if (key[p] === "_") {
+    p++;
+    if (key[p] !== "_") return 0;
+    p++;
+    while (p < key.length && (isAlnum(key[p]) || key[p] === "-" || key[p] === ".")) p++;
+    if (key[p] !== "_") return 0;
+    p++;
+  }
+  if (!isAlpha(key[p])) return 0;
+  p++;
+  while (p < key.length && (isAlnum(key[p]) || key[p] === "-" || key[p] === "_")) p++;
+  return p - pos;
+}
+
+/** Length of the run of decimal digits at `pos`. */
+function digitsLength(key: string, pos: number): number {
+  let p = pos;
+  while (isDigit(key[p])) p++;
+  return p - pos;
+}
+
+/** Length of a help request at `pos`: 1 for `?`, 4 for a leading `help`, else 0. */
+function helpPrefixLength(text: string, pos: number): number {
+  if (text[pos] === "?") return 1;
+  return text.startsWith("help", pos) ? 4 : 0;
+}
+
+function put(cur: Dict, key: string, value: Node, state: ParseState, errorKey: string): Node {
+  const old = cur.get(key);
+  if (old === undefined) {
+    cur.set(key, { value, order: state.order++ });
+    return value;
+  }
+  if (typeof old.value !== typeof value) {
+    throw new KeyvalError(`Parameters '${errorKey}.*' used inconsistently`);
+  }
+  if (typeof value === "string") old.value = value; // the last one wins, in place
+  return old.value;
+}
+
+/** Parse one element at `pos` into `root`; return where the next one starts. */
+function parseOne(
+  root: Dict,
+  text: string,
+  pos: number,
+  impliedKey: string | undefined,
+  state: ParseState,
+): number {
+  const len = spanUntil(text, pos, "=,");
+  let key = text.slice(pos, pos + len);
+  let implied = false;
+  if (len > 0 && text[pos + len] !== "=") {
+    if (helpPrefixLength(text, pos) === len) {
+      state.help = true;
+      const next = pos + len;
+      return text[next] === "," ? next + 1 : next;
+    }
+    if (impliedKey !== undefined) {
+      key = impliedKey;
+      implied = true;
+    }
+  }
+
+  // Walk the key's fragments: each but the last names an object (created on demand).
+  let cur = root;
+  let i = 0;
+  let fragment = "";
+  for (;;) {
+    const flen = i !== 0 && isDigit(key[i]) ? digitsLength(key, i) : qapiNameLength(key, i);
+    if (flen === 0 || (i + flen < key.length && key[i + flen] !== ".")) {
+      throw new KeyvalError(`Invalid parameter '${key}'`);
+    }
+    if (flen > MAX_KEY_FRAGMENT) {
+      const kind = i !== 0 || i + flen !== key.length ? " fragment" : "";
+      throw new KeyvalError(`Parameter${kind} '${key.slice(i, i + flen)}' is too long`);
+    }
+    if (i !== 0) {
+      cur = put(cur, fragment, new Map(), state, key.slice(0, i - 1)) as Dict;
+    }
+    fragment = key.slice(i, i + flen);
+    i += flen;
+    if (key[i] !== ".") break;
+    i++;
+  }
+
+  let value: string;
+  let next: number;
+  if (implied) {
+    // The implied key's value ends at the first comma: ",," cannot escape one here.
+    value = text.slice(pos, pos + len);
+    next = pos + len;
+    if (text[next] === ",") next++;
+  } else {
+    if (text[pos + len] !== "=") {
+      throw new KeyvalError(`Expected '=' after parameter '${key}'`);
+    }
+    let s = pos + len + 1;
+    value = "";
+    for (;;) {
+      if (s >= text.length) break;
+      if (text[s] === ",") {
+        s++;
+        if (text[s] !== ",") break;
+      }
+      value += text[s++];
+    }
+    next = s;
+  }
+  put(cur, fragment, value, state, key);
+  return next;
+}
+
+/**
+ * QEMU's QDict hash (tdb_hash) bucket of `key`. QEMU walks a QDict bucket by
+ * bucket (newest entry first within one), and that order decides which of two
+ * spellings of one list index wins (`list.1` against `list.01`) and which
+ * error is reported first; it is reproduced here for those cases.
+ */
+function qdictBucket(key: string): number {
+  const bytes = new TextEncoder().encode(key);
+  let value = Math.imul(0x238F13AF, bytes.length) >>> 0;
+  for (let i = 0; i < bytes.length; i++) {
+    value = (value + (bytes[i] << ((i * 5) % 24))) >>> 0;
+  }
+  return ((Math.imul(1103515243, value) + 12345) >>> 0) % 512;
+}
+
+/**
+ * The order in which QEMU walks a QDict whose keys were inserted in the order
+ * given (a repeated key keeps its first place): by tdb_hash bucket, newest
+ * first within a bucket. QEMU serialises QMP replies and events from QDicts,
+ * so this is also the member order of everything qsd sends, e.g.
+ * `qdictKeyOrder(["id", "type", "node-name", "shutting-down"])` is
+ * `["node-name", "shutting-down", "type", "id"]`, as in query-block-exports.
+ */
+export function qdictKeyOrder(keys: readonly string[]): string[] {
+  const dict: Dict = new Map();
+  keys.forEach((key, order) => {
+    if (!dict.has(key)) dict.set(key, { value: "", order });
+  });
+  return qdictOrder(dict).map(([key]) => key);
+}
+
+function qdictOrder(dict: Dict): [string, Entry][] {
+  const entries = [...dict.entries()].map((e) => ({ e, bucket: qdictBucket(e[0]) }));
+  entries.sort((a, b) => a.bucket - b.bucket || b.e[1].order - a.e[1].order);
+  return entries.map((x) => x.e);
+}
+
+/** A list index from an all-digit key, capped at INT_MAX as QEMU does. */
+function keyToIndex(key: string): number {
+  const digits = key.replace(/^0+(?=.)/, "");
+  if (digits.length > 10) return INT_MAX;
+  return Math.min(Number(digits), INT_MAX);
+}
+
+function setMember(obj: KeyvalObject, key: string, value: KeyvalValue): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/**
+ * Turn objects whose keys are all list indexes into lists, depth first, with
+ * QEMU's checks: no mix of indexes and names, no missing index.
+ */
+function listify(dict: Dict, path: readonly string[]): KeyvalObject | KeyvalValue[] {
+  let hasIndex = false;
+  let hasMember = false;
+  const converted = new Map<string, KeyvalValue>();
+  for (const [key, entry] of qdictOrder(dict)) {
+    if (isDigit(key[0])) hasIndex = true;
+    else hasMember = true;
+    const value = entry.value;
+    converted.set(key, typeof value === "string" ? value : listify(value, [...path, key]));
+  }
+  const prefix = path.map((p) => p + ".").join("");
+  if (hasIndex && hasMember) {
+    throw new KeyvalError(`Parameters '${prefix}*' used inconsistently`);
+  }
+  if (!hasIndex) {
+    const obj: KeyvalObject = {};
+    for (const key of dict.keys()) setMember(obj, key, converted.get(key)!);
+    return obj;
+  }
+  // Several spellings of one index (1, 01): the one QEMU visits last wins.
+  const elements: (KeyvalValue | undefined)[] = [];
+  let maxIndex = -1;
+  for (const [key] of qdictOrder(dict)) {
+    const index = keyToIndex(key);
+    if (index > maxIndex) maxIndex = index;
+    if (index < dict.size) elements[index] = converted.get(key);
+  }
+  const list: KeyvalValue[] = [];
+  for (let i = 0; i <= maxIndex; i++) {
+    const element = elements[i];
+    if (element === undefined) throw new KeyvalError(`Parameter '${prefix}${i}' missing`);
+    list.push(element);
+  }
+  return list;
+}
+
+// ---------------------------------------------------------------------------
+// QemuOpts (--chardev)
+
+/** How QemuOpts checks a value: QEMU's QEMU_OPT_STRING, _BOOL, _NUMBER, _SIZE. */
+export type QemuOptType = "string" | "bool" | "number" | "size";
+
+/**
+ * The options `--chardev` accepts in qsd 7.2 and their types (`--chardev
+ * null,help` lists them). `id` is handled apart and is not in the table.
+ */
+export const CHARDEV_OPT_TYPES: Readonly<Record<string, QemuOptType>> = {
+  abstract: "bool",
+  append: "bool",
+  backend: "string",
+  chardev: "string",
+  clipboard: "bool",
+  cols: "number",
+  debug: "number",
+  delay: "bool",
+  fd: "string",
+  height: "number",
+  host: "string",
+  ipv4: "bool",
+  ipv6: "bool",
+  localaddr: "string",
+  localport: "string",
+  logappend: "bool",
+  logfile: "string",
+  mouse: "bool",
+  mux: "bool",
+  name: "string",
+  nodelay: "bool",
+  path: "string",
+  port: "string",
+  reconnect: "number",
+  rows: "number",
+  server: "bool",
+  signal: "bool",
+  size: "size",
+  telnet: "bool",
+  tight: "bool",
+  "tls-authz": "string",
+  "tls-creds": "string",
+  tn3270: "bool",
+  to: "number",
+  wait: "bool",
+  websocket: "bool",
+  width: "number",
+};
+
+/** One `name=value` of a QemuOpts string, in the order given (`id` excluded). */
+export interface QemuOpt {
+  /** The option name (`server` for both `server=on` and the flag `server`). */
+  readonly name: string;
+  /** The value as written; `on`/`off` for short-form booleans. */
+  readonly value: string;
+}
+
+/** What {@link parseQemuOpts} returns. */
+export interface QemuOptsResult {
+  /** The first `id=` value (QemuOpts takes the first one), if any. */
+  readonly id?: string;
+  /** Every other element, in order; a repeated name keeps every occurrence. */
+  readonly opts: readonly QemuOpt[];
+  /** Each name's last value: what QEMU's qemu_opt_get returns. */
+  readonly values: Readonly<Record<string, string>>;
+  /** True when a `help` or `?` flag asked for the option list (parsing stopped there). */
+  readonly help: boolean;
+  /** Warnings to print (deprecated short-form booleans, hex sizes with a suffix). */
+  readonly warnings: readonly OptionWarning[];
+}
+
+/** Options of {@link parseQemuOpts}. */
+export interface QemuOptsOptions {
+  /** The name a first element without `=` stands for (`backend` for `--chardev`). */
+  readonly impliedName?: string;
+  /** Option types to check names and values against; absent: accept anything. */
+  readonly types?: Readonly<Record<string, QemuOptType>>;
+}
+
+/** The hint QEMU prints under an id it rejects. */
+export const ID_HINT =
+  "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.";
+
+const SIZE_HINT = "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+  "and exabytes, respectively.";
+
+/** QEMU's id_wellformed: a letter, then letters, digits, `-`, `.` and `_`. */
+export function isWellFormedId(id: string): boolean {
+  if (!isAlpha(id[0])) return false;
+  for (let i = 1; i < id.length; i++) {
+    if (!isAlnum(id[i]) && !"-._".includes(id[i])) return false;
+  }
+  return true;
+}
+
+/** QemuOpts' value reader: up to a single comma, `,,` standing for one. */
+function readOptValue(text: string, pos: number): { value: string; next: number } {
+  let value = "";
+  let s = pos;
+  while (s < text.length) {
+    if (text[s] === ",") {
+      if (text[s + 1] !== ",") break;
+      s++;
+    }
+    value += text[s++];
+  }
+  return { value, next: s };
+}
+
+interface RawOpt {
+  name: string;
+  value: string;
+  /** Set for a short-form boolean: the flag as written (`nowait`). */
+  flag?: string;
+  /** Set when the flag is `help` or `?`. */
+  help?: boolean;
+}
+
+/** Split one QemuOpts element at `pos`, as QEMU's get_opt_name_value does. */
+function readOpt(
+  text: string,
+  pos: number,
+  firstName: string | undefined,
+): { opt: RawOpt; next: number } {
+  const len = spanUntil(text, pos, "=,");
+  let opt: RawOpt;
+  let next: number;
+  if (text[pos + len] !== "=") {
+    if (firstName !== undefined) {
+      const v = readOptValue(text, pos);
+      opt = { name: firstName, value: v.value };
+      next = v.next;
+    } else {
+      const written = text.slice(pos, pos + len);
+      if (written.startsWith("no")) {
+        opt = { name: written.slice(2), value: "off", flag: written };
+      } else {
+        const help = written === "help" || written === "?";
+        opt = { name: written, value: "on", flag: written, help };
+      }
+      next = pos + len;
+    }
+  } else {
+    const v = readOptValue(text, pos + len + 1);
+    opt = { name: text.slice(pos, pos + len), value: v.value };
+    next = v.next;
+  }
+  if (text[next] === ",") next++;
+  return { opt, next };
+}
+
+function flagWarning(opt: RawOpt): OptionWarning {
+  const flag = opt.flag!;
+  const hint = opt.name === "delay"
+    ? `Please use nodelay=${flag.startsWith("no") ? "on" : "off"} instead`
+    : `Please use ${opt.name}=${opt.value} instead`;
+  return { message: `short-form boolean option '${flag}' deprecated`, hint };
+}
+
+/** QAPI's boolean spellings (qapi_bool_parse), or undefined. */
+function parseBool(value: string): boolean | undefined {
+  if (["on", "yes", "true", "y"].includes(value)) return true;
+  if (["off", "no", "false", "n"].includes(value)) return false;
+  return undefined;
+}
+
+const U64_LIMIT = 1n << 64n;
+
+/**
+ * QEMU's qemu_strtou64 with base 0 and no trailing text: blanks, a sign (a
+ * minus wraps modulo 2^64), `0x` hex, `0` octal. Returns "invalid" or "range"
+ * on failure.
+ */
+export function parseQemuU64(value: string): bigint | "invalid" | "range" {
+  const m = /^[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(value);
+  if (!m) return "invalid";
+  const body = m[2];
+  const magnitude = body.length > 1 && body[0] === "0" && body[1] !== "x" && body[1] !== "X"
+    ? BigInt("0o" + body.slice(1))
+    : BigInt(body);
+  if (magnitude >= U64_LIMIT) return "range";
+  return m[1] === "-" ? (U64_LIMIT - magnitude) % U64_LIMIT : magnitude;
+}
+
+const SIZE_SUFFIXES: Record<string, bigint> = {
+  b: 1n,
+  k: 1n << 10n,
+  m: 1n << 20n,
+  g: 1n << 30n,
+  t: 1n << 40n,
+  p: 1n << 50n,
+  e: 1n << 60n,
+};
+
+/**
+ * QEMU 7.2's qemu_strtosz with no trailing text: a decimal number with an
+ * optional fraction (`1.5k`; a fraction needs a suffix unless it is zero), or
+ * `0x` hex without a fraction; then an optional suffix B, K, M, G, T, P, E in
+ * either case. A hex number with a suffix is accepted with a warning.
+ */
+export function parseQemuSize(
+  value: string,
+): { size: bigint; warning?: string } | "invalid" | "range" {
+  const m = /^[ \t\n\v\f\r]*\+?(?:(0[xX][0-9a-fA-F]+)|([0-9]+)(?:\.([0-9]*))?)([bBkKmMgGtTpPeE]?)$/
+    .exec(value);
+  if (!m) return "invalid";
+  const [, hex, dec, fraction, suffix] = m;
+  const integer = BigInt(hex ?? dec);
+  // An integer part past 2^64 stops QEMU's parse there: out of range if nothing follows.
+  if (integer >= U64_LIMIT) return fraction === undefined && suffix === "" ? "range" : "invalid";
+  const mul = suffix === "" ? 1n : SIZE_SUFFIXES[suffix.toLowerCase()];
+  const warning = hex !== undefined && suffix !== ""
+    ? `Using a multiplier suffix on hex numbers is deprecated: ${value}`
+    : undefined;
+  // The fraction as a 64-bit fixed-point number, like QEMU's (uint64_t)(f * 2^64).
+  const frac = fraction ? BigInt(Math.trunc(Number("0." + fraction) * 2 ** 64)) : 0n;
+  if (mul === 1n) return frac !== 0n ? "invalid" : { size: integer, warning };
+  const fracProduct = frac * mul;
+  const size = integer * mul + (fracProduct >> 64n) +
+    ((fracProduct & (U64_LIMIT - 1n)) >> 63n);
+  if (size >= U64_LIMIT) return "range";
+  return { size, warning };
+}
+
+/** Check one option against `types` the way QEMU's opt_validate does; returns warnings. */
+function validateOpt(opt: RawOpt, types: Readonly<Record<string, QemuOptType>>): string[] {
+  const type = Object.hasOwn(types, opt.name) ? types[opt.name] : undefined;
+  if (type === undefined) throw new KeyvalError(`Invalid parameter '${opt.name}'`);
+  switch (type) {
+    case "string":
+      return [];
+    case "bool":
+      if (parseBool(opt.value) === undefined) {
+        throw new KeyvalError(`Parameter '${opt.name}' expects 'on' or 'off'`);
+      }
+      return [];
+    case "number": {
+      const n = parseQemuU64(opt.value);
+      if (n === "range") {
+        throw new KeyvalError(`Value '${opt.value}' is too large for parameter '${opt.name}'`);
+      }
+      if (n === "invalid") throw new KeyvalError(`Parameter '${opt.name}' expects a number`);
+      return [];
+    }
+    case "size": {
+      const s = parseQemuSize(opt.value);
+      if (s === "range") {
+        throw new KeyvalError(`Value '${opt.value}' is out of range for parameter '${opt.name}'`);
+      }
+      if (s === "invalid") {
+        throw new KeyvalError(
+          `Parameter '${opt.name}' expects a non-negative number below 2^64`,
+          SIZE_HINT,
+        );
+      }
+      return s.warning ? [s.warning] : [];
+    }
+  }
+}
+
+/**
+ * Parse `text` in QEMU's QemuOpts syntax, as qsd does for `--chardev`
+ * (`parseQemuOpts(arg, { impliedName: "backend", types: CHARDEV_OPT_TYPES })`).
+ *
+ * The steps and their order are QEMU's: the first `id=` is taken out and
+ * checked first ("Parameter 'id' expects an identifier", with {@link ID_HINT});
+ * then each element in turn: a first element without `=` is the implied name's
+ * value (`,,` escapes work there); any other element without `=` is a
+ * short-form boolean (`server` = on, `noserver` = off) that earns a
+ * deprecation warning, unless it is `help` or `?`, which stops parsing with
+ * `help` set; with `types`, an unknown name or a bad value throws at once.
+ *
+ * @throws {KeyvalError} with QEMU's message (plus its hint and the warnings
+ * printed before it) for a bad id, name or value.
+ */
+export function parseQemuOpts(text: string, options: QemuOptsOptions = {}): QemuOptsResult {
+  let id: string | undefined;
+  for (let pos = 0; pos < text.length && id === undefined;) {
+    const { opt, next } = readOpt(text, pos, undefined);
+    if (opt.name === "id") id = opt.value;
+    pos = next;
+  }
+  if (id !== undefined && !isWellFormedId(id)) {
+    throw new KeyvalError("Parameter 'id' expects an identifier", ID_HINT);
+  }
+
+  const opts: QemuOpt[] = [];
+  const values: Record<string, string> = {};
+  const warnings: OptionWarning[] = [];
+  let firstName = options.impliedName;
+  for (let pos = 0; pos < text.length;) {
+    const { opt, next } = readOpt(text, pos, firstName);
+    pos = next;
+    firstName = undefined;
+    if (opt.help) return { id, opts, values, help: true, warnings };
+    if (opt.flag !== undefined) warnings.push(flagWarning(opt));
+    if (opt.name === "id") continue;
+    if (options.types) {
+      try {
+        for (const message of validateOpt(opt, options.types)) warnings.push({ message });
+      } catch (e) {
+        if (!(e instanceof KeyvalError)) throw e;
+        throw new KeyvalError(e.message, e.hint, warnings);
+      }
+    }
+    opts.push({ name: opt.name, value: opt.value });
+    setValue(values, opt.name, opt.value);
+  }
+  return { id, opts, values, help: false, warnings };
+}
+
+function setValue(values: Record<string, string>, name: string, value: string): void {
+  Object.defineProperty(values, name, {
+    value,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+}
