@@ -17,8 +17,11 @@ import { Daemon } from "../daemon/daemon.ts";
 import { probeFormat } from "../block/probe.ts";
 import { DenbdError } from "../errors.ts";
 import { Logger } from "../log.ts";
-import { formatAddress, type SocketAddress } from "../net/socket-address.ts";
+import { formatAddress } from "../net/socket-address.ts";
+import type { SocketAddressValue } from "../daemon/qapi-types.ts";
 import { VERSION } from "../version.ts";
+import { NBD_LIMIT } from "../nbd/protocol.ts";
+import { encodeString } from "../nbd/wire.ts";
 import type { Subcommand } from "./subcommand.ts";
 
 /** What each --cache mode means, as QEMU defines them. */
@@ -92,7 +95,7 @@ export function serveHelp(): string {
 interface ServeSettings {
   readonly file: string | null;
   readonly format: string | null;
-  readonly address: SocketAddress;
+  readonly address: SocketAddressValue;
   readonly exportName: string;
   readonly description: string | undefined;
   readonly readOnly: boolean;
@@ -111,10 +114,10 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
   if (positionals.length > 1) throw new UsageError("Invalid number of arguments");
   const text = (name: keyof typeof SERVE_FLAGS) => values[name] as string | undefined;
   const socket = text("socket");
-  const address: SocketAddress = socket ? { type: "unix", path: socket } : {
+  const address: SocketAddressValue = socket ? { type: "unix", path: socket } : {
     type: "inet",
     host: text("bind")!,
-    port: parseIntegerFlag(text("port")!, "port", 0, 65535),
+    port: String(parseIntegerFlag(text("port")!, "port", 0, 65535)),
   };
   return {
     file: positionals[0] ?? null,
@@ -131,6 +134,13 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     pidFile: text("pid-file"),
     verbose: Boolean(values.verbose),
   };
+}
+
+/** qemu-nbd checks the description's length itself, with its own wording. */
+function checkDescription(description: string | undefined): void {
+  if (description !== undefined && encodeString(description).length > NBD_LIMIT.MAX_STRING) {
+    throw new DenbdError("invalid", `export description '${description}' too long`);
+  }
 }
 
 /** Refuse formats `serve` cannot export yet, naming the ones it can. */
@@ -183,6 +193,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
     return 0;
   }
   const settings = resolveSettings(values, positionals);
+  checkDescription(settings.description);
   const log = new Logger({ verbose: settings.verbose });
   const demo = settings.file === null ? await createDemoImage() : null;
   const file = settings.file ?? demo!.path;
@@ -192,28 +203,29 @@ export async function runServe(args: readonly string[]): Promise<number> {
     await checkFormat(file, settings.format);
     await daemon.blockdevAdd({
       driver: "file",
-      nodeName: "disk",
+      "node-name": "disk",
       filename: file,
-      readOnly: settings.readOnly,
-      cacheDirect: settings.cache.direct,
-      cacheNoFlush: settings.cache.noFlush,
+      "read-only": settings.readOnly,
+      cache: { direct: settings.cache.direct, "no-flush": settings.cache.noFlush },
       discard: settings.discard,
     });
-    const bound = daemon.nbdServerStart({
-      addr: settings.address,
-      maxConnections: settings.shared,
-      onDisconnect: (remaining) => {
-        if (!settings.persistent && remaining === 0) stop.request("last client disconnected");
+    const bound = daemon.nbdServerStart(
+      { addr: settings.address, "max-connections": settings.shared },
+      {
+        onDisconnect: (remaining) => {
+          if (!settings.persistent && remaining === 0) stop.request("last client disconnected");
+        },
       },
-    });
+    );
     daemon.blockExportAdd({
+      type: "nbd",
       id: "disk",
-      nodeName: "disk",
+      "node-name": "disk",
       name: settings.exportName,
       description: settings.description,
       writable: !settings.readOnly,
       writethrough: settings.cache.writethrough,
-      allocationDepth: settings.allocationDepth,
+      "allocation-depth": settings.allocationDepth,
     });
     // Written before the event loop turns, so before any client is served.
     if (settings.pidFile) Deno.writeTextFileSync(settings.pidFile, `${Deno.pid}\n`);

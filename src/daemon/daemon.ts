@@ -1,17 +1,14 @@
 /**
  * The Daemon: the one state object that wires the block layer to the NBD
- * server. It holds the block nodes, the NBD server and its exports. Its
- * methods are named after the QMP commands they implement (blockdev-add,
- * nbd-server-start, block-export-add, ...), so `denbd serve`, the daemon's
- * command line and its QMP monitor all drive the same code.
+ * server. It holds the block graph, dirty bitmaps, user objects, the NBD
+ * server, the exports and the event bus. Its methods are named after the
+ * QMP commands they implement and take their arguments in QAPI's shape
+ * (QEMU's member names), so `denbd serve`, the daemon's command line and its
+ * QMP monitors all drive the same code. Errors carry QEMU 7.2's messages.
  *
  * @module
  */
 
-import type { BlockNode } from "../block/node.ts";
-import { FileNode } from "../block/file.ts";
-import { RawNode } from "../block/raw.ts";
-import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
 import { type BitmapRef, DirtyBitmapCommands } from "../block/bitmap-commands.ts";
 import { DenbdError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -21,98 +18,60 @@ import { ExportTable, NbdExport } from "../nbd/server/export.ts";
 import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { NbdServer } from "../nbd/server/server.ts";
 import { listenOn, removeStaleSocket, type SocketAddress } from "../net/socket-address.ts";
+import { isWellFormedId } from "../qmp/keyval.ts";
+import { EventBus } from "./event-bus.ts";
+import { NodeGraph } from "./nodes.ts";
+import { ObjectRegistry } from "./objects.ts";
+import type {
+  BlockdevOptionsValue,
+  BlockExportInfoValue,
+  BlockExportOptionsValue,
+  NbdServerAddValue,
+  NbdServerStartValue,
+  ObjectOptionsValue,
+  RemoveMode,
+  SocketAddressValue,
+} from "./qapi-types.ts";
 
-/** blockdev-add options of the `file` driver (a subset of QEMU's BlockdevOptionsFile). */
-export interface FileBlockdevOptions {
-  /** The block driver. */
-  readonly driver: "file";
-  /** Name of the new node. */
-  readonly nodeName: string;
-  /** Path of the image. */
-  readonly filename: string;
-  /** Open read-only. */
-  readonly readOnly?: boolean;
-  /** Bypass the host page cache (O_DIRECT). */
-  readonly cacheDirect?: boolean;
-  /** Ignore flush requests (unsafe). */
-  readonly cacheNoFlush?: boolean;
-  /** Whether discards punch holes ("unmap") or are ignored. */
-  readonly discard?: "ignore" | "unmap";
-  /** Take QEMU-compatible image locks (default true). */
-  readonly locking?: boolean;
-}
-
-/** blockdev-add options of the `raw` format driver over a node given by name. */
-export interface RawBlockdevOptions {
-  /** The block driver. */
-  readonly driver: "raw";
-  /** Name of the new node. */
-  readonly nodeName: string;
-  /** Node name of the child (the protocol node). */
-  readonly file: string;
-  /** Where the raw window starts in the child. */
-  readonly offset?: number;
-  /** Size of the window (a multiple of 512; default: the rest of the child). */
-  readonly size?: number;
-  /** Open read-only. */
-  readonly readOnly?: boolean;
-  /** Whether discards are passed down ("unmap") or dropped ("ignore", the default). */
-  readonly discard?: "ignore" | "unmap";
-}
-
-/** blockdev-add options of the drivers the Daemon knows. */
-export type BlockdevOptions = FileBlockdevOptions | RawBlockdevOptions;
-
-/** nbd-server-start options. */
-export interface NbdServerStartOptions {
-  /** Where to listen. */
-  readonly addr: SocketAddress;
-  /** Clients served at once; 0 means no limit. */
-  readonly maxConnections?: number;
+/** Options of nbd-server-start beyond the QAPI ones. */
+export interface NbdServerHooks {
   /** Called whenever a client disconnects, with the number still connected. */
   readonly onDisconnect?: (remaining: number) => void;
-}
-
-/** block-export-add options of an NBD export. */
-export interface NbdExportAddOptions {
-  /** Unique export id. */
-  readonly id: string;
-  /** The node to export. */
-  readonly nodeName: string;
-  /** Name clients ask for (default: the node name). */
-  readonly name?: string;
-  /** Description shown to clients. */
-  readonly description?: string;
-  /** Allow clients to write. */
-  readonly writable?: boolean;
-  /** Flush after every write before replying. */
-  readonly writethrough?: boolean;
-  /** Offer the `qemu:allocation-depth` metadata context. */
-  readonly allocationDepth?: boolean;
-  /**
-   * Offer `qemu:dirty-bitmap:NAME` for each of these bitmaps (a bare name is
-   * looked up on the exported node); they are busy while exported.
-   */
-  readonly bitmaps?: readonly BitmapRef[];
 }
 
 interface RunningNbdServer {
   readonly server: NbdServer;
   readonly address: SocketAddress;
   readonly maxConnections: number;
+  /** The authorization object clients would be checked against (with TLS). */
+  readonly tlsAuthz?: string;
 }
 
-/** The daemon's state: nodes, the NBD server, exports. */
+/** An export and what it holds. */
+interface ExportEntry {
+  readonly id: string;
+  readonly nodeName: string;
+  readonly nbd: NbdExport;
+  /** The iothread object the export was put in, if any. */
+  readonly iothread?: string;
+  readonly releaseBitmaps: () => void;
+}
+
+/** The daemon's state. */
 export class Daemon {
   /** Diagnostics. */
   readonly log: Logger;
-  readonly #nodes = new Map<string, DirtyTrackingNode>();
-  readonly #exports = new ExportTable();
-  readonly #exportNameById = new Map<string, string>();
-  /** Releases the bitmaps each export (by id) holds busy; for block-export-del. */
-  readonly #exportBitmapRelease = new Map<string, () => void>();
-  /** The block-dirty-bitmap-* commands over this daemon's nodes. */
-  readonly dirtyBitmaps = new DirtyBitmapCommands((name) => this.#nodes.get(name));
+  /** Events for the QMP monitors. */
+  readonly events = new EventBus();
+  /** The block graph. */
+  readonly nodes = new NodeGraph();
+  /** The block-dirty-bitmap-* commands over the daemon's nodes. */
+  readonly dirtyBitmaps = new DirtyBitmapCommands((name) => this.nodes.get(name)?.node);
+  /** User-created objects (iothreads, TLS credentials, ...). */
+  readonly objects = new ObjectRegistry((id) => this.#objectUser(id));
+  readonly #catalog = new ExportTable();
+  /** Exports by id, in creation order. */
+  readonly #exports = new Map<string, ExportEntry>();
   #nbd: RunningNbdServer | null = null;
 
   /** An empty daemon that logs to `log`. */
@@ -120,134 +79,269 @@ export class Daemon {
     this.log = log;
   }
 
-  /**
-   * Open a block node (QMP blockdev-add). Every node gets dirty-bitmap
-   * tracking of its own, so changes through any path mark its bitmaps.
-   */
-  async blockdevAdd(options: BlockdevOptions): Promise<BlockNode> {
-    if (this.#nodes.has(options.nodeName)) {
-      throw new DenbdError("busy", `Duplicate nodes with node-name='${options.nodeName}'`);
-    }
-    const node = new DirtyTrackingNode(await this.#openNode(options));
-    this.#nodes.set(options.nodeName, node);
-    return node;
+  /** blockdev-add: open a node. */
+  async blockdevAdd(options: BlockdevOptionsValue): Promise<void> {
+    await this.nodes.add(options);
   }
 
-  async #openNode(options: BlockdevOptions): Promise<BlockNode> {
-    if (options.driver === "raw") {
-      const file = this.#nodes.get(options.file);
-      if (!file) {
-        throw new DenbdError(
-          "not-found",
-          `Cannot find device='${options.file}' nor node-name='${options.file}'`,
-        );
-      }
-      return RawNode.open(file, options);
-    }
-    return await FileNode.open(options.filename, {
-      readOnly: options.readOnly,
-      direct: options.cacheDirect,
-      noFlush: options.cacheNoFlush,
-      discard: options.discard,
-      lock: options.locking,
-    });
+  /** blockdev-del: close a node nothing uses. */
+  async blockdevDel(nodeName: string): Promise<void> {
+    const exported = [...this.#exports.values()].some((entry) => entry.nodeName === nodeName);
+    await this.nodes.delete(nodeName, exported);
   }
 
-  /** Start listening for NBD clients (QMP nbd-server-start); returns the bound address. */
-  nbdServerStart(options: NbdServerStartOptions): SocketAddress {
+  /** query-named-block-nodes: every node, newest first. */
+  async queryNamedBlockNodes(): Promise<Record<string, unknown>[]> {
+    return await Promise.all(
+      this.nodes.list().map((entry) =>
+        this.nodes.describe(entry, this.dirtyBitmaps.query(entry.name))
+      ),
+    );
+  }
+
+  /** nbd-server-start (and --nbd-server): listen for NBD clients; returns the bound address. */
+  nbdServerStart(options: NbdServerStartValue, hooks: NbdServerHooks = {}): SocketAddress {
     if (this.#nbd) throw new DenbdError("busy", "NBD server already running");
-    const maxConnections = options.maxConnections ?? 0;
-    const { listener, bound } = listenOn(options.addr);
+    const tlsCreds = options["tls-creds"];
+    if (tlsCreds !== undefined) this.#refuseTls(tlsCreds);
+    const maxConnections = options["max-connections"] ?? 0;
+    const { listener, bound } = bind(options.addr);
     const server = new NbdServer({
-      catalog: this.#exports,
+      catalog: this.#catalog,
       log: this.log,
       maxConnections,
-      onDisconnect: options.onDisconnect,
+      onDisconnect: hooks.onDisconnect,
     });
     server.listen(listener);
-    this.#nbd = { server, address: bound, maxConnections };
+    this.#nbd = { server, address: bound, maxConnections, tlsAuthz: options["tls-authz"] };
     return bound;
   }
 
-  /** Export a node over the running NBD server (QMP block-export-add, type nbd). */
-  blockExportAdd(options: NbdExportAddOptions): NbdExport {
-    const nbd = this.#nbd;
-    if (!nbd) throw new DenbdError("invalid", "NBD server not running");
-    if (this.#exportNameById.has(options.id)) {
+  /** nbd-server-stop: delete every NBD export (an event each), then stop listening. */
+  async nbdServerStop(): Promise<void> {
+    const nbd = this.#runningServer();
+    for (const id of [...this.#exports.keys()]) await this.#deleteExport(id, "hard");
+    this.#nbd = null;
+    await nbd.server.close();
+    if (nbd.address.type === "unix") removeStaleSocket(nbd.address.path);
+  }
+
+  /** block-export-add (and --export): export a node over the running NBD server. */
+  blockExportAdd(options: BlockExportOptionsValue): void {
+    if (options.type !== "nbd") {
+      throw new DenbdError(
+        "not-supported",
+        `${options.type} exports are not supported by denbd yet`,
+      );
+    }
+    if (!isWellFormedId(options.id)) throw new DenbdError("invalid", "Invalid block export id");
+    if (this.#exports.has(options.id)) {
       throw new DenbdError("busy", `Block export id '${options.id}' is already in use`);
     }
-    const node = this.#nodes.get(options.nodeName);
-    if (!node) {
-      throw new DenbdError(
-        "not-found",
-        `Cannot find device=${options.nodeName} nor node_name=${options.nodeName}`,
-      );
+    const nodeName = options["node-name"];
+    const entry = this.nodes.get(nodeName);
+    if (!entry) {
+      throw new DenbdError("not-found", `Cannot find device='' nor node-name='${nodeName}'`);
     }
-    const name = options.name ?? options.nodeName;
+    if (options.iothread !== undefined && this.objects.get(options.iothread)?.type !== "iothread") {
+      throw new DenbdError("not-found", `iothread "${options.iothread}" not found`);
+    }
+    if (options.writable && !entry.node.capabilities.writable) {
+      throw new DenbdError("read-only", "Cannot export read-only node as writable");
+    }
+    const nbd = this.#runningServer();
+    const name = options.name ?? nodeName;
     checkLength(name, "export name");
-    checkLength(options.description ?? "", "export description");
-    if (this.#exports.find(name)) {
+    checkLength(options.description ?? "", "description");
+    if (this.#catalog.find(name)) {
       throw new DenbdError("busy", `NBD server already has export named '${name}'`);
     }
-    if (options.writable && !node.capabilities.writable) {
-      throw new DenbdError(
-        "read-only",
-        `Cannot export read-only node '${options.nodeName}' as writable`,
-      );
-    }
     const claimed = this.dirtyBitmaps.claimForExport(
-      node,
-      options.bitmaps ?? [],
+      entry.node,
+      (options.bitmaps ?? []) as BitmapRef[],
       !options.writable,
     );
-    const qemu = options.allocationDepth || claimed.bitmaps.length
+    const extraNamespaces = options["allocation-depth"] || claimed.bitmaps.length
       ? [qemuNamespace({
-        allocationDepth: options.allocationDepth ? node : undefined,
+        allocationDepth: options["allocation-depth"] ? entry.node : undefined,
         bitmaps: claimed.bitmaps,
       })]
       : [];
-    const entry = new NbdExport({
+    const exported = new NbdExport({
       name,
       description: options.description,
-      node,
+      node: entry.node,
       readOnly: !options.writable,
       writethrough: options.writethrough,
       allowMultiConn: nbd.maxConnections !== 1,
-      extraNamespaces: qemu,
+      extraNamespaces,
     });
-    this.#exports.add(entry);
-    this.#exportNameById.set(options.id, name);
-    this.#exportBitmapRelease.set(options.id, claimed.release);
-    return entry;
+    this.#catalog.add(exported);
+    this.#exports.set(options.id, {
+      id: options.id,
+      nodeName,
+      nbd: exported,
+      iothread: options.iothread,
+      releaseBitmaps: claimed.release,
+    });
+  }
+
+  /** nbd-server-add (deprecated): an NBD export whose id is its name (default: the device). */
+  nbdServerAdd(options: NbdServerAddValue): void {
+    const node = this.nodes.get(options.device);
+    if (!node) {
+      throw new DenbdError(
+        "not-found",
+        `Cannot find device='${options.device}' nor node-name='${options.device}'`,
+      );
+    }
+    const name = options.name ?? options.device;
+    this.blockExportAdd({
+      type: "nbd",
+      id: name,
+      "node-name": options.device,
+      name,
+      description: options.description,
+      // QEMU exports a read-only node read-only even when asked for writable.
+      writable: Boolean(options.writable) && node.node.capabilities.writable,
+      bitmaps: options.bitmap === undefined ? [] : [options.bitmap],
+    });
   }
 
   /**
-   * Stop everything in order: the NBD server ends its connections gracefully,
+   * block-export-del: remove an export. "safe" (the default) refuses while
+   * clients use it; "hard" drops them. BLOCK_EXPORT_DELETED is emitted
+   * before this resolves, and the id is free again once it has.
+   */
+  async blockExportDel(id: string, mode: RemoveMode = "safe"): Promise<void> {
+    if (!this.#exports.has(id)) throw new DenbdError("not-found", `Export '${id}' is not found`);
+    await this.#deleteExport(id, mode);
+  }
+
+  /** nbd-server-remove (deprecated): block-export-del of an NBD export by id. */
+  async nbdServerRemove(name: string, mode: RemoveMode = "safe"): Promise<void> {
+    await this.blockExportDel(name, mode);
+  }
+
+  /** query-block-exports: every export, newest first. */
+  queryBlockExports(): BlockExportInfoValue[] {
+    return [...this.#exports.values()].reverse().map((entry) => ({
+      id: entry.id,
+      type: "nbd",
+      "node-name": entry.nodeName,
+      "shutting-down": false,
+    }));
+  }
+
+  /** object-add. */
+  async objectAdd(options: ObjectOptionsValue): Promise<void> {
+    await this.objects.add(options);
+  }
+
+  /** object-del. */
+  objectDel(id: string): void {
+    this.objects.delete(id);
+  }
+
+  /**
+   * Stop everything in order, as QEMU does on quit or a signal: every export
+   * is deleted (an event each, in creation order), the NBD server stops,
    * then every node is flushed and closed.
    */
   async shutdown(): Promise<void> {
-    const nbd = this.#nbd;
-    this.#nbd = null;
-    if (nbd) {
-      await nbd.server.close();
-      if (nbd.address.type === "unix") removeStaleSocket(nbd.address.path);
+    if (this.#nbd) await this.nbdServerStop();
+    await this.nodes.closeAll();
+  }
+
+  async #deleteExport(id: string, mode: RemoveMode): Promise<void> {
+    const entry = this.#exports.get(id)!;
+    const server = this.#nbd!.server;
+    if (mode === "safe" && server.clientsOf(entry.nbd) > 0) {
+      throw new DenbdError("busy", `export '${id}' still in use`);
     }
-    for (const release of this.#exportBitmapRelease.values()) release();
-    this.#exportBitmapRelease.clear();
-    // Newest first: a format node goes before the node it was opened on.
-    for (const [name, node] of [...this.#nodes].reverse()) {
-      try {
-        await node.flush();
-      } catch (error) {
-        this.log.warn(`flushing node '${name}' failed: ${(error as Error).message}`);
-      }
-      await node.close();
+    this.#catalog.remove(entry.nbd.name);
+    await server.dropClients(entry.nbd);
+    entry.releaseBitmaps();
+    this.#exports.delete(id);
+    this.events.emit("BLOCK_EXPORT_DELETED", { id });
+  }
+
+  #runningServer(): RunningNbdServer {
+    if (!this.#nbd) throw new DenbdError("invalid", "NBD server not running");
+    return this.#nbd;
+  }
+
+  /** Check TLS credentials as QEMU does, then refuse: denbd has no TLS yet. */
+  #refuseTls(id: string): never {
+    const creds = this.objects.get(id);
+    if (!creds) throw new DenbdError("not-found", `No TLS credentials with id '${id}'`);
+    if (!creds.type.startsWith("tls-creds-")) {
+      throw new DenbdError("invalid", `Object with id '${id}' is not TLS credentials`);
     }
-    this.#nodes.clear();
+    if (creds.properties.endpoint === "client") {
+      throw new DenbdError("invalid", "Expected TLS credentials for a server endpoint");
+    }
+    throw new DenbdError("not-supported", "TLS is not supported by denbd yet");
+  }
+
+  /**
+   * What uses the object `id`, or null. QEMU 7.2 lets such objects be deleted
+   * and then crashes on their next use; denbd refuses instead.
+   */
+  #objectUser(id: string): string | null {
+    const exported = [...this.#exports.values()].find((entry) => entry.iothread === id);
+    if (exported) return `export '${exported.id}'`;
+    return this.#nbd?.tlsAuthz === id ? "the NBD server" : null;
   }
 }
 
-/** Refuse strings longer than the protocol allows. */
+/** Listen on a QAPI address, with QEMU's messages for what fails. */
+function bind(address: SocketAddressValue): { listener: Deno.Listener; bound: SocketAddress } {
+  switch (address.type) {
+    case "inet": {
+      if (!/^\d+$/.test(address.port) || Number(address.port) > 65535) {
+        throw new DenbdError(
+          "invalid",
+          `address resolution failed for ${address.host}:${address.port}: ` +
+            "Servname not supported for ai_socktype",
+        );
+      }
+      try {
+        return listenOn({ type: "inet", host: address.host, port: Number(address.port) });
+      } catch (error) {
+        throw bindError(
+          error,
+          `Failed to find an available port`,
+          `${address.host}:${address.port}`,
+        );
+      }
+    }
+    case "unix":
+      if (address.abstract) {
+        throw new DenbdError("not-supported", "abstract unix sockets are not supported by denbd");
+      }
+      try {
+        return listenOn({ type: "unix", path: address.path });
+      } catch (error) {
+        throw bindError(error, `Failed to bind socket to ${address.path}`, address.path);
+      }
+    case "vsock":
+      throw new DenbdError("not-supported", "vsock addresses are not supported by denbd");
+    case "fd":
+      throw new DenbdError("not-supported", "file descriptor passing is not supported by denbd");
+  }
+}
+
+/** A bind failure as QEMU words it: `what: reason`; unresolvable hosts as QEMU reports them. */
+function bindError(error: unknown, what: string, where: string): DenbdError {
+  const message = (error as Error).message.replace(/ \(os error \d+\).*$/s, "");
+  if (/lookup|resolve|name or service/i.test(message)) {
+    return new DenbdError("invalid", `address resolution failed for ${where}: ${message}`);
+  }
+  return new DenbdError("io", `${what}: ${message}`);
+}
+
+/** Refuse export names and descriptions longer than NBD allows, as QEMU words it. */
 function checkLength(text: string, what: string): void {
   if (encodeString(text).length > NBD_LIMIT.MAX_STRING) {
     throw new DenbdError("invalid", `${what} '${text}' too long`);

@@ -338,13 +338,13 @@ Deno.test(
       try {
         await daemon.blockdevAdd({
           driver: "file",
-          nodeName: "file0",
+          "node-name": "file0",
           filename: image,
           discard: "unmap",
         });
         await daemon.blockdevAdd({
           driver: "raw",
-          nodeName: "fmt0",
+          "node-name": "fmt0",
           file: "file0",
           discard: "unmap",
         });
@@ -354,11 +354,12 @@ Deno.test(
         const socket = join(dir, "denbd-nbd.sock");
         daemon.nbdServerStart({ addr: { type: "unix", path: socket } });
         daemon.blockExportAdd({
+          type: "nbd",
           id: "e0",
-          nodeName: "fmt0",
+          "node-name": "fmt0",
           name: "e",
           writable: true,
-          allocationDepth: true,
+          "allocation-depth": true,
           bitmaps: [{ node: "file0", name: "b0" }, "b1", { node: "file0", name: "d0" }],
         });
         const uri = `nbd+unix:///e?socket=${socket}`;

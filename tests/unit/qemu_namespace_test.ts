@@ -147,26 +147,41 @@ Deno.test("daemon: an export with bitmaps and allocation depth, written through 
   try {
     const image = join(dir, "d.img");
     await Deno.writeFile(image, new Uint8Array(4 * MiB));
-    await daemon.blockdevAdd({ driver: "file", nodeName: "file0", filename: image });
-    await daemon.blockdevAdd({ driver: "raw", nodeName: "fmt0", file: "file0" });
+    await daemon.blockdevAdd({ driver: "file", "node-name": "file0", filename: image });
+    await daemon.blockdevAdd({ driver: "raw", "node-name": "fmt0", file: "file0" });
     const b0 = daemon.dirtyBitmaps.add({ node: "file0", name: "b0" });
     const x = daemon.dirtyBitmaps.add({ node: "fmt0", name: "x", granularity: 512 });
     const socket = join(dir, "nbd.sock");
     daemon.nbdServerStart({ addr: { type: "unix", path: socket } });
     assert.throws(
-      () => daemon.blockExportAdd({ id: "ro", nodeName: "fmt0", name: "ro", bitmaps: ["b0"] }),
+      () =>
+        daemon.blockExportAdd({
+          type: "nbd",
+          id: "ro",
+          "node-name": "fmt0",
+          name: "ro",
+          bitmaps: ["b0"],
+        }),
       { message: "Bitmap 'b0' is not found" },
     );
     assert.throws(
-      () => daemon.blockExportAdd({ id: "ro", nodeName: "fmt0", name: "ro", bitmaps: ["x"] }),
+      () =>
+        daemon.blockExportAdd({
+          type: "nbd",
+          id: "ro",
+          "node-name": "fmt0",
+          name: "ro",
+          bitmaps: ["x"],
+        }),
       { message: "Enabled bitmap 'x' incompatible with readonly export" },
     );
     daemon.blockExportAdd({
+      type: "nbd",
       id: "e0",
-      nodeName: "fmt0",
+      "node-name": "fmt0",
       name: "e",
       writable: true,
-      allocationDepth: true,
+      "allocation-depth": true,
       bitmaps: [{ node: "file0", name: "b0" }, "x"],
     });
     assert.ok(b0.busy && x.busy);

@@ -1,0 +1,241 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Daemon } from "../../src/daemon/daemon.ts";
+import type { DaemonEvent } from "../../src/daemon/event-bus.ts";
+import { Logger } from "../../src/log.ts";
+import { NbdClient } from "../../src/nbd/client/client.ts";
+
+const MiB = 1024 * 1024;
+
+/** A daemon with a 4 MiB file node "f0" and an NBD server on a Unix socket; events recorded. */
+async function withDaemon(
+  body: (
+    daemon: Daemon,
+    context: { dir: string; socket: string; events: DaemonEvent[] },
+  ) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "denbd-daemon-" });
+  const daemon = new Daemon(new Logger({ prefix: "test" }));
+  const events: DaemonEvent[] = [];
+  const unsubscribe = daemon.events.subscribe((event) => events.push(event));
+  try {
+    const image = join(dir, "d.img");
+    await Deno.writeFile(image, new Uint8Array(4 * MiB));
+    await daemon.blockdevAdd({ driver: "file", "node-name": "f0", filename: image });
+    const socket = join(dir, "nbd.sock");
+    await body(daemon, { dir, socket, events });
+  } finally {
+    unsubscribe();
+    await daemon.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function startServer(daemon: Daemon, socket: string, maxConnections?: number): void {
+  daemon.nbdServerStart({
+    addr: { type: "unix", path: socket },
+    ...(maxConnections === undefined ? {} : { "max-connections": maxConnections }),
+  });
+}
+
+Deno.test("blockdev-add: node names are required, well formed and unique; raw needs its file", async () => {
+  await withDaemon(async (daemon, { dir }) => {
+    const filename = join(dir, "d.img");
+    await assert.rejects(
+      daemon.blockdevAdd({ driver: "file", filename }),
+      /^DenbdError: 'node-name' must be specified for the root node$/,
+    );
+    await assert.rejects(
+      daemon.blockdevAdd({ driver: "file", "node-name": "1bad", filename }),
+      /Invalid node-name: '1bad'/,
+    );
+    await assert.rejects(
+      daemon.blockdevAdd({ driver: "file", "node-name": "f0", filename }),
+      /Duplicate nodes with node-name='f0'/,
+    );
+    await assert.rejects(
+      daemon.blockdevAdd({ driver: "raw", "node-name": "r0", file: "nonode" }),
+      /Cannot find device='nonode' nor node-name='nonode'/,
+    );
+    await assert.rejects(
+      daemon.blockdevAdd({ driver: "file", "node-name": "x", filename: join(dir, "missing") }),
+      /Could not open/,
+    );
+  });
+});
+
+Deno.test("blockdev-add: a raw node over a named file or an inline one; blockdev-del rules", async () => {
+  await withDaemon(async (daemon, { dir }) => {
+    await daemon.blockdevAdd({ driver: "raw", "node-name": "r0", file: "f0" });
+    await daemon.blockdevAdd({
+      driver: "raw",
+      "node-name": "r1",
+      file: { driver: "file", filename: join(dir, "d.img"), "read-only": true },
+      offset: 4096,
+      size: 8192,
+    });
+    const names = (await daemon.queryNamedBlockNodes()).map((node) => node["node-name"]);
+    assert.equal(names.length, 4);
+    assert.deepEqual(names.filter((name) => !String(name).startsWith("#block")), [
+      "r1",
+      "r0",
+      "f0",
+    ]);
+    const r1 = (await daemon.queryNamedBlockNodes()).find((node) => node["node-name"] === "r1")!;
+    assert.equal((r1.image as Record<string, unknown>)["virtual-size"], 8192);
+    assert.equal(r1.drv, "raw");
+
+    await assert.rejects(daemon.blockdevDel("f0"), /^DenbdError: Block device f0 is in use$/);
+    await assert.rejects(daemon.blockdevDel("nope"), /Failed to find node with node-name='nope'/);
+    const generated = String(names.find((name) => String(name).startsWith("#block")));
+    await assert.rejects(daemon.blockdevDel(generated), /Failed to find node/);
+
+    startServerFor(daemon, dir);
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "r0" });
+    await assert.rejects(daemon.blockdevDel("r0"), /^DenbdError: Node r0 is in use$/);
+    await daemon.blockExportDel("e0");
+    await daemon.blockdevDel("r0");
+    await daemon.blockdevDel("r1");
+    await daemon.blockdevDel("f0");
+    assert.deepEqual(await daemon.queryNamedBlockNodes(), [], "the inline child went with r1");
+  });
+});
+
+function startServerFor(daemon: Daemon, dir: string): void {
+  startServer(daemon, join(dir, "nbd.sock"));
+}
+
+Deno.test("block-export-add: QEMU's checks and messages", async () => {
+  await withDaemon(async (daemon, { dir, socket }) => {
+    const add = (options: Record<string, unknown>) => () =>
+      daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0", ...options });
+    assert.throws(add({}), /^DenbdError: NBD server not running$/);
+    startServer(daemon, socket);
+    assert.throws(add({ id: "1bad" }), /Invalid block export id/);
+    assert.throws(add({ "node-name": "nonode" }), /Cannot find device='' nor node-name='nonode'/);
+    assert.throws(add({ iothread: "io0" }), /iothread "io0" not found/);
+    assert.throws(add({ name: "n".repeat(4097) }), /export name 'n+' too long/);
+    assert.throws(add({ description: "é".repeat(2049) }), /description 'é+' too long/);
+    assert.throws(add({ type: "vhost-user-blk" }), /vhost-user-blk exports are not supported/);
+    add({})();
+    assert.throws(add({}), /Block export id 'e0' is already in use/);
+    assert.throws(add({ id: "e1" }), /NBD server already has export named 'f0'/);
+    await daemon.blockdevAdd({
+      driver: "file",
+      "node-name": "ro",
+      filename: join(dir, "d.img"),
+      "read-only": true,
+    });
+    assert.throws(
+      add({ id: "e2", "node-name": "ro", writable: true }),
+      /Cannot export read-only node as writable/,
+    );
+    daemon.nbdServerAdd({ device: "ro", writable: true });
+    assert.deepEqual(daemon.queryBlockExports(), [
+      { id: "ro", type: "nbd", "node-name": "ro", "shutting-down": false },
+      { id: "e0", type: "nbd", "node-name": "f0", "shutting-down": false },
+    ]);
+    assert.throws(
+      () => daemon.nbdServerAdd({ device: "nope" }),
+      /Cannot find device='nope' nor node-name='nope'/,
+    );
+  });
+});
+
+Deno.test("block-export-del: safe refuses while a client is connected, hard drops it; events", async () => {
+  await withDaemon(async (daemon, { socket, events }) => {
+    startServer(daemon, socket);
+    daemon.blockExportAdd({
+      type: "nbd",
+      id: "e0",
+      "node-name": "f0",
+      name: "disk",
+      writable: true,
+    });
+    const client = await NbdClient.connect(`nbd+unix:///disk?socket=${socket}`, {
+      timeoutMs: 5000,
+    });
+    try {
+      await assert.rejects(daemon.blockExportDel("e0"), /^DenbdError: export 'e0' still in use$/);
+      await assert.rejects(daemon.nbdServerRemove("e0", "safe"), /export 'e0' still in use/);
+      assert.equal(events.length, 0);
+      await daemon.blockExportDel("e0", "hard");
+      assert.deepEqual(events.map((event) => [event.name, event.data]), [
+        ["BLOCK_EXPORT_DELETED", { id: "e0" }],
+      ]);
+      await assert.rejects(client.read(0, 512), { kind: "io" });
+    } finally {
+      await client.disconnect();
+    }
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" });
+    await assert.rejects(daemon.blockExportDel("nope"), /Export 'nope' is not found/);
+  });
+});
+
+Deno.test("nbd-server-stop deletes every export (an event each) and removes the socket", async () => {
+  await withDaemon(async (daemon, { socket, events }) => {
+    await assert.rejects(daemon.nbdServerStop(), /NBD server not running/);
+    startServer(daemon, socket);
+    assert.throws(() => startServer(daemon, socket), /NBD server already running/);
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" });
+    daemon.blockExportAdd({ type: "nbd", id: "e1", "node-name": "f0", name: "other" });
+    await daemon.nbdServerStop();
+    assert.deepEqual(events.map((event) => event.data.id), ["e0", "e1"]);
+    assert.deepEqual(daemon.queryBlockExports(), []);
+    await assert.rejects(Deno.stat(socket), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("nbd-server-start: QEMU's address and TLS errors; TLS itself is refused", async () => {
+  await withDaemon(async (daemon, { dir, socket }) => {
+    const start = (options: Record<string, unknown>) => () =>
+      daemon.nbdServerStart({ addr: { type: "unix", path: socket }, ...options });
+    assert.throws(
+      () => daemon.nbdServerStart({ addr: { type: "inet", host: "127.0.0.1", port: "notaport" } }),
+      /address resolution failed for 127.0.0.1:notaport: Servname not supported for ai_socktype/,
+    );
+    assert.throws(
+      () => daemon.nbdServerStart({ addr: { type: "unix", path: join(dir, "no", "x.sock") } }),
+      /^DenbdError: Failed to bind socket to .*\/no\/x.sock: No such file or directory$/,
+    );
+    assert.throws(start({ "tls-creds": "nope" }), /No TLS credentials with id 'nope'/);
+    await daemon.objectAdd({ "qom-type": "iothread", id: "io0" });
+    assert.throws(start({ "tls-creds": "io0" }), /Object with id 'io0' is not TLS credentials/);
+    await daemon.objectAdd({ "qom-type": "tls-creds-anon", id: "t0", endpoint: "server" });
+    assert.throws(start({ "tls-creds": "t0" }), /TLS is not supported by denbd yet/);
+    start({ "tls-authz": "nobody-checks-this-yet" })();
+  });
+});
+
+Deno.test("objects: ids, duplicates, TLS files, and no deletion while in use", async () => {
+  await withDaemon(async (daemon, { dir, socket }) => {
+    await assert.rejects(
+      daemon.objectAdd({ "qom-type": "iothread", id: "1x" }),
+      /Parameter 'id' expects an identifier/,
+    );
+    await daemon.objectAdd({ "qom-type": "iothread", id: "io0" });
+    await assert.rejects(
+      daemon.objectAdd({ "qom-type": "iothread", id: "io0" }),
+      /attempt to add duplicate property 'io0' to object \(type 'container'\)/,
+    );
+    await assert.rejects(
+      daemon.objectAdd({ "qom-type": "iothread", id: "io1", "poll-max-ns": -1 }),
+      /poll-max-ns value must be in range \[0, 9223372036854775807\]/,
+    );
+    await assert.rejects(
+      daemon.objectAdd({
+        "qom-type": "tls-creds-x509",
+        id: "t0",
+        dir: join(dir, "pki"),
+        endpoint: "server",
+      }),
+      new RegExp(`Unable to access credentials ${dir}/pki/ca-cert.pem: No such file or directory`),
+    );
+    startServer(daemon, socket);
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0", iothread: "io0" });
+    assert.throws(() => daemon.objectDel("io0"), /object 'io0' is in use by export 'e0'/);
+    assert.throws(() => daemon.objectDel("nope"), /object 'nope' not found/);
+    await daemon.blockExportDel("e0");
+    daemon.objectDel("io0");
+  });
+});
