@@ -12,6 +12,7 @@ import { infoCommand } from "./src/cli/info.ts";
 import { mapCommand } from "./src/cli/map.ts";
 import { dumpCommand } from "./src/cli/dump.ts";
 import { copyCommand } from "./src/cli/copy.ts";
+import { qmpCommand } from "./src/cli/qmp.ts";
 import type { Subcommand } from "./src/cli/subcommand.ts";
 import { UsageError } from "./src/cli/flags.ts";
 import { messageOf } from "./src/errors.ts";
@@ -25,6 +26,7 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   map: mapCommand,
   dump: dumpCommand,
   copy: copyCommand,
+  qmp: qmpCommand,
 };
 
 function mainHelp(): string {
