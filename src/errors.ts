@@ -50,6 +50,14 @@ export function kindOf(error: unknown): ErrorKind {
   return error instanceof DenbdError ? error.kind : "io";
 }
 
+/**
+ * The message of an operating-system error without Deno's suffix
+ * (" (os error 2): stat '/path'"), e.g. "No such file or directory".
+ */
+export function osErrorText(error: unknown): string {
+  return messageOf(error).replace(/ \(os error \d+\).*$/s, "");
+}
+
 /** A one-line message for any thrown value. */
 export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

@@ -15,7 +15,7 @@
  */
 
 import { FileNode } from "../block/file.ts";
-import { DenbdError } from "../errors.ts";
+import { DenbdError, osErrorText } from "../errors.ts";
 import type { Destination, Source } from "./endpoints.ts";
 import type { Extent } from "./plan.ts";
 import { StreamDestination, StreamSource } from "./stream-endpoint.ts";
@@ -164,7 +164,6 @@ async function openOrThrow(path: string, options: Deno.OpenOptions): Promise<Den
 /** Deno's error for a file operation as a DenbdError: the OS's text, a kind from its class. */
 function osError(error: unknown): DenbdError {
   if (error instanceof DenbdError) return error;
-  const text = error instanceof Error ? error.message : String(error);
   const kind = error instanceof Deno.errors.NotFound ? "not-found" : "io";
-  return new DenbdError(kind, text.replace(/ \(os error \d+\).*$/s, ""), { cause: error });
+  return new DenbdError(kind, osErrorText(error), { cause: error });
 }

@@ -9,7 +9,7 @@
  */
 
 import { join } from "node:path";
-import { DenbdError } from "../errors.ts";
+import { DenbdError, osErrorText } from "../errors.ts";
 import { isWellFormedId } from "../qmp/keyval.ts";
 import type { ObjectOptionsValue } from "./qapi-types.ts";
 
@@ -88,9 +88,7 @@ async function checkObject(type: string, properties: Record<string, unknown>): P
     } catch (error) {
       throw new DenbdError(
         "not-found",
-        `Unable to access credentials ${path}: ${
-          (error as Error).message.replace(/ \(os error.*$/, "")
-        }`,
+        `Unable to access credentials ${path}: ${osErrorText(error)}`,
       );
     }
   }
