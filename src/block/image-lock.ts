@@ -25,7 +25,7 @@
  */
 
 import { DenbdError } from "../errors.ts";
-import { errnoError, FLOCK_SIZE, type Libc, loadLibc, LockCommand, LockType } from "./libc.ts";
+import { encodeFlock, errnoError, type Libc, loadLibc, LockCommand, LockType } from "./libc.ts";
 
 /** A block-layer permission, named as QEMU names it in its messages. */
 export type ImagePermission = "consistent read" | "write" | "write unchanged" | "resize";
@@ -77,7 +77,11 @@ export function lockImage(fd: number, path: string, request: ImageLockRequest): 
     checkConflicts(libc, fd, path, request);
   } catch (error) {
     // Best effort: the caller closes fd after a failure, which drops the bytes anyway.
-    libc.fcntlLock(fd, LockCommand.SET, flock(LockType.UNLOCK, HOLD_BYTES, LOCK_BYTES_LENGTH));
+    libc.fcntlLock(
+      fd,
+      LockCommand.SET,
+      encodeFlock(LockType.UNLOCK, HOLD_BYTES, LOCK_BYTES_LENGTH),
+    );
     throw error;
   }
 }
@@ -94,7 +98,7 @@ function takeLockBytes(libc: Libc, fd: number, path: string, request: ImageLockR
     ...request.unshares.map((permission) => UNSHARE_BYTES + PERMISSION_BITS[permission]),
   ];
   for (const byte of bytes) {
-    const result = libc.fcntlLock(fd, LockCommand.SET, flock(LockType.READ, byte, 1));
+    const result = libc.fcntlLock(fd, LockCommand.SET, encodeFlock(LockType.READ, byte, 1));
     if (result < 0) throw lockError(`Failed to lock byte ${byte}`, path, result);
   }
 }
@@ -114,22 +118,10 @@ function checkConflicts(libc: Libc, fd: number, path: string, request: ImageLock
 
 /** Whether another open file description holds any lock on `byte`. */
 function isLockedByOthers(libc: Libc, fd: number, byte: number): boolean {
-  const probe = flock(LockType.WRITE, byte, 1);
+  const probe = encodeFlock(LockType.WRITE, byte, 1);
   const result = libc.fcntlLock(fd, LockCommand.GET, probe);
   if (result < 0) throw errnoError(`fcntl(F_OFD_GETLK) on byte ${byte}`, -result);
   return new DataView(probe.buffer).getInt16(0, true) !== LockType.UNLOCK;
-}
-
-/** A struct flock (x86_64 and aarch64 Linux) for `length` bytes from `start`, pid 0. */
-function flock(type: number, start: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(FLOCK_SIZE);
-  const view = new DataView(bytes.buffer);
-  view.setInt16(0, type, true); // l_type
-  view.setInt16(2, 0, true); // l_whence = SEEK_SET
-  view.setBigInt64(8, BigInt(start), true); // l_start
-  view.setBigInt64(16, BigInt(length), true); // l_len
-  view.setInt32(24, 0, true); // l_pid, must be 0 for OFD locks
-  return bytes;
 }
 
 /** QEMU's two-line message: the error, then the hint naming the image. */

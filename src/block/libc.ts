@@ -49,7 +49,9 @@ export const Errno = {
 /** Flags of open(2) (Linux; O_DIRECT differs between architectures). */
 export const OpenFlag = {
   READ_ONLY: 0,
+  WRITE_ONLY: 1,
   READ_WRITE: 2,
+  CREATE: 0o100,
   DIRECT: Deno.build.arch === "aarch64" ? 0o200000 : 0o40000,
   CLOSE_ON_EXEC: 0o2000000,
 } as const;
@@ -96,6 +98,7 @@ const SYMBOLS = {
   preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   pread: POOLED_CALLS.pread,
   pwrite: POOLED_CALLS.pwrite,
   fallocate: POOLED_CALLS.fallocate,
@@ -145,10 +148,15 @@ export class Libc {
     this.#errno = new Deno.UnsafePointerView(symbols.__errno_location()!);
   }
 
-  /** open(2) `path` with `flags`; returns the descriptor. */
-  open(path: string, flags: number): number {
+  /** open(2) `path` with `flags` (and `mode` for a file it creates); returns the descriptor. */
+  open(path: string, flags: number, mode = 0): number {
     const cPath = new TextEncoder().encode(`${path}\0`);
-    return this.#retrySync(() => this.#symbols.open(cPath, flags, 0));
+    return this.#retrySync(() => this.#symbols.open(cPath, flags, mode));
+  }
+
+  /** ftruncate(2) `fd` to `length` bytes. */
+  ftruncate(fd: number, length: number): number {
+    return this.#retrySync(() => this.#symbols.ftruncate(fd, BigInt(length)));
   }
 
   /** close(2) `fd`. */
@@ -243,6 +251,20 @@ export class Libc {
       if (errno !== Errno.EINTR) return -errno;
     }
   }
+}
+
+/**
+ * A struct flock (x86_64 and aarch64 Linux) locking `length` bytes from
+ * `start` (0 meaning "to the end of the file") with lock `type`, pid 0.
+ */
+export function encodeFlock(type: number, start: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(FLOCK_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setInt16(0, type, true); // l_type
+  view.setInt16(2, 0, true); // l_whence = SEEK_SET
+  view.setBigInt64(8, BigInt(start), true); // l_start
+  view.setBigInt64(16, BigInt(length), true); // l_len; l_pid stays 0, as OFD locks require
+  return bytes;
 }
 
 /** The error kind for an errno value. */

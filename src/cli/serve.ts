@@ -20,6 +20,7 @@ import { Logger } from "../log.ts";
 import { formatAddress } from "../net/socket-address.ts";
 import type { SocketAddressValue } from "../daemon/qapi-types.ts";
 import { VERSION } from "../version.ts";
+import { type PidFile, writePidFile } from "./pid-file.ts";
 import { NBD_LIMIT } from "../nbd/protocol.ts";
 import { encodeString } from "../nbd/wire.ts";
 import type { Subcommand } from "./subcommand.ts";
@@ -199,6 +200,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
   const file = settings.file ?? demo!.path;
   const daemon = new Daemon(log);
   const stop = new StopSignal();
+  let pidFile: PidFile | undefined;
   try {
     await checkFormat(file, settings.format);
     await daemon.blockdevAdd({
@@ -227,8 +229,8 @@ export async function runServe(args: readonly string[]): Promise<number> {
       writethrough: settings.cache.writethrough,
       "allocation-depth": settings.allocationDepth,
     });
-    // Written before the event loop turns, so before any client is served.
-    if (settings.pidFile) Deno.writeTextFileSync(settings.pidFile, `${Deno.pid}\n`);
+    // Locked while serving; left in place at exit, as qemu-nbd leaves it.
+    if (settings.pidFile) pidFile = await writePidFile(settings.pidFile);
     log.debug(
       `serving '${file}' as export '${settings.exportName}' on ${formatAddress(bound)}` +
         (settings.readOnly ? " (read-only)" : ""),
@@ -236,6 +238,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
     log.debug(`stopping: ${await stop.requested}`);
   } finally {
     stop.dispose();
+    pidFile?.release(false);
     await daemon.shutdown();
     await demo?.remove();
   }
