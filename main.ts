@@ -7,6 +7,7 @@
  */
 
 import { serveCommand } from "./src/cli/serve.ts";
+import { daemonCommand } from "./src/cli/daemon.ts";
 import { listCommand } from "./src/cli/list.ts";
 import { infoCommand } from "./src/cli/info.ts";
 import { mapCommand } from "./src/cli/map.ts";
@@ -21,6 +22,7 @@ import { VERSION } from "./src/version.ts";
 /** Every subcommand of denbd. */
 const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   serve: serveCommand,
+  daemon: daemonCommand,
   list: listCommand,
   info: infoCommand,
   map: mapCommand,

@@ -10,7 +10,7 @@
  */
 
 import { type BitmapRef, DirtyBitmapCommands } from "../block/bitmap-commands.ts";
-import { DenbdError } from "../errors.ts";
+import { DenbdError, osErrorText } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { NBD_LIMIT } from "../nbd/protocol.ts";
 import { encodeString } from "../nbd/wire.ts";
@@ -249,8 +249,13 @@ export class Daemon {
    * then every node is flushed and closed.
    */
   async shutdown(): Promise<void> {
-    if (this.#nbd) await this.nbdServerStop();
+    await this.stopExporting();
     await this.nodes.closeAll();
+  }
+
+  /** Delete every export (an event each, in creation order) and stop the NBD server, if running. */
+  async stopExporting(): Promise<void> {
+    if (this.#nbd) await this.nbdServerStop();
   }
 
   async #deleteExport(id: string, mode: RemoveMode): Promise<void> {
@@ -334,7 +339,7 @@ function bind(address: SocketAddressValue): { listener: Deno.Listener; bound: So
 
 /** A bind failure as QEMU words it: `what: reason`; unresolvable hosts as QEMU reports them. */
 function bindError(error: unknown, what: string, where: string): DenbdError {
-  const message = (error as Error).message.replace(/ \(os error \d+\).*$/s, "");
+  const message = osErrorText(error);
   if (/lookup|resolve|name or service/i.test(message)) {
     return new DenbdError("invalid", `address resolution failed for ${where}: ${message}`);
   }

@@ -1,0 +1,543 @@
+/**
+ * `denbd daemon`: qemu-storage-daemon's command line over the Daemon.
+ * Arguments are read as qsd reads them: a first pass for -h, -V, --pidfile
+ * and unknown options, then every option strictly in the order given
+ * (--blockdev, --chardev, --export, --monitor, --nbd-server, --object), so
+ * things must be defined before use. An error in an option prints
+ * `denbd daemon: --OPTION ARG: MESSAGE` and exits 1. The daemon then runs
+ * until QMP `quit` or SIGTERM/SIGINT/SIGHUP (exit 0), deleting its exports
+ * (an event each to the monitors) on the way out.
+ *
+ * @module
+ */
+
+import { DenbdError, messageOf, osErrorText } from "../errors.ts";
+import { Logger } from "../log.ts";
+import { Daemon } from "../daemon/daemon.ts";
+import { MonitorHost } from "../daemon/monitors.ts";
+import { daemonCommands } from "../daemon/qmp-commands.ts";
+import {
+  BlockdevOptions,
+  BlockExportOptions,
+  NbdServerOptions,
+  ObjectOptions,
+  ObjectType,
+} from "../daemon/qapi-types.ts";
+import { validateInput } from "../qmp/input.ts";
+import { JsonStreamParser } from "../qmp/json-stream.ts";
+import type { JsonValue } from "../qmp/json-value.ts";
+import {
+  CHARDEV_OPT_TYPES,
+  HELP_NOT_AVAILABLE,
+  isJsonArgument,
+  KeyvalError,
+  parseKeyval,
+  parseKeyvalHelp,
+  parseQemuOpts,
+  type QemuOptsResult,
+  QSD_IMPLIED_KEYS,
+} from "../qmp/keyval.ts";
+import {
+  BUILTIN,
+  enumeration,
+  member,
+  optional,
+  type QapiStruct,
+  type QapiType,
+  type QapiUnion,
+  struct,
+} from "../qmp/schema.ts";
+import { writePidFile } from "./pid-file.ts";
+import type { Subcommand } from "./subcommand.ts";
+import { VERSION } from "../version.ts";
+
+/** How the program names itself in messages. */
+const PROGRAM = "denbd daemon";
+
+/** The socket chardev backends and the null one are served; QEMU has more. */
+const CHARDEV_BACKENDS = ["socket", "null"] as const;
+
+/** --monitor's options (QEMU's MonitorOptions). */
+const MonitorOptions = struct("MonitorOptions", [
+  optional("id", BUILTIN.str),
+  optional("mode", enumeration("MonitorMode", ["readline", "control"])),
+  optional("pretty", BUILTIN.bool),
+  member("chardev", BUILTIN.str),
+]);
+
+/** What each option does; the order options are applied in is the command line's. */
+interface OptionSpec {
+  /** One-letter spelling, if any. */
+  readonly short?: string;
+  /** The option takes an argument. */
+  readonly argument: boolean;
+  /** Name of a plain argument in help (keyval options show their syntax in `help` instead). */
+  readonly value?: string;
+  /** Handled in the first pass (before anything is created) rather than in order. */
+  readonly early: boolean;
+  /** Help line. */
+  readonly help: string;
+}
+
+/** qemu-storage-daemon's options, in its help order. */
+const DAEMON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  "help": { short: "h", argument: false, early: true, help: "display this help and exit" },
+  "version": {
+    short: "V",
+    argument: false,
+    early: true,
+    help: "output version information and exit",
+  },
+  "trace": {
+    short: "T",
+    argument: true,
+    value: "ARG",
+    early: false,
+    help: "tracing options (accepted; denbd has no trace events)",
+  },
+  "blockdev": {
+    argument: true,
+    early: false,
+    help: "[driver=]file|raw,node-name=NAME[,file=NODE|filename=PATH][,read-only=on|off]\n" +
+      "[,discard=ignore|unmap][,cache.direct=on|off][,cache.no-flush=on|off]\n" +
+      "configure a block node",
+  },
+  "chardev": {
+    argument: true,
+    early: false,
+    help: "socket,id=ID,path=PATH|host=HOST,port=PORT,server=on[,wait=off]\n" +
+      "configure a character device (a QMP socket)",
+  },
+  "export": {
+    argument: true,
+    early: false,
+    help: "[type=]nbd,id=ID,node-name=NAME[,name=NAME][,description=TEXT]\n" +
+      "[,writable=on|off][,writethrough=on|off][,bitmaps.N=BITMAP]\n" +
+      "[,allocation-depth=on|off]\n" +
+      "export a block node over NBD (needs --nbd-server first)",
+  },
+  "monitor": {
+    argument: true,
+    early: false,
+    help: "[chardev=]ID[,mode=control][,pretty=on|off]\n" +
+      "a QMP monitor on a character device",
+  },
+  "nbd-server": {
+    argument: true,
+    early: false,
+    help: "addr.type=inet,addr.host=HOST,addr.port=PORT|addr.type=unix,addr.path=PATH\n" +
+      "[,max-connections=N][,tls-creds=ID][,tls-authz=ID]\n" +
+      "start the NBD server",
+  },
+  "object": {
+    argument: true,
+    early: false,
+    help: "[qom-type=]TYPE,id=ID[,PROP=VALUE...]\n" +
+      "create an object (iothread, tls-creds-*, authz-*, secret);\n" +
+      "'help' lists the types, TYPE,help its properties",
+  },
+  "pidfile": { argument: true, value: "FILE", early: true, help: "write the process id to FILE" },
+};
+
+/** One element of the command line, in order. */
+type CommandLineItem =
+  | {
+    readonly kind: "option";
+    readonly name: string;
+    /** As typed, for messages: "--blockd", "-T". */
+    readonly spelling: string;
+    /** The `=` form was used (messages then say "--blockdev=ARG"). */
+    readonly attached: boolean;
+    readonly value?: string;
+  }
+  | { readonly kind: "argument"; readonly value: string };
+
+/** A mistake found while splitting the command line (getopt's wording). */
+class CommandLineError extends Error {}
+
+/** Split `args` like getopt_long: options (long ones may be abbreviated) and arguments, in order. */
+function splitCommandLine(args: readonly string[]): CommandLineItem[] {
+  const items: CommandLineItem[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const text = args[i];
+    if (text === "--") break;
+    if (text.startsWith("--")) {
+      const [typed, attachedValue] = splitOnce(text.slice(2), "=");
+      const name = resolveLongOption(typed);
+      const spec = DAEMON_OPTIONS[name];
+      if (!spec.argument && attachedValue !== undefined) {
+        throw new CommandLineError(`option '--${name}' doesn't allow an argument`);
+      }
+      let value = attachedValue;
+      if (spec.argument && value === undefined) {
+        if (i + 1 >= args.length) {
+          throw new CommandLineError(`option '--${name}' requires an argument`);
+        }
+        value = args[++i];
+      }
+      items.push({
+        kind: "option",
+        name,
+        spelling: `--${typed}`,
+        attached: attachedValue !== undefined,
+        value,
+      });
+    } else if (text.startsWith("-") && text.length > 1) {
+      i = splitShortOptions(args, i, items);
+    } else {
+      items.push({ kind: "argument", value: text });
+    }
+  }
+  return items;
+}
+
+/** Add the short options of `args[i]` (e.g. "-hV", "-Tfoo", "-T foo"); returns the last index used. */
+function splitShortOptions(args: readonly string[], i: number, items: CommandLineItem[]): number {
+  const text = args[i];
+  for (let at = 1; at < text.length; at++) {
+    const letter = text[at];
+    const name = Object.keys(DAEMON_OPTIONS).find((long) => DAEMON_OPTIONS[long].short === letter);
+    if (!name) throw new CommandLineError(`invalid option -- '${letter}'`);
+    if (!DAEMON_OPTIONS[name].argument) {
+      items.push({ kind: "option", name, spelling: `-${letter}`, attached: false });
+      continue;
+    }
+    const rest = text.slice(at + 1);
+    if (rest) {
+      items.push({ kind: "option", name, spelling: `-${letter}`, attached: false, value: rest });
+      return i;
+    }
+    if (i + 1 >= args.length) {
+      throw new CommandLineError(`option requires an argument -- '${letter}'`);
+    }
+    items.push({
+      kind: "option",
+      name,
+      spelling: `-${letter}`,
+      attached: false,
+      value: args[i + 1],
+    });
+    return i + 1;
+  }
+  return i;
+}
+
+/** The long option `typed` names, exactly or as an unambiguous prefix. */
+function resolveLongOption(typed: string): string {
+  if (typed in DAEMON_OPTIONS) return typed;
+  const matches = Object.keys(DAEMON_OPTIONS).filter((name) => name.startsWith(typed));
+  if (matches.length === 1 && typed) return matches[0];
+  if (matches.length > 1 && typed) {
+    throw new CommandLineError(
+      `option '--${typed}' is ambiguous; possibilities: ${
+        matches.map((m) => `'--${m}'`).join(" ")
+      }`,
+    );
+  }
+  throw new CommandLineError(`unrecognized option '--${typed}'`);
+}
+
+function splitOnce(text: string, separator: string): [string, string | undefined] {
+  const at = text.indexOf(separator);
+  return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + separator.length)];
+}
+
+/** The --help text. */
+function daemonHelp(): string {
+  const width = 20;
+  const rows = Object.entries(DAEMON_OPTIONS).map(([name, spec]) => {
+    const spelling = (spec.short ? `-${spec.short}, ` : "    ") + `--${name}` +
+      (spec.value ? ` ${spec.value}` : "");
+    const [first, ...more] = spec.help.split("\n");
+    return [
+      `  ${spelling.padEnd(width)}${first}`,
+      ...more.map((line) => " ".repeat(width + 2) + line),
+    ]
+      .join("\n");
+  });
+  return [
+    `Usage: denbd daemon [options]`,
+    "A storage daemon with qemu-storage-daemon 7.2's command line and QMP interface:",
+    "block nodes exported over NBD, driven from QMP monitors (see `denbd qmp`).",
+    "",
+    ...rows,
+    "",
+    "Options are applied in the order given. QMP `quit`, SIGTERM, SIGINT or SIGHUP delete the",
+    "exports (BLOCK_EXPORT_DELETED to the monitors) and exit 0.",
+  ].join("\n");
+}
+
+/** Parse an option argument that is JSON (it starts with '{'), with QEMU's errors. */
+function parseJsonArgument(text: string): JsonValue {
+  const items = new JsonStreamParser().feed(new TextEncoder().encode(text));
+  const first = items[0];
+  if (!first) throw new DenbdError("invalid", "JSON parse error, premature EOI");
+  if ("error" in first) throw new DenbdError("invalid", first.error);
+  return first.value;
+}
+
+/** An option argument as a value for the input visitor: JSON, or keyval with `implied`. */
+function optionValue(
+  text: string,
+  implied: string | undefined,
+): { value: JsonValue; mode: "json" | "keyval" } {
+  if (isJsonArgument(text)) return { value: parseJsonArgument(text), mode: "json" };
+  const help = parseKeyvalHelp(text, implied);
+  if (help.help) throw new DenbdError("invalid", HELP_NOT_AVAILABLE);
+  return { value: parseKeyval(text, implied) as JsonValue, mode: "keyval" };
+}
+
+function validated<T>(type: QapiType, text: string, implied: string | undefined): T {
+  const { value, mode } = optionValue(text, implied);
+  return validateInput<T>(type, value, mode);
+}
+
+/** Thrown to end with a printed text and an exit code (help of --object). */
+class EarlyExit {
+  constructor(readonly text: string, readonly code: number) {}
+}
+
+/** Apply the options of the command line to the daemon, in order. */
+class CommandLineRunner {
+  readonly #daemon: Daemon;
+  readonly #monitors: MonitorHost;
+  readonly #log: Logger;
+
+  constructor(daemon: Daemon, monitors: MonitorHost, log: Logger) {
+    this.#daemon = daemon;
+    this.#monitors = monitors;
+    this.#log = log;
+  }
+
+  async apply(name: string, text: string): Promise<void> {
+    switch (name) {
+      case "blockdev":
+        return await this.#daemon.blockdevAdd(
+          validated(BlockdevOptions, text, QSD_IMPLIED_KEYS.blockdev),
+        );
+      case "export":
+        return this.#daemon.blockExportAdd(
+          validated(BlockExportOptions, text, QSD_IMPLIED_KEYS.export),
+        );
+      case "nbd-server":
+        this.#daemon.nbdServerStart(
+          validated(NbdServerOptions, text, QSD_IMPLIED_KEYS["nbd-server"]),
+        );
+        return;
+      case "object":
+        return await this.#object(text);
+      case "monitor":
+        return this.#monitor(text);
+      case "chardev":
+        return await this.#chardev(text);
+      case "trace":
+        this.#log.warn(`-T ${text}: warning: denbd has no trace events; ignored`);
+        return;
+    }
+  }
+
+  async #object(text: string): Promise<void> {
+    if (!isJsonArgument(text)) {
+      const { tree, help } = parseKeyvalHelp(text, QSD_IMPLIED_KEYS.object);
+      if (help) throw new EarlyExit(objectHelp(tree["qom-type"]), 0);
+    }
+    await this.#daemon.objectAdd(validated(ObjectOptions, text, QSD_IMPLIED_KEYS.object));
+  }
+
+  #monitor(text: string): void {
+    const options = validated<{ chardev: string; mode?: string; pretty?: boolean }>(
+      MonitorOptions,
+      text,
+      QSD_IMPLIED_KEYS.monitor,
+    );
+    if (options.mode === "readline") throw new DenbdError("not-supported", "Only QMP is supported");
+    this.#monitors.addMonitor(options.chardev, { pretty: options.pretty });
+  }
+
+  async #chardev(text: string): Promise<void> {
+    const parsed = parseQemuOpts(text, { impliedName: "backend", types: CHARDEV_OPT_TYPES });
+    for (const warning of parsed.warnings) {
+      this.#log.warn(`--chardev ${text}: warning: ${warning.message}`);
+      if (warning.hint) console.error(warning.hint);
+    }
+    if (parsed.help) throw new EarlyExit(chardevHelp(), 1);
+    if (parsed.id === undefined) throw new DenbdError("invalid", "chardev: no id specified");
+    const backend = parsed.values.backend;
+    if (backend === undefined) {
+      throw new DenbdError("invalid", `chardev: "${parsed.id}" missing backend`);
+    }
+    if (backend === "null") return this.#monitors.addNull(parsed.id);
+    if (backend !== "socket") {
+      throw new DenbdError(
+        "not-supported",
+        `chardev backend '${backend}' is not supported by denbd (supported: ${
+          CHARDEV_BACKENDS.join(", ")
+        })`,
+      );
+    }
+    await this.#monitors.addSocket(
+      { id: parsed.id, address: chardevAddress(parsed), wait: !isOff(parsed.values.wait) },
+      (where) =>
+        this.#log.info(`--chardev ${text}: info: QEMU waiting for connection on: ${where}`),
+    );
+  }
+}
+
+/** The listening address of a socket chardev (servers only; denbd does not connect out). */
+function chardevAddress(parsed: QemuOptsResult) {
+  const values = parsed.values;
+  if (!isOn(values.server)) {
+    throw new DenbdError(
+      "not-supported",
+      "denbd serves QMP only on listening sockets: add server=on",
+    );
+  }
+  if (values.path !== undefined) return { type: "unix" as const, path: values.path };
+  if (values.port === undefined) throw new DenbdError("invalid", "chardev: socket: no port given");
+  return { type: "inet" as const, host: values.host ?? "0.0.0.0", port: Number(values.port) };
+}
+
+function isOn(value: string | undefined): boolean {
+  return value !== undefined && ["on", "yes", "true", "y"].includes(value);
+}
+
+function isOff(value: string | undefined): boolean {
+  return value !== undefined && ["off", "no", "false", "n"].includes(value);
+}
+
+/** `--object help` and `--object TYPE,help`. */
+function objectHelp(type: unknown): string {
+  const objectTypes = ObjectOptions as QapiUnion;
+  if (typeof type === "string" && type in objectTypes.branches) {
+    const members = (objectTypes.branches[type] as QapiStruct).members;
+    return [`${type} options:`, ...members.map((m) => `  ${m.name}=<${typeName(m.type)}>`)].join(
+      "\n",
+    );
+  }
+  return ["List of user creatable objects:", ...ObjectType.values.map((name) => `  ${name}`)].join(
+    "\n",
+  );
+}
+
+function typeName(type: QapiType): string {
+  return type.kind === "builtin" ? type.name : type.kind === "enum" ? type.name : type.kind;
+}
+
+/** `--chardev socket,help`: the options denbd reads. */
+function chardevHelp(): string {
+  return [
+    "chardev options:",
+    ...Object.entries(CHARDEV_OPT_TYPES).map(([name, kind]) => `  ${name}=<${kind}>`),
+  ]
+    .join("\n");
+}
+
+/** Resolves with why the daemon should stop: quit, or a signal. */
+function stopRequest(): {
+  requested: Promise<string>;
+  request: (why: string) => void;
+  dispose: () => void;
+} {
+  let request!: (why: string) => void;
+  const requested = new Promise<string>((resolve) => request = resolve);
+  const signals = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+  const handlers = signals.map((signal) => [signal, () => request(signal)] as const);
+  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
+  return {
+    requested,
+    request,
+    dispose: () => {
+      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+    },
+  };
+}
+
+/** Print `error` as qsd does for an option: the location, the message, then its hint. */
+function reportOptionError(location: string, error: unknown): void {
+  if (error instanceof KeyvalError) {
+    for (const warning of error.warnings) {
+      console.error(`${PROGRAM}: ${location}: warning: ${warning.message}`);
+      if (warning.hint) console.error(warning.hint);
+    }
+  }
+  console.error(`${PROGRAM}: ${location}: ${messageOf(error)}`);
+  if (error instanceof KeyvalError && error.hint) console.error(error.hint);
+}
+
+/** Run `denbd daemon` with `args`; resolves to the exit code. */
+export async function runDaemon(args: readonly string[]): Promise<number> {
+  let items: CommandLineItem[];
+  try {
+    items = splitCommandLine(args);
+  } catch (error) {
+    if (!(error instanceof CommandLineError)) throw error;
+    console.error(`${PROGRAM}: ${error.message}`);
+    return 1;
+  }
+  let pidFilePath: string | undefined;
+  for (const item of items) {
+    if (item.kind !== "option" || !DAEMON_OPTIONS[item.name].early) continue;
+    if (item.name === "help") return (console.log(daemonHelp()), 0);
+    if (item.name === "version") {
+      return (console.log(`denbd daemon version ${VERSION} (qemu-storage-daemon 7.2 interfaces)`),
+        0);
+    }
+    if (item.name === "pidfile") pidFilePath = item.value;
+  }
+  const log = new Logger({ prefix: PROGRAM });
+  const daemon = new Daemon(log);
+  const stop = stopRequest();
+  const monitors = new MonitorHost(daemon, daemonCommands(), () => stop.request("quit"));
+  const runner = new CommandLineRunner(daemon, monitors, log);
+  let pidFile: Awaited<ReturnType<typeof writePidFile>> | undefined;
+  try {
+    for (const item of items) {
+      if (item.kind === "argument") {
+        console.error(`${PROGRAM}: ${item.value}: Unexpected argument`);
+        return 1;
+      }
+      if (DAEMON_OPTIONS[item.name].early) continue;
+      const location = item.attached
+        ? `${item.spelling}=${item.value}`
+        : `${item.spelling} ${item.value}`;
+      try {
+        await runner.apply(item.name, item.value!);
+      } catch (error) {
+        if (error instanceof EarlyExit) {
+          (error.code ? console.error : console.log)(error.text);
+          return error.code;
+        }
+        reportOptionError(location, error);
+        return 1;
+      }
+    }
+    if (pidFilePath !== undefined) {
+      try {
+        pidFile = await writePidFile(pidFilePath);
+      } catch (error) {
+        console.error(`${PROGRAM}: ${messageOf(error)}`);
+        return 1;
+      }
+    }
+    log.debug(`stopping: ${await stop.requested}`);
+    return 0;
+  } finally {
+    stop.dispose();
+    // Exports go first so the monitors still see their BLOCK_EXPORT_DELETED events.
+    await daemon.stopExporting().catch((error) => log.warn(messageOf(error)));
+    await monitors.close();
+    await daemon.shutdown();
+    try {
+      pidFile?.release(true);
+    } catch (error) {
+      log.warn(`removing the pid file failed: ${osErrorText(error)}`);
+    }
+  }
+}
+
+/** `denbd daemon`, for the dispatcher. */
+export const daemonCommand: Subcommand = {
+  summary: "a storage daemon with qemu-storage-daemon's command line and QMP",
+  run: runDaemon,
+  help: daemonHelp,
+};
