@@ -3,7 +3,8 @@
  * strtoll/strtoull with base 0 (decimal, 0x hex, 0 octal, leading
  * whitespace and a sign allowed, nothing after), QEMU's size syntax
  * (`1k`, `1.5G`, `0x200`, binary units B K M G T P E) and strtod for floats.
- * Each returns null where QEMU's parser fails (bad syntax or out of range).
+ * The integer and size parsers say why they fail ("invalid" syntax, or out
+ * of "range"), as QemuOpts words the two differently; strtod returns null.
  *
  * @example
  * ```ts
@@ -24,13 +25,19 @@ const TWO_64 = 1n << 64n;
 const C_SPACE = "[ \\t\\n\\v\\f\\r]*";
 const INTEGER = new RegExp(`^${C_SPACE}([+-]?)(?:0[xX]([0-9a-fA-F]+)|0([0-7]*)|([1-9][0-9]*))$`);
 
+/** Why a number could not be read: bad syntax, or a value out of range. */
+export type NumberFailure = "invalid" | "range";
+
 /**
  * strtoll ("signed") or strtoull ("unsigned") with base 0, requiring the
  * whole text to be consumed. strtoull accepts a minus sign and wraps, as C does.
  */
-export function parseCInteger(text: string, signedness: "signed" | "unsigned"): bigint | null {
+export function parseCInteger(
+  text: string,
+  signedness: "signed" | "unsigned",
+): bigint | NumberFailure {
   const match = INTEGER.exec(text);
-  if (!match) return null;
+  if (!match) return "invalid";
   const [, sign, hex, octal, decimal] = match;
   const magnitude = hex !== undefined
     ? BigInt(`0x${hex}`)
@@ -39,9 +46,9 @@ export function parseCInteger(text: string, signedness: "signed" | "unsigned"): 
     : BigInt(decimal);
   if (signedness === "signed") {
     const value = sign === "-" ? -magnitude : magnitude;
-    return value < INT64_MIN || value > INT64_MAX ? null : value;
+    return value < INT64_MIN || value > INT64_MAX ? "range" : value;
   }
-  if (magnitude > UINT64_MAX) return null;
+  if (magnitude > UINT64_MAX) return "range";
   return sign === "-" ? (TWO_64 - magnitude) % TWO_64 : magnitude;
 }
 
@@ -66,32 +73,38 @@ const SIZE_FRACTION = /^\.[0-9]+(?:[eE][+-]?[0-9]+)?/;
  * fraction), then an optional binary-unit suffix; the result rounded to
  * bytes, at most 2^64-1. Hex with a suffix is accepted (QEMU 7.2 only warns).
  */
-export function parseSize(text: string): bigint | null {
+export function parseSize(text: string): bigint | NumberFailure {
   const decimal = SIZE_DECIMAL.exec(text);
-  if (!decimal) return null;
+  if (!decimal) return "invalid";
   let value = BigInt(decimal[1]);
   let rest = text.slice(decimal[0].length);
   let fraction = 0n;
   if (value === 0n && (rest[0] === "x" || rest[0] === "X")) {
     const hex = SIZE_HEX.exec(text);
-    if (!hex) return null;
+    if (!hex) return "invalid";
     value = BigInt(`0x${hex[1]}`);
     rest = text.slice(hex[0].length);
-    if (rest[0] === ".") return null;
+    if (rest[0] === ".") return "invalid";
   } else if (rest[0] === ".") {
     const digits = SIZE_FRACTION.exec(rest);
-    if (digits && /[eE]/.test(digits[0])) return null;
+    if (digits && /[eE]/.test(digits[0])) return "invalid";
     fraction = digits ? BigInt(Math.trunc(Number(digits[0]) * 2 ** 64)) : 0n;
     rest = rest.slice(digits ? digits[0].length : 1);
   }
-  if (value > UINT64_MAX) return null;
+  // An integer past 2^64 stops QEMU's parse there: out of range if nothing follows it.
+  if (value > UINT64_MAX) return rest === "" && fraction === 0n ? "range" : "invalid";
   const suffix = rest[0] === undefined ? undefined : SIZE_SUFFIXES[rest[0].toLowerCase()];
   if (suffix !== undefined) rest = rest.slice(1);
-  if (rest !== "") return null;
+  if (rest !== "") return "invalid";
   const multiplier = suffix ?? 1n;
-  if (multiplier === 1n) return fraction === 0n ? value : null;
+  if (multiplier === 1n) return fraction === 0n ? value : "invalid";
   const total = value * multiplier + ((fraction * multiplier + (1n << 63n)) >> 64n);
-  return total > UINT64_MAX ? null : total;
+  return total > UINT64_MAX ? "range" : total;
+}
+
+/** A hex size with a unit suffix (`0x10k`): QEMU 7.2 accepts it with a deprecation warning. */
+export function isHexSizeWithSuffix(text: string): boolean {
+  return new RegExp(`^${C_SPACE}\\+?0[xX][0-9a-fA-F]+[bBkKmMgGtTpPeE]$`).test(text);
 }
 
 const DECIMAL_FLOAT = new RegExp(

@@ -271,7 +271,7 @@ class InputVisitor {
   #int64(name: string | null, value: JsonValue | undefined): bigint {
     if (this.#mode === "keyval") {
       const number = parseCInteger(this.#keyvalScalar(name, value), "signed");
-      if (number === null) fail(`Parameter '${this.#fullName(name)}' expects integer`);
+      if (typeof number !== "bigint") fail(`Parameter '${this.#fullName(name)}' expects integer`);
       return number;
     }
     const input = this.#present(name, value);
@@ -286,7 +286,7 @@ class InputVisitor {
     if (this.#mode === "keyval") {
       const text = this.#keyvalScalar(name, value);
       const number = syntax === "size" ? parseSize(text) : parseCInteger(text, "unsigned");
-      if (number === null) fail(`Parameter '${this.#fullName(name)}' expects ${syntax}`);
+      if (typeof number !== "bigint") fail(`Parameter '${this.#fullName(name)}' expects ${syntax}`);
       return number;
     }
     const input = this.#present(name, value);

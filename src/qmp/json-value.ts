@@ -169,7 +169,7 @@ export function qdictKeys(object: object): string[] {
 const utf8 = new TextEncoder();
 
 /** The bucket QEMU's QDict puts `key` in (the gdbm/tdb string hash, modulo 512). */
-function qdictBucket(key: string): number {
+export function qdictBucket(key: string): number {
   const bytes = utf8.encode(key);
   let hash = Math.imul(0x238f13af, bytes.length) >>> 0;
   for (let i = 0; i < bytes.length; i++) {

@@ -31,6 +31,8 @@
  */
 
 import { DenbdError } from "../errors.ts";
+import { isHexSizeWithSuffix, parseCInteger, parseSize } from "./c-number.ts";
+import { qdictBucket } from "./json-value.ts";
 
 /** A node of a parsed keyval tree: a string leaf, an object or a list. */
 export type KeyvalValue = string | KeyvalObject | KeyvalValue[];
@@ -301,36 +303,10 @@ function parseOne(
 }
 
 /**
- * QEMU's QDict hash (tdb_hash) bucket of `key`. QEMU walks a QDict bucket by
- * bucket (newest entry first within one), and that order decides which of two
- * spellings of one list index wins (`list.1` against `list.01`) and which
- * error is reported first; it is reproduced here for those cases.
+ * The order QEMU walks a QDict in (tdb_hash bucket, newest entry first within
+ * one): it decides which of two spellings of one list index wins (`list.1`
+ * against `list.01`) and which error is reported first.
  */
-function qdictBucket(key: string): number {
-  const bytes = new TextEncoder().encode(key);
-  let value = Math.imul(0x238F13AF, bytes.length) >>> 0;
-  for (let i = 0; i < bytes.length; i++) {
-    value = (value + (bytes[i] << ((i * 5) % 24))) >>> 0;
-  }
-  return ((Math.imul(1103515243, value) + 12345) >>> 0) % 512;
-}
-
-/**
- * The order in which QEMU walks a QDict whose keys were inserted in the order
- * given (a repeated key keeps its first place): by tdb_hash bucket, newest
- * first within a bucket. QEMU serialises QMP replies and events from QDicts,
- * so this is also the member order of everything qsd sends, e.g.
- * `qdictKeyOrder(["id", "type", "node-name", "shutting-down"])` is
- * `["node-name", "shutting-down", "type", "id"]`, as in query-block-exports.
- */
-export function qdictKeyOrder(keys: readonly string[]): string[] {
-  const dict: Dict = new Map();
-  keys.forEach((key, order) => {
-    if (!dict.has(key)) dict.set(key, { value: "", order });
-  });
-  return qdictOrder(dict).map(([key]) => key);
-}
-
 function qdictOrder(dict: Dict): [string, Entry][] {
   const entries = [...dict.entries()].map((e) => ({ e, bucket: qdictBucket(e[0]) }));
   entries.sort((a, b) => a.bucket - b.bucket || b.e[1].order - a.e[1].order);
@@ -555,64 +531,6 @@ function parseBool(value: string): boolean | undefined {
   return undefined;
 }
 
-const U64_LIMIT = 1n << 64n;
-
-/**
- * QEMU's qemu_strtou64 with base 0 and no trailing text: blanks, a sign (a
- * minus wraps modulo 2^64), `0x` hex, `0` octal. Returns "invalid" or "range"
- * on failure.
- */
-export function parseQemuU64(value: string): bigint | "invalid" | "range" {
-  const m = /^[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(value);
-  if (!m) return "invalid";
-  const body = m[2];
-  const magnitude = body.length > 1 && body[0] === "0" && body[1] !== "x" && body[1] !== "X"
-    ? BigInt("0o" + body.slice(1))
-    : BigInt(body);
-  if (magnitude >= U64_LIMIT) return "range";
-  return m[1] === "-" ? (U64_LIMIT - magnitude) % U64_LIMIT : magnitude;
-}
-
-const SIZE_SUFFIXES: Record<string, bigint> = {
-  b: 1n,
-  k: 1n << 10n,
-  m: 1n << 20n,
-  g: 1n << 30n,
-  t: 1n << 40n,
-  p: 1n << 50n,
-  e: 1n << 60n,
-};
-
-/**
- * QEMU 7.2's qemu_strtosz with no trailing text: a decimal number with an
- * optional fraction (`1.5k`; a fraction needs a suffix unless it is zero), or
- * `0x` hex without a fraction; then an optional suffix B, K, M, G, T, P, E in
- * either case. A hex number with a suffix is accepted with a warning.
- */
-export function parseQemuSize(
-  value: string,
-): { size: bigint; warning?: string } | "invalid" | "range" {
-  const m = /^[ \t\n\v\f\r]*\+?(?:(0[xX][0-9a-fA-F]+)|([0-9]+)(?:\.([0-9]*))?)([bBkKmMgGtTpPeE]?)$/
-    .exec(value);
-  if (!m) return "invalid";
-  const [, hex, dec, fraction, suffix] = m;
-  const integer = BigInt(hex ?? dec);
-  // An integer part past 2^64 stops QEMU's parse there: out of range if nothing follows.
-  if (integer >= U64_LIMIT) return fraction === undefined && suffix === "" ? "range" : "invalid";
-  const mul = suffix === "" ? 1n : SIZE_SUFFIXES[suffix.toLowerCase()];
-  const warning = hex !== undefined && suffix !== ""
-    ? `Using a multiplier suffix on hex numbers is deprecated: ${value}`
-    : undefined;
-  // The fraction as a 64-bit fixed-point number, like QEMU's (uint64_t)(f * 2^64).
-  const frac = fraction ? BigInt(Math.trunc(Number("0." + fraction) * 2 ** 64)) : 0n;
-  if (mul === 1n) return frac !== 0n ? "invalid" : { size: integer, warning };
-  const fracProduct = frac * mul;
-  const size = integer * mul + (fracProduct >> 64n) +
-    ((fracProduct & (U64_LIMIT - 1n)) >> 63n);
-  if (size >= U64_LIMIT) return "range";
-  return { size, warning };
-}
-
 /** Check one option against `types` the way QEMU's opt_validate does; returns warnings. */
 function validateOpt(opt: RawOpt, types: Readonly<Record<string, QemuOptType>>): string[] {
   const type = Object.hasOwn(types, opt.name) ? types[opt.name] : undefined;
@@ -626,7 +544,7 @@ function validateOpt(opt: RawOpt, types: Readonly<Record<string, QemuOptType>>):
       }
       return [];
     case "number": {
-      const n = parseQemuU64(opt.value);
+      const n = parseCInteger(opt.value, "unsigned");
       if (n === "range") {
         throw new KeyvalError(`Value '${opt.value}' is too large for parameter '${opt.name}'`);
       }
@@ -634,7 +552,7 @@ function validateOpt(opt: RawOpt, types: Readonly<Record<string, QemuOptType>>):
       return [];
     }
     case "size": {
-      const s = parseQemuSize(opt.value);
+      const s = parseSize(opt.value);
       if (s === "range") {
         throw new KeyvalError(`Value '${opt.value}' is out of range for parameter '${opt.name}'`);
       }
@@ -644,7 +562,9 @@ function validateOpt(opt: RawOpt, types: Readonly<Record<string, QemuOptType>>):
           SIZE_HINT,
         );
       }
-      return s.warning ? [s.warning] : [];
+      return isHexSizeWithSuffix(opt.value)
+        ? [`Using a multiplier suffix on hex numbers is deprecated: ${opt.value}`]
+        : [];
     }
   }
 }
