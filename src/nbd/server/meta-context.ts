@@ -60,12 +60,19 @@ export function pushDescriptor(
   return true;
 }
 
+/** Where a context's extents come from: the flags of up to `length` bytes at `offset`. */
+export type ExtentSource = (
+  offset: number,
+  length: number,
+) => Promise<readonly { readonly length: number; readonly flags: number }[]>;
+
 /**
- * Gather `base:allocation` descriptors for up to `length` bytes from `node`:
- * holes set NBD_STATE_HOLE, known zeroes NBD_STATE_ZERO.
+ * Descriptors for up to `length` bytes at `offset`, asking `source` piece
+ * by piece and merging equal neighbours, stopping at `maxDescriptors`
+ * distinct ones (or early if the source has nothing more to say).
  */
-async function allocationStatus(
-  node: BlockNode,
+export async function collectDescriptors(
+  source: ExtentSource,
   offset: number,
   length: number,
   maxDescriptors: number,
@@ -73,14 +80,25 @@ async function allocationStatus(
   const descriptors: StatusDescriptor[] = [];
   let done = 0;
   while (done < length) {
-    const extents = await node.blockStatus(offset + done, length - done);
+    const extents = await source(offset + done, length - done);
+    if (extents.length === 0) break;
     for (const extent of extents) {
-      const flags = (extent.data ? 0 : NBD_STATE.HOLE) | (extent.zero ? NBD_STATE.ZERO : 0);
-      if (!pushDescriptor(descriptors, extent.length, flags, maxDescriptors)) return descriptors;
+      if (!pushDescriptor(descriptors, extent.length, extent.flags, maxDescriptors)) {
+        return descriptors;
+      }
       done += extent.length;
     }
   }
   return descriptors;
+}
+
+/** `base:allocation` flags of `node`'s extents: holes set NBD_STATE_HOLE, zeroes NBD_STATE_ZERO. */
+function allocationSource(node: BlockNode): ExtentSource {
+  return async (offset, length) =>
+    (await node.blockStatus(offset, length)).map((extent) => ({
+      length: extent.length,
+      flags: (extent.data ? 0 : NBD_STATE.HOLE) | (extent.zero ? NBD_STATE.ZERO : 0),
+    }));
 }
 
 /** The `base:` namespace: exactly one context, `base:allocation`, over `node`. */
@@ -88,7 +106,7 @@ export function baseNamespace(node: BlockNode): MetaContextNamespace {
   const allocation: MetaContext = {
     name: BASE_ALLOCATION,
     statusOf: (offset, length, maxDescriptors) =>
-      allocationStatus(node, offset, length, maxDescriptors),
+      collectDescriptors(allocationSource(node), offset, length, maxDescriptors),
   };
   return {
     namespace: "base",

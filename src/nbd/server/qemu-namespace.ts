@@ -33,7 +33,12 @@ import { allocationDepthOf } from "../../block/allocation-depth.ts";
 import type { DirtyBitmap } from "../../block/dirty-bitmap.ts";
 import type { BlockNode } from "../../block/node.ts";
 import type { StatusDescriptor } from "../wire.ts";
-import { type MetaContext, type MetaContextNamespace, pushDescriptor } from "./meta-context.ts";
+import {
+  collectDescriptors,
+  type MetaContext,
+  type MetaContextNamespace,
+  pushDescriptor,
+} from "./meta-context.ts";
 
 /** The namespace, without its colon. */
 export const QEMU_NAMESPACE = "qemu";
@@ -65,7 +70,17 @@ export function qemuNamespace(options: QemuNamespaceOptions): MetaContextNamespa
   if (depthNode) {
     contexts.push({
       name: ALLOCATION_DEPTH_CONTEXT,
-      statusOf: (offset, length, max) => depthStatus(depthNode, offset, length, max),
+      statusOf: (offset, length, max) =>
+        collectDescriptors(
+          async (at, size) =>
+            (await allocationDepthOf(depthNode, at, size)).map((extent) => ({
+              length: extent.length,
+              flags: extent.depth,
+            })),
+          offset,
+          length,
+          max,
+        ),
     });
   }
   const bitmapContexts: MetaContext[] = [];
@@ -92,28 +107,6 @@ export function qemuNamespace(options: QemuNamespaceOptions): MetaContextNamespa
     },
     select: (name) => byName.get(name),
   };
-}
-
-/** Allocation depth descriptors: the flags are the depth. */
-async function depthStatus(
-  node: BlockNode,
-  offset: number,
-  length: number,
-  maxDescriptors: number,
-): Promise<StatusDescriptor[]> {
-  const descriptors: StatusDescriptor[] = [];
-  let done = 0;
-  while (done < length) {
-    const extents = await allocationDepthOf(node, offset + done, length - done);
-    if (extents.length === 0) break;
-    for (const extent of extents) {
-      if (!pushDescriptor(descriptors, extent.length, extent.depth, maxDescriptors)) {
-        return descriptors;
-      }
-      done += extent.length;
-    }
-  }
-  return descriptors;
 }
 
 /** Dirty bitmap descriptors: NBD_STATE_DIRTY on dirty extents. */
