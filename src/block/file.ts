@@ -152,7 +152,8 @@ export class FileNode implements BlockNode {
   }
 
   /**
-   * Zero a range: punch it when `mayTrim` and discard is "unmap", else
+   * Zero a range: punch it when `mayTrim` (whatever the discard mode, as
+   * QEMU's file driver does for a request made on it), else
    * fallocate ZERO_RANGE; where the file system has neither, write zeroes
    * (or fail with kind "not-supported" when `fast`).
    */
@@ -229,8 +230,7 @@ export class FileNode implements BlockNode {
   }
 
   async #zeroWithoutWriting(offset: number, length: number, mayTrim?: boolean): Promise<boolean> {
-    const punch = mayTrim && this.#discard === "unmap";
-    if (punch && await this.#io.allocate(PUNCH_HOLE, offset, length)) return true;
+    if (mayTrim && await this.#io.allocate(PUNCH_HOLE, offset, length)) return true;
     return await this.#io.allocate(ZERO_RANGE, offset, length);
   }
 

@@ -2,8 +2,9 @@
  * QEMU's `raw` format driver: a node that passes every request through to
  * its `file` child, optionally limited to a window of it (`offset`, `size`).
  * Like QEMU it has a discard mode of its own: with "ignore" (the default of
- * blockdev-add) discards stop here and write-zeroes never unmaps, whatever
- * the child would do.
+ * blockdev-add) discards stop here. Write-zeroes may unmap in the child only
+ * when the child itself discards (QEMU strips BDRV_REQ_MAY_UNMAP on the way
+ * to a child opened without discard=unmap, whatever the parent's mode).
  *
  * @example
  * ```ts
@@ -127,11 +128,11 @@ export class RawNode implements BlockNode, AllocationDepthSource {
     });
   }
 
-  /** Zero in the window; never unmaps with discard=ignore. */
+  /** Zero in the window; may unmap only where the child discards (its discard=unmap). */
   writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
     return Promise.try(() => {
       this.#checkWritable();
-      const mayTrim = this.#unmap ? options.mayTrim : false;
+      const mayTrim = this.child.capabilities.trim ? options.mayTrim : false;
       return this.child.writeZeroes(this.offset + offset, length, { ...options, mayTrim });
     });
   }

@@ -190,7 +190,7 @@ Deno.test("file node: capabilities follow the options", async () => {
   });
 });
 
-Deno.test("file node: write zeroes punches with mayTrim and discard=unmap, else keeps blocks", async () => {
+Deno.test("file node: write zeroes punches with mayTrim, else keeps blocks", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/disk.img`;
     await makeSparseFile(path, MiB);
@@ -219,7 +219,7 @@ Deno.test("file node: write zeroes punches with mayTrim and discard=unmap, else 
   });
 });
 
-Deno.test("file node: mayTrim with discard=ignore zeroes without punching", async () => {
+Deno.test("file node: mayTrim punches with discard=ignore too, as QEMU's file driver", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/disk.img`;
     await makeSparseFile(path, MiB);
@@ -227,7 +227,7 @@ Deno.test("file node: mayTrim with discard=ignore zeroes without punching", asyn
       await node.write(0, pattern(MiB, 4));
       const full = await allocatedBlocks(path);
       await node.writeZeroes(0, MiB, { mayTrim: true, fast: true });
-      assert.equal(await allocatedBlocks(path), full);
+      assert.ok(await allocatedBlocks(path) <= full - 2048, "the whole range was punched");
       assert.ok((await readBack(node, 0, MiB)).every((byte) => byte === 0));
     });
   });

@@ -96,13 +96,14 @@ Deno.test("raw node: QEMU's messages for windows that do not fit", () => {
   assert.equal(message({ offset: 1000, size: 8 * MiB - 1024 }), "");
 });
 
-Deno.test("raw node: discard=ignore drops discards and never unmaps when zeroing", async () => {
+Deno.test("raw node: discard=ignore drops discards; zeroing unmaps where the child discards", async () => {
   const file = new RecordingNode(MiB);
+  assert.equal(file.capabilities.trim, true);
   const ignoring = RawNode.open(file);
   await ignoring.trim(0, 4096);
   await ignoring.writeZeroes(0, 4096, { mayTrim: true });
   assert.deepEqual(file.trims, []);
-  assert.deepEqual(file.zeroes, [{ offset: 0, mayTrim: false }]);
+  assert.deepEqual(file.zeroes, [{ offset: 0, mayTrim: true }]);
 
   const unmapping = RawNode.open(file, { offset: 512, discard: "unmap" });
   assert.equal(unmapping.capabilities.trim, true);
@@ -110,6 +111,15 @@ Deno.test("raw node: discard=ignore drops discards and never unmaps when zeroing
   await unmapping.writeZeroes(0, 4096, { mayTrim: true });
   assert.deepEqual(file.trims, [[512, 4096]]);
   assert.deepEqual(file.zeroes.at(-1), { offset: 512, mayTrim: true });
+});
+
+Deno.test("raw node: zeroing never unmaps in a child that does not discard", async () => {
+  const file = new RecordingNode(MiB);
+  Object.defineProperty(file, "capabilities", { value: { ...file.capabilities, trim: false } });
+  for (const discard of ["ignore", "unmap"] as const) {
+    await RawNode.open(file, { discard }).writeZeroes(0, 4096, { mayTrim: true });
+    assert.deepEqual(file.zeroes.at(-1), { offset: 0, mayTrim: false });
+  }
 });
 
 Deno.test("raw node: read-only over a writable child, and over a read-only one", async () => {
