@@ -81,13 +81,14 @@ Deno.test("INFO describes the export and stays in negotiation; GO enters transmi
   const info = state.handleOption(NBD_OPT.INFO, go("disk", [NBD_INFO.NAME]));
   assert.equal(info.next, "continue");
   const items = infos(info);
+  // QEMU's order, the export last.
   assert.deepEqual(items.map((i) => i.type), [
-    NBD_INFO.EXPORT,
     NBD_INFO.NAME,
     NBD_INFO.DESCRIPTION,
     NBD_INFO.BLOCK_SIZE,
+    NBD_INFO.EXPORT,
   ]);
-  assert.deepEqual(items[3], {
+  assert.deepEqual(items[2], {
     type: NBD_INFO.BLOCK_SIZE,
     minimum: 1,
     preferred: 4096,
@@ -97,6 +98,13 @@ Deno.test("INFO describes the export and stays in negotiation; GO enters transmi
   assert.equal(step.next, "transmission");
   assert.equal(replies(step).at(-1)!.type, NBD_REP.ACK);
   assert.equal(infos(step).some((i) => i.type === NBD_INFO.NAME), false, "NAME only when asked");
+});
+
+Deno.test("an empty description is still sent; none at all is not", () => {
+  const types = (description?: string) =>
+    infos(setup({ description }).handleOption(NBD_OPT.INFO, go("disk"))).map((i) => i.type);
+  assert.ok(types("").includes(NBD_INFO.DESCRIPTION));
+  assert.ok(!types(undefined).includes(NBD_INFO.DESCRIPTION));
 });
 
 Deno.test("INFO/GO of an unknown export is ERR_UNKNOWN; malformed data ERR_INVALID", () => {

@@ -43,8 +43,8 @@ export interface BlockSizes {
 export class NbdExport {
   /** The name clients ask for. */
   readonly name: string;
-  /** The description, "" if none. */
-  readonly description: string;
+  /** The description, if one was given ("" is one: it is still sent, as QEMU does). */
+  readonly description: string | undefined;
   /** The exported node. */
   readonly node: BlockNode;
   /** Writes are refused. */
@@ -58,7 +58,7 @@ export class NbdExport {
   /** Export `options.node` as described by `options`. */
   constructor(options: NbdExportOptions) {
     this.name = options.name;
-    this.description = options.description ?? "";
+    this.description = options.description;
     this.node = options.node;
     this.readOnly = Boolean(options.readOnly) || !options.node.capabilities.writable;
     this.writethrough = Boolean(options.writethrough);

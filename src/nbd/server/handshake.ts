@@ -163,7 +163,7 @@ export class HandshakeState {
       encodeOptionReply(
         NBD_OPT.LIST,
         NBD_REP.SERVER,
-        encodeRepServer(entry.name, entry.description),
+        encodeRepServer(entry.name, entry.description ?? ""),
       )
     );
     replies.push(encodeOptionReply(NBD_OPT.LIST, NBD_REP.ACK));
@@ -182,19 +182,19 @@ export class HandshakeState {
     const session = this.#sessionFor(entry);
     const honoursMinimum = option === NBD_OPT.INFO || request.infos.includes(NBD_INFO.BLOCK_SIZE);
     const info = (payload: Uint8Array) => encodeOptionReply(option, NBD_REP.INFO, payload);
-    const replies = [
-      info(encodeInfoReply({ type: NBD_INFO.EXPORT, size: entry.size, flags: session.flags })),
-    ];
+    // QEMU's order: what was asked for and the description, then the block sizes, the export last.
+    const replies: Uint8Array[] = [];
     if (request.infos.includes(NBD_INFO.NAME)) {
       replies.push(info(encodeInfoReply({ type: NBD_INFO.NAME, name: entry.name })));
     }
-    if (entry.description) {
+    if (entry.description !== undefined) {
       replies.push(
         info(encodeInfoReply({ type: NBD_INFO.DESCRIPTION, description: entry.description })),
       );
     }
     replies.push(
       info(encodeInfoReply({ type: NBD_INFO.BLOCK_SIZE, ...entry.blockSizes(honoursMinimum) })),
+      info(encodeInfoReply({ type: NBD_INFO.EXPORT, size: entry.size, flags: session.flags })),
     );
     replies.push(encodeOptionReply(option, NBD_REP.ACK));
     if (option === NBD_OPT.INFO) return { next: "continue", replies };
@@ -334,6 +334,11 @@ export async function negotiate(
     const data = new Uint8Array(header.length);
     await channel.reader.readInto(data);
     const step = state.handleOption(header.option, data);
+    if (step.next === "close" && !step.reason) {
+      // ABORT: the spec lets the client leave without reading our ACK.
+      await channel.writer.send(step.replies).catch(() => {});
+      return null;
+    }
     if (step.replies.length) await channel.writer.send(step.replies);
     if (step.next === "transmission") return step.session;
     if (step.next === "close") {
