@@ -340,8 +340,10 @@ function bind(address: SocketAddressValue): { listener: Deno.Listener; bound: So
 /** A bind failure as QEMU words it: `what: reason`; unresolvable hosts as QEMU reports them. */
 function bindError(error: unknown, what: string, where: string): DenbdError {
   const message = osErrorText(error);
-  if (/lookup|resolve|name or service/i.test(message)) {
-    return new DenbdError("invalid", `address resolution failed for ${where}: ${message}`);
+  const lookup = /^failed to lookup address information: (.*)$/s.exec(message);
+  if (lookup) {
+    // The resolver's own text (getaddrinfo's gai_strerror), without the runtime's preamble.
+    return new DenbdError("invalid", `address resolution failed for ${where}: ${lookup[1]}`);
   }
   return new DenbdError("io", `${what}: ${message}`);
 }

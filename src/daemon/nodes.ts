@@ -14,6 +14,7 @@ import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
 import type { DirtyBitmapInfo } from "../block/dirty-bitmap.ts";
 import { DenbdError } from "../errors.ts";
 import { isWellFormedId } from "../qmp/keyval.ts";
+import { formatJson } from "../qmp/json-value.ts";
 import type { BlockdevOptionsValue } from "./qapi-types.ts";
 
 /** A node of the graph with what the daemon knows about it. */
@@ -89,8 +90,9 @@ export class NodeGraph {
   ): Promise<Record<string, unknown>> {
     const cache = entry.options.cache ?? {};
     const actualSize = await allocatedBytes(entry.filename);
+    const filename = this.#displayName(entry);
     const info: Record<string, unknown> = {
-      "file": entry.filename,
+      "file": filename,
       "node-name": entry.name,
       "ro": entry.options["read-only"] ?? false,
       "drv": entry.driver,
@@ -105,7 +107,7 @@ export class NodeGraph {
       "iops_wr": 0,
       "write_threshold": 0,
       "image": {
-        "filename": entry.filename,
+        "filename": filename,
         "format": entry.driver,
         "virtual-size": entry.node.size,
         "actual-size": actualSize,
@@ -119,6 +121,34 @@ export class NodeGraph {
     };
     if (bitmaps.length) info["dirty-bitmaps"] = bitmaps;
     return info;
+  }
+
+  /**
+   * The filename QEMU shows for a node: the image's path while the node
+   * adds nothing to it, else `json:` and the options that open it again.
+   */
+  #displayName(entry: NodeEntry): string {
+    const plain = this.#plainFilename(entry);
+    return plain ?? `json:${formatJson(this.#openOptions(entry))}`;
+  }
+
+  /** The image's path, unless a raw window (offset, size) on the way makes it another image. */
+  #plainFilename(entry: NodeEntry): string | undefined {
+    if (entry.options.driver === "file") return entry.filename;
+    if (entry.options.offset !== undefined || entry.options.size !== undefined) return undefined;
+    return this.#plainFilename(this.#nodes.get(entry.child!)!);
+  }
+
+  /** The options that matter to what a node reads (QEMU's full_open_options). */
+  #openOptions(entry: NodeEntry): Record<string, unknown> {
+    const options = entry.options;
+    if (options.driver === "file") return { driver: "file", filename: options.filename };
+    return {
+      driver: "raw",
+      ...(options.offset !== undefined && { offset: options.offset }),
+      ...(options.size !== undefined && { size: options.size }),
+      file: this.#openOptions(this.#nodes.get(entry.child!)!),
+    };
   }
 
   async #open(options: BlockdevOptionsValue, name: string): Promise<NodeEntry> {

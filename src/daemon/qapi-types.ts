@@ -313,17 +313,64 @@ const tlsCredsMembers = [
   optional("loaded", bool),
 ];
 
-/** ObjectType: the object types denbd knows. */
-export const ObjectType = enumeration("ObjectType", [
-  "authz-list",
-  "authz-listfile",
-  "authz-simple",
-  "iothread",
-  "secret",
-  "tls-creds-anon",
-  "tls-creds-psk",
-  "tls-creds-x509",
-]);
+/**
+ * What becomes of an object type: "created" types are checked and recorded
+ * by denbd; "unsupported" ones qemu-storage-daemon creates but denbd does
+ * not yet; "absent" ones are in QEMU's schema but not built into
+ * qemu-storage-daemon, which answers "invalid object type".
+ */
+export type ObjectTypeSupport = "created" | "unsupported" | "absent";
+
+/** Every value of QEMU 7.2's ObjectType enum (in its order) and what denbd does with it. */
+export const OBJECT_TYPES: Readonly<Record<string, ObjectTypeSupport>> = {
+  "authz-list": "created",
+  "authz-listfile": "absent",
+  "authz-pam": "absent",
+  "authz-simple": "created",
+  "can-bus": "absent",
+  "can-host-socketcan": "absent",
+  "colo-compare": "absent",
+  "cryptodev-backend": "absent",
+  "cryptodev-backend-builtin": "absent",
+  "cryptodev-backend-lkcf": "absent",
+  "cryptodev-vhost-user": "absent",
+  "dbus-vmstate": "absent",
+  "filter-buffer": "absent",
+  "filter-dump": "absent",
+  "filter-mirror": "absent",
+  "filter-redirector": "absent",
+  "filter-replay": "absent",
+  "filter-rewriter": "absent",
+  "input-barrier": "absent",
+  "input-linux": "absent",
+  "iothread": "created",
+  "main-loop": "unsupported",
+  "memory-backend-epc": "absent",
+  "memory-backend-file": "absent",
+  "memory-backend-memfd": "absent",
+  "memory-backend-ram": "absent",
+  "pef-guest": "absent",
+  "pr-manager-helper": "unsupported",
+  "qtest": "absent",
+  "rng-builtin": "absent",
+  "rng-egd": "absent",
+  "rng-random": "absent",
+  "secret": "created",
+  "secret_keyring": "unsupported",
+  "sev-guest": "absent",
+  "thread-context": "unsupported",
+  "s390-pv-guest": "absent",
+  "throttle-group": "unsupported",
+  "tls-creds-anon": "created",
+  "tls-creds-psk": "created",
+  "tls-creds-x509": "created",
+  "tls-cipher-suites": "unsupported",
+  "x-remote-object": "absent",
+  "x-vfio-user-server": "absent",
+};
+
+/** ObjectType: QEMU's object types, from {@linkcode OBJECT_TYPES}. */
+export const ObjectType = enumeration("ObjectType", Object.keys(OBJECT_TYPES));
 
 /** QAuthZListPolicy and its rules. */
 const AuthzListPolicy = enumeration("QAuthZListPolicy", ["deny", "allow"]);
@@ -342,10 +389,6 @@ export const ObjectOptions = union(
     "authz-list": struct("AuthZListProperties", [
       optional("policy", AuthzListPolicy),
       optional("rules", array(AuthzListRule)),
-    ]),
-    "authz-listfile": struct("AuthZListFileProperties", [
-      member("filename", str),
-      optional("refresh", bool),
     ]),
     "authz-simple": struct("AuthZSimpleProperties", [member("identity", str)]),
     "iothread": struct("IothreadProperties", [
@@ -375,6 +418,7 @@ export const ObjectOptions = union(
       optional("passwordid", str),
     ]),
   },
+  Object.keys(OBJECT_TYPES).filter((type) => OBJECT_TYPES[type] !== "created"),
 );
 
 /** object-del arguments. */

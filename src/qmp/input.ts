@@ -167,7 +167,14 @@ class InputVisitor {
     } else {
       visitMembers(type.base);
       const tag = result[type.discriminator] as string;
-      if (Object.hasOwn(type.branches, tag)) visitMembers(type.branches[tag].members);
+      if (type.unmodelled.includes(tag)) {
+        for (const key of Object.keys(input).filter((key) => !visited.includes(key))) {
+          visited.push(key);
+          result[key] = input[key];
+        }
+      } else if (Object.hasOwn(type.branches, tag)) {
+        visitMembers(type.branches[tag].members);
+      }
     }
     const unexpected = firstRemaining(qdictKeys(input), visited);
     if (unexpected !== undefined) fail(`Parameter '${this.#fullName(unexpected)}' is unexpected`);

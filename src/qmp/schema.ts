@@ -83,6 +83,12 @@ export interface QapiUnion {
   readonly discriminator: string;
   /** Extra members per discriminator value; values without a branch have none. */
   readonly branches: Readonly<Record<string, QapiStruct>>;
+  /**
+   * Discriminator values whose members denbd does not model: whatever
+   * members come with them are accepted unchecked (the command refuses the
+   * value itself later, with its own message).
+   */
+  readonly unmodelled: readonly string[];
 }
 
 /** A value that may be one of several types, told apart by its JSON type. */
@@ -136,18 +142,22 @@ export function enumeration(name: string, values: readonly string[]): QapiEnum {
   return { kind: "enum", name, values };
 }
 
-/** A flat union named `name`; the discriminator must be an enum member of `base`. */
+/**
+ * A flat union named `name`; the discriminator must be an enum member of
+ * `base`. Values listed in `unmodelled` take any members, unchecked.
+ */
 export function union(
   name: string,
   base: readonly QapiMember[],
   discriminator: string,
   branches: Readonly<Record<string, QapiStruct>>,
+  unmodelled: readonly string[] = [],
 ): QapiUnion {
   const tag = base.find((candidate) => candidate.name === discriminator);
   if (!tag || tag.type.kind !== "enum" || tag.optional) {
     throw new Error(`union ${name}: discriminator '${discriminator}' must be a required enum`);
   }
-  return { kind: "union", name, base, discriminator, branches };
+  return { kind: "union", name, base, discriminator, branches, unmodelled };
 }
 
 /** An alternate named `name` of `alternatives`. */

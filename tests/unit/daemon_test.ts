@@ -239,3 +239,37 @@ Deno.test("objects: ids, duplicates, TLS files, and no deletion while in use", a
     daemon.objectDel("io0");
   });
 });
+
+Deno.test("objects: QEMU's types not in qsd, types denbd lacks, secrets and credential dirs", async () => {
+  await withDaemon(async (daemon, { dir }) => {
+    const add = (options: Record<string, unknown>) =>
+      daemon.objectAdd({ id: "o", ...options } as Parameters<Daemon["objectAdd"]>[0]);
+    await assert.rejects(add({ "qom-type": "memory-backend-ram", size: 1 }), {
+      message: "invalid object type: memory-backend-ram",
+    });
+    await assert.rejects(add({ "qom-type": "throttle-group" }), {
+      message: "object type 'throttle-group' is not supported by denbd yet",
+    });
+    await assert.rejects(add({ "qom-type": "secret" }), {
+      message: "Either 'file' or 'data' must be provided",
+    });
+    await assert.rejects(add({ "qom-type": "secret", data: "x", file: "/x" }), {
+      message: "'file' and 'data' are mutually exclusive",
+    });
+    await assert.rejects(add({ "qom-type": "secret", file: dir }), {
+      message: `Unable to read ${dir}: Error reading file \u201c${dir}\u201d: Is a directory`,
+    });
+    await assert.rejects(add({ "qom-type": "secret", file: `${dir}/none` }), {
+      message: `Unable to read ${dir}/none: Failed to open file \u201c${dir}/none\u201d: ` +
+        "No such file or directory",
+    });
+    await assert.rejects(add({ "qom-type": "secret", data: "x", loaded: true }), {
+      message: "Property 'secret.loaded' is not writable",
+    });
+    await assert.rejects(add({ "qom-type": "tls-creds-psk", endpoint: "server" }), {
+      message: "Missing 'dir' property value",
+    });
+    await add({ "qom-type": "tls-creds-anon" });
+    await daemon.objectAdd({ "qom-type": "secret", id: "s0", data: "x" });
+  });
+});

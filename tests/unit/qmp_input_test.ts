@@ -544,3 +544,15 @@ Deno.test("keyval: structure errors, lists and alternates", () => {
     { driver: "raw", file: "disk" },
   );
 });
+
+Deno.test("input: a union value denbd does not model takes any members, unchecked", () => {
+  const Kind = enumeration("Kind", ["known", "foreign"]);
+  const Thing = union("Thing", [member("kind", Kind)], "kind", {
+    known: struct("Known", [optional("size", int)]),
+  }, ["foreign"]);
+  assert.deepEqual(
+    validateInput(Thing, json('{"kind": "foreign", "size": "big", "x": [1]}'), "json"),
+    { kind: "foreign", size: "big", x: [1n] },
+  );
+  refuses(Thing, json('{"kind": "known", "x": 1}'), "json", "Parameter 'x' is unexpected");
+});
