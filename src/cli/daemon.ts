@@ -20,6 +20,7 @@ import {
   BlockdevOptions,
   BlockExportOptions,
   NbdServerOptions,
+  OBJECT_TYPES,
   ObjectOptions,
   ObjectType,
 } from "../daemon/qapi-types.ts";
@@ -56,6 +57,22 @@ const PROGRAM = "denbd daemon";
 
 /** The socket chardev backends and the null one are served; QEMU has more. */
 const CHARDEV_BACKENDS = ["socket", "null"] as const;
+
+/** Every chardev backend QEMU 7.2 knows (what `--chardev help` lists in qsd). */
+const QEMU_CHARDEV_BACKENDS: readonly string[] = [
+  "pty",
+  "udp",
+  "memory",
+  "file",
+  "socket",
+  "stdio",
+  "ringbuf",
+  "null",
+  "parallel",
+  "pipe",
+  "mux",
+  "serial",
+];
 
 /** --monitor's options (QEMU's MonitorOptions). */
 const MonitorOptions = struct("MonitorOptions", [
@@ -155,9 +172,25 @@ type CommandLineItem =
 /** A mistake found while splitting the command line (getopt's wording). */
 class CommandLineError extends Error {}
 
-/** Split `args` like getopt_long: options (long ones may be abbreviated) and arguments, in order. */
-function splitCommandLine(args: readonly string[]): CommandLineItem[] {
+/**
+ * Split `args` like getopt_long: options (long ones may be abbreviated) and
+ * arguments, in order, up to the first mistake, which is returned beside
+ * them (options before it, -h and -V, still act first, as with getopt).
+ */
+function splitCommandLine(
+  args: readonly string[],
+): { items: CommandLineItem[]; error?: CommandLineError } {
   const items: CommandLineItem[] = [];
+  try {
+    splitInto(args, items);
+  } catch (error) {
+    if (!(error instanceof CommandLineError)) throw error;
+    return { items, error };
+  }
+  return { items };
+}
+
+function splitInto(args: readonly string[], items: CommandLineItem[]): void {
   for (let i = 0; i < args.length; i++) {
     const text = args[i];
     if (text === "--") break;
@@ -188,7 +221,6 @@ function splitCommandLine(args: readonly string[]): CommandLineItem[] {
       items.push({ kind: "argument", value: text });
     }
   }
-  return items;
 }
 
 /** Add the short options of `args[i]` (e.g. "-hV", "-Tfoo", "-T foo"); returns the last index used. */
@@ -361,12 +393,19 @@ class CommandLineRunner {
       if (warning.hint) console.error(warning.hint);
     }
     if (parsed.help) throw new EarlyExit(chardevHelp(), 1);
-    if (parsed.id === undefined) throw new DenbdError("invalid", "chardev: no id specified");
     const backend = parsed.values.backend;
+    if (backend === "help" || backend === "?") {
+      const lines = CHARDEV_BACKENDS.map((name) => `  ${name}`);
+      throw new EarlyExit(["Available chardev backend types: ", ...lines].join("\n"), 0);
+    }
+    if (parsed.id === undefined) throw new DenbdError("invalid", "chardev: no id specified");
     if (backend === undefined) {
       throw new DenbdError("invalid", `chardev: "${parsed.id}" missing backend`);
     }
     if (backend === "null") return this.#monitors.addNull(parsed.id);
+    if (!QEMU_CHARDEV_BACKENDS.includes(backend)) {
+      throw new DenbdError("invalid", `'${backend}' is not a valid char driver name`);
+    }
     if (backend !== "socket") {
       throw new DenbdError(
         "not-supported",
@@ -414,9 +453,8 @@ function objectHelp(type: unknown): string {
       "\n",
     );
   }
-  return ["List of user creatable objects:", ...ObjectType.values.map((name) => `  ${name}`)].join(
-    "\n",
-  );
+  const creatable = ObjectType.values.filter((name) => OBJECT_TYPES[name] === "created");
+  return ["List of user creatable objects:", ...creatable.map((name) => `  ${name}`)].join("\n");
 }
 
 function typeName(type: QapiType): string {
@@ -466,14 +504,7 @@ function reportOptionError(location: string, error: unknown): void {
 
 /** Run `denbd daemon` with `args`; resolves to the exit code. */
 export async function runDaemon(args: readonly string[]): Promise<number> {
-  let items: CommandLineItem[];
-  try {
-    items = splitCommandLine(args);
-  } catch (error) {
-    if (!(error instanceof CommandLineError)) throw error;
-    console.error(`${PROGRAM}: ${error.message}`);
-    return 1;
-  }
+  const { items, error } = splitCommandLine(args);
   let pidFilePath: string | undefined;
   for (const item of items) {
     if (item.kind !== "option" || !DAEMON_OPTIONS[item.name].early) continue;
@@ -483,6 +514,10 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
         0);
     }
     if (item.name === "pidfile") pidFilePath = item.value;
+  }
+  if (error) {
+    console.error(`${PROGRAM}: ${error.message}`);
+    return 1;
   }
   const log = new Logger({ prefix: PROGRAM });
   const daemon = new Daemon(log);
