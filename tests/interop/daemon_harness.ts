@@ -131,12 +131,52 @@ export function normaliseText(text: string, place: DaemonPlace): string {
   return unsubstitute(text, place).replace(new RegExp(`^(?:\\S*/)?${prefix}`, "gm"), "PROG: ");
 }
 
+/** Items in order of arrival, waited for with a deadline; ended by the end of their stream. */
+class ArrivalQueue<T> {
+  readonly #items: T[] = [];
+  #wake: (() => void) | null = null;
+  #ended = false;
+
+  /** Nothing is waiting to be taken. */
+  get empty(): boolean {
+    return this.#items.length === 0;
+  }
+
+  /** Add an item and wake a waiting reader. */
+  push(item: T): void {
+    this.#items.push(item);
+    this.#wake?.();
+  }
+
+  /** The stream ended: readers get "<EOF>" once the items are taken. */
+  end(): void {
+    this.#ended = true;
+    this.#wake?.();
+  }
+
+  /** The next item; "<EOF>" after the end, "<TIMEOUT>" if none came within `timeoutMs`. */
+  async next(timeoutMs: number): Promise<T | "<EOF>" | "<TIMEOUT>"> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#items.length === 0) {
+      if (this.#ended) return "<EOF>";
+      const left = deadline - Date.now();
+      if (left <= 0) return "<TIMEOUT>";
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#wake = null;
+    }
+    return this.#items.shift()!;
+  }
+}
+
 /** A QMP connection that records every message, replies and events alike, in order. */
 export class QmpSession {
   readonly #conn: Deno.UnixConn;
-  readonly #queue: Message[] = [];
-  #wake: (() => void) | null = null;
-  #eof = false;
+  readonly #queue = new ArrivalQueue<Message>();
   readonly #reading: Promise<void>;
   /** The greeting. */
   greeting: Message = "<none>";
@@ -165,38 +205,19 @@ export class QmpSession {
         for (let end; (end = text.indexOf("\n")) >= 0;) {
           const line = text.slice(0, end).replace(/\r$/, "");
           text = text.slice(end + 1);
-          if (line.trim()) this.#push(parseLine(line));
+          if (line.trim()) this.#queue.push(parseLine(line));
         }
       }
     } catch {
       // Closed locally or reset by the peer: the end of the stream either way.
     }
-    if (text.trim()) this.#push(`<unterminated: ${text}>`);
-    this.#eof = true;
-    this.#wake?.();
-  }
-
-  #push(message: Message): void {
-    this.#queue.push(message);
-    this.#wake?.();
+    if (text.trim()) this.#queue.push(`<unterminated: ${text}>`);
+    this.#queue.end();
   }
 
   /** The next message; "<EOF>" at the end of the stream, "<TIMEOUT>" if none came in time. */
-  async next(timeoutMs = MESSAGE_TIMEOUT_MS): Promise<Message> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#queue.length === 0) {
-      if (this.#eof) return "<EOF>";
-      const left = deadline - Date.now();
-      if (left <= 0) return "<TIMEOUT>";
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-      this.#wake = null;
-    }
-    return this.#queue.shift()!;
+  next(timeoutMs = MESSAGE_TIMEOUT_MS): Promise<Message> {
+    return this.#queue.next(timeoutMs);
   }
 
   /** Messages that arrive within `ms` (events, typically). */
@@ -204,7 +225,7 @@ export class QmpSession {
     const messages: Message[] = [];
     for (const deadline = Date.now() + ms;;) {
       const left = deadline - Date.now();
-      if (left <= 0 && this.#queue.length === 0) return messages;
+      if (left <= 0 && this.#queue.empty) return messages;
       const message = await this.next(Math.max(left, 0));
       if (message === "<TIMEOUT>") return messages;
       messages.push(message);
@@ -323,6 +344,16 @@ export class RunningDaemon {
 
 /** The QMP socket path every daemon gets (a template). */
 export const QMP_SOCKET = "$DIR/qmp.sock";
+
+/** A file node f0 on d.img, a raw node r0 over it, and a read-only file node ro0 on e.img. */
+export const NODES: readonly string[] = [
+  "--blockdev",
+  "driver=file,node-name=f0,filename=$DIR/d.img",
+  "--blockdev",
+  "driver=raw,node-name=r0,file=f0",
+  "--blockdev",
+  "driver=file,node-name=ro0,filename=$DIR/e.img,read-only=on",
+];
 
 /** The arguments that give a daemon its QMP monitor. */
 export const MONITOR_ARGS: readonly string[] = [
@@ -611,9 +642,7 @@ export async function withDaemonPair(
 export class PythonHelper {
   readonly #child: Deno.ChildProcess;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #lines: string[] = [];
-  #wake: (() => void) | null = null;
-  #done = false;
+  readonly #lines = new ArrivalQueue<string>();
   readonly #reading: Promise<void>;
   #stderr = "";
   readonly #stderrDone: Promise<void>;
@@ -638,13 +667,9 @@ export class PythonHelper {
             this.#lines.push(text.slice(0, end));
             text = text.slice(end + 1);
           }
-          this.#wake?.();
         },
       }),
-    ).finally(() => {
-      this.#done = true;
-      this.#wake?.();
-    });
+    ).finally(() => this.#lines.end());
     const errors = new TextDecoder();
     this.#stderrDone = this.#child.stderr.pipeTo(
       new WritableStream({ write: (chunk) => void (this.#stderr += errors.decode(chunk)) }),
@@ -652,21 +677,8 @@ export class PythonHelper {
   }
 
   /** The next line of output ("<EOF>" at the end, "<TIMEOUT>" after `timeoutMs`). */
-  async line(timeoutMs = 10_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#lines.length === 0) {
-      if (this.#done) return "<EOF>";
-      const left = deadline - Date.now();
-      if (left <= 0) return "<TIMEOUT>";
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-      this.#wake = null;
-    }
-    return this.#lines.shift()!;
+  line(timeoutMs = 10_000): Promise<string> {
+    return this.#lines.next(timeoutMs);
   }
 
   /** Send a line to its stdin. */

@@ -17,6 +17,7 @@ import {
   type DaemonSpec,
   Differences,
   type Json,
+  NODES,
   type PairOptions,
   PythonHelper,
   qmp,
@@ -39,12 +40,7 @@ async function images(dir: string): Promise<void> {
 /** Nodes and exports given on the command line. */
 function commandLine(maxConnections: number): string[] {
   return [
-    "--blockdev",
-    "driver=file,node-name=f0,filename=$DIR/d.img",
-    "--blockdev",
-    "driver=raw,node-name=r0,file=f0",
-    "--blockdev",
-    "driver=file,node-name=ro0,filename=$DIR/e.img,read-only=on",
+    ...NODES,
     "--nbd-server",
     `addr.type=unix,addr.path=${SOCKET},max-connections=${maxConnections}`,
     "--export",

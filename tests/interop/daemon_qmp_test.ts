@@ -18,6 +18,7 @@ import {
   type DaemonSpec,
   type Json,
   KINDS,
+  NODES,
   qmp,
   type StepLike,
   withDaemonPair,
@@ -30,16 +31,6 @@ async function images(dir: string): Promise<void> {
   await makeSparseImage(join(dir, "d.img"), 64 * MiB, [[0, 65536], [MiB, 4096]]);
   await makeSparseImage(join(dir, "e.img"), MiB);
 }
-
-/** A file node f0 on d.img, a raw node r0 over it, and a read-only file node ro0 on e.img. */
-const NODES = [
-  "--blockdev",
-  "driver=file,node-name=f0,filename=$DIR/d.img",
-  "--blockdev",
-  "driver=raw,node-name=r0,file=f0",
-  "--blockdev",
-  "driver=file,node-name=ro0,filename=$DIR/e.img,read-only=on",
-];
 
 const UNIX_SERVER = { addr: { type: "unix", data: { path: "$DIR/nbd.sock" } } };
 
