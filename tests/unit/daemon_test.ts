@@ -273,3 +273,34 @@ Deno.test("objects: QEMU's types not in qsd, types denbd lacks, secrets and cred
     await daemon.objectAdd({ "qom-type": "secret", id: "s0", data: "x" });
   });
 });
+
+Deno.test("a command that fails leaves the daemon as it was", async () => {
+  await withDaemon(async (daemon, { dir, socket }) => {
+    const nodesBefore = await daemon.queryNamedBlockNodes();
+    // A raw window that does not fit: its inline file node is closed again.
+    await assert.rejects(
+      daemon.blockdevAdd({
+        driver: "raw",
+        "node-name": "r0",
+        file: { driver: "file", filename: join(dir, "d.img") },
+        offset: 8 * MiB,
+      }),
+    );
+    assert.deepEqual(await daemon.queryNamedBlockNodes(), nodesBefore);
+    // A server that cannot bind is not running; a later start works.
+    assert.throws(() => startServer(daemon, join(dir, "no", "such", "dir.sock")));
+    assert.throws(
+      () => daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" }),
+      /NBD server not running/,
+    );
+    startServer(daemon, socket);
+    // An export with a missing bitmap is not created, and its id and name stay free.
+    assert.throws(
+      () => daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0", bitmaps: ["nope"] }),
+      /Bitmap 'nope' is not found/,
+    );
+    assert.deepEqual(daemon.queryBlockExports(), []);
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" });
+    assert.equal(daemon.queryBlockExports().length, 1);
+  });
+});
