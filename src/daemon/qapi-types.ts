@@ -85,8 +85,57 @@ export const SocketAddressLegacy = union(
 // ---------------------------------------------------------------------------
 // Block nodes (qapi/block-core.json)
 
-/** BlockdevDriver: the drivers denbd implements. */
-export const BlockdevDriver = enumeration("BlockdevDriver", ["file", "raw"]);
+/** The block drivers denbd implements. */
+export const IMPLEMENTED_DRIVERS: readonly string[] = ["file", "raw"];
+
+/**
+ * BlockdevDriver: every driver of QEMU 7.2's schema (in its order), so that
+ * one denbd lacks is named as such rather than as an unknown value.
+ */
+export const BlockdevDriver = enumeration("BlockdevDriver", [
+  "blkdebug",
+  "blklogwrites",
+  "blkreplay",
+  "blkverify",
+  "bochs",
+  "cloop",
+  "compress",
+  "copy-before-write",
+  "copy-on-read",
+  "dmg",
+  "file",
+  "snapshot-access",
+  "ftp",
+  "ftps",
+  "gluster",
+  "host_cdrom",
+  "host_device",
+  "http",
+  "https",
+  "iscsi",
+  "luks",
+  "nbd",
+  "nfs",
+  "null-aio",
+  "null-co",
+  "nvme",
+  "parallels",
+  "preallocate",
+  "qcow",
+  "qcow2",
+  "qed",
+  "quorum",
+  "raw",
+  "rbd",
+  "replication",
+  "ssh",
+  "throttle",
+  "vdi",
+  "vhdx",
+  "vmdk",
+  "vpc",
+  "vvfat",
+]);
 
 /** BlockdevDiscardOptions. */
 export const BlockdevDiscardOptions = enumeration("BlockdevDiscardOptions", ["ignore", "unmap"]);
@@ -145,7 +194,13 @@ const blockdevBase = [
 const blockdevBranches: Record<string, QapiStruct> = { file: BlockdevOptionsFile };
 
 /** BlockdevOptions: a node to open (blockdev-add, --blockdev). */
-export const BlockdevOptions = union("BlockdevOptions", blockdevBase, "driver", blockdevBranches);
+export const BlockdevOptions = union(
+  "BlockdevOptions",
+  blockdevBase,
+  "driver",
+  blockdevBranches,
+  BlockdevDriver.values.filter((driver) => !IMPLEMENTED_DRIVERS.includes(driver)),
+);
 
 /** BlockdevRef: a node name, or a node defined inline. */
 export const BlockdevRef = alternate("BlockdevRef", [BlockdevOptions, str]);

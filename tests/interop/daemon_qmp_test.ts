@@ -633,7 +633,7 @@ Deno.test(
         );
         assert.deepEqual(
           reply,
-          genericError(`Parameter 'driver' does not accept value '${driver}'`),
+          genericError(`driver '${driver}' is not supported by denbd yet`),
         );
       }
       // Objects in use: qsd deletes them (and may crash later); denbd refuses.
