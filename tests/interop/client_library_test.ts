@@ -23,6 +23,7 @@ import {
   type ServerProcess,
   startDenbd,
   startQemuNbd,
+  withStarted,
   withTempDir,
 } from "./harness.ts";
 import { startNbdkit, startNbdServer, startQemuStorageDaemon } from "./peers.ts";
@@ -43,19 +44,6 @@ interface Extent {
   readonly offset: number;
   readonly length: number;
   readonly flags: number;
-}
-
-/** Start a server, run `body` with it, always stop it. */
-async function serving<T>(
-  start: () => Promise<ServerProcess>,
-  body: (server: ServerProcess) => Promise<T>,
-): Promise<T> {
-  const server = await start();
-  try {
-    return await body(server);
-  } finally {
-    await server.stop();
-  }
 }
 
 /** Connect to `uri`, run `body`, always disconnect. */
@@ -206,7 +194,7 @@ for (const server of FILE_SERVERS) {
         await makeSparseImage(image, IMAGE_SIZE, REGIONS);
         const model = await Deno.readFile(image);
         const trimmed: [number, number][] = [];
-        await serving(() => server.start(image, dir), async (process) => {
+        await withStarted(() => server.start(image, dir), async (process) => {
           await connected(process.uri, async (client) => {
             assert.equal(client.size, IMAGE_SIZE);
             // Reads: the whole image (split past 32 MiB), and unaligned pieces.
@@ -295,7 +283,7 @@ Deno.test(
   "client vs nbdkit memory: writes read back, zero, fast zero and trim read as zeroes",
   needs("nbdkit", "nbdinfo"),
   async () => {
-    await serving(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (server) => {
+    await withStarted(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (server) => {
       await connected(server.uri, async (client) => {
         assert.equal(client.size, IMAGE_SIZE);
         assert.ok(client.can(NBD_FLAG.SEND_FAST_ZERO));
@@ -331,7 +319,7 @@ Deno.test(
     for (let i = 0; i < 16384; i += 2) expected.set([0xaa, 0xbb], MiB + i);
     const start = () =>
       startNbdkit("data", [`data=${script.join(" ")}`, `size=${size}`], { readOnly: true });
-    await serving(start, async (server) => {
+    await withStarted(start, async (server) => {
       await connected(server.uri, async (client) => {
         assert.ok(client.can(NBD_FLAG.READ_ONLY));
         assertBytes(await client.read(0, size), expected, "data plugin");
@@ -370,7 +358,7 @@ Deno.test(
       await check("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top]);
       await check("qemu-io", ["-f", "qcow2", "-c", "write -P 2 4M 1M", top]);
       const contexts = ["base:allocation", "qemu:allocation-depth"];
-      await serving(
+      await withStarted(
         () => startQemuNbd({ args: ["-f", "qcow2", "-t", "-e", "2", "-A", top] }),
         async (server) => {
           await connected(server.uri, async (client) => {
@@ -403,7 +391,7 @@ Deno.test(
       const image = join(dir, "disk.img");
       await makeSparseImage(image, 8 * MiB, REGIONS.slice(0, 3));
       const start = () => startQemuStorageDaemon(image, { allocationDepth: true });
-      await serving(start, async (server) => {
+      await withStarted(start, async (server) => {
         await connected(server.uri, async (client) => {
           const depth = await mapOf(client, "qemu:allocation-depth");
           assert.deepEqual(depth, [{ offset: 0, length: 8 * MiB, flags: 1 }]);
@@ -430,7 +418,7 @@ Deno.test(
     await withTempDir(async (dir) => {
       const log = join(dir, "nbdkit.log");
       const start = () => startNbdkit("--filter=log", ["memory", "size=64M", `logfile=${log}`]);
-      await serving(start, async (server) => {
+      await withStarted(start, async (server) => {
         await connected(server.uri, async (client) => {
           assert.ok(client.can(NBD_FLAG.CAN_MULTI_CONN));
           assert.equal(client.connectionCount, 4);
@@ -476,7 +464,7 @@ for (
         await makeSparseImage(image, 4 * MiB, [[0, MiB]]);
         const starter = name.startsWith("denbd") ? startDenbd : startQemuNbd;
         const start = () => starter({ args: ["-f", "raw", "-t", ...args, image] });
-        await serving(start, async (server) => {
+        await withStarted(start, async (server) => {
           // Only connections that entered transmission log the export they use.
           const negotiated = () => count(server.stderr(), /: using export /);
           await connected(server.uri, async (client) => {
@@ -506,7 +494,7 @@ Deno.test(
     await withTempDir(async (dir) => {
       const image = join(dir, "disk.img");
       await makeSparseImage(image, 4 * MiB, [[0, MiB]]);
-      await serving(() => startNbdServer(dir, image), async (server) => {
+      await withStarted(() => startNbdServer(dir, image), async (server) => {
         await connected(server.uri, async (client) => {
           assert.equal(client.structuredReplies, false);
           assert.equal(client.connectionCount, client.can(NBD_FLAG.CAN_MULTI_CONN) ? 3 : 1);
@@ -543,7 +531,7 @@ Deno.test(
           "blocksize-error-policy=error",
           `logfile=${log}`,
         ]);
-      await serving(start, async (server) => {
+      await withStarted(start, async (server) => {
         await connected(server.uri, async (client) => {
           assert.deepEqual(client.details.blockSizes, {
             minimum: 512,
@@ -696,7 +684,7 @@ for (const server of LISTED) {
       await withTempDir(async (dir) => {
         const image = join(dir, "disk.img");
         await makeSparseImage(image, 4 * MiB, [[0, MiB]]);
-        await serving(() => server.start(image, dir), async (process) => {
+        await withStarted(() => server.start(image, dir), async (process) => {
           const ours = await listWithClient(process.uri);
           assert.equal(ours.length, server.exports, JSON.stringify(ours));
           assert.deepEqual(ours, await listWithNbdinfo(process.uri));
@@ -718,7 +706,7 @@ Deno.test(
           args: ["-f", "raw", "-t", "-A", "-x", "named", "-D", "described", image],
           exportName: "named",
         });
-      await serving(start, async (server) => {
+      await withStarted(start, async (server) => {
         await withNegotiation(server.uri, async (session, uri) => {
           assert.equal(uri.exportName, "named");
           assert.equal(await session.requestStructuredReplies(), true);
@@ -761,7 +749,7 @@ Deno.test(
         "error-extents=ENOMEM",
         "error-extents-rate=100%",
       ]);
-    await serving(start, async (server) => {
+    await withStarted(start, async (server) => {
       await connected(server.uri, async (client) => {
         const expectations: [() => Promise<unknown>, number, string][] = [
           [() => client.write(0, new Uint8Array(512)), NBD_ERROR.EPERM, "read-only"],
@@ -795,7 +783,7 @@ Deno.test(
         "error-cache=ESHUTDOWN",
         "error-cache-rate=100%",
       ]);
-    await serving(start, async (server) => {
+    await withStarted(start, async (server) => {
       await connected(server.uri, async (client) => {
         const error = await rejectsWithKind(client.cache(0, 512), "shutdown");
         assert.ok(error instanceof NbdCommandError);
@@ -819,7 +807,7 @@ Deno.test(
       await makeSparseImage(image, 4 * MiB, [[0, MiB]]);
       const start = () =>
         startQemuNbd({ args: ["-f", "raw", "-t", "-r", "-x", "disk", image], exportName: "disk" });
-      await serving(start, async (server) => {
+      await withStarted(start, async (server) => {
         await connected(server.uri, async (client) => {
           assert.ok(client.can(NBD_FLAG.READ_ONLY));
           for (
@@ -846,7 +834,7 @@ Deno.test(
         );
         assert.ok(error instanceof OptionRefused);
       });
-      await serving(() => startNbdkit("memory", ["1M"], { readOnly: true }), async (server) => {
+      await withStarted(() => startNbdkit("memory", ["1M"], { readOnly: true }), async (server) => {
         await connected(server.uri, async (client) => {
           await rejectsWithKind(client.write(0, new Uint8Array(1)), "read-only");
           assertBytes(await client.read(0, 1024), new Uint8Array(1024), "memory");
@@ -864,19 +852,22 @@ Deno.test(
       const image = join(dir, "disk.img");
       await makeSparseImage(image, IMAGE_SIZE, REGIONS);
       const model = await Deno.readFile(image);
-      await serving(() => startQemuNbd({ args: ["-f", "raw", "-t", image] }), async (server) => {
-        await connected(server.uri, async (client) => {
-          assert.equal(client.structuredReplies, false);
-          assertBytes(await client.read(0, IMAGE_SIZE), model, "whole image");
-          const data = pattern(3 * MiB, 5);
-          await client.write(MiB + 1, data);
-          model.set(data, MiB + 1);
-          await client.zero(2 * MiB, 4096);
-          model.fill(0, 2 * MiB, 2 * MiB + 4096);
-          await client.flush();
-          assertBytes(await client.read(0, 8 * MiB), model.subarray(0, 8 * MiB), "read back");
-        }, { structuredReplies: false, metaContexts: ["base:allocation"] });
-      });
+      await withStarted(
+        () => startQemuNbd({ args: ["-f", "raw", "-t", image] }),
+        async (server) => {
+          await connected(server.uri, async (client) => {
+            assert.equal(client.structuredReplies, false);
+            assertBytes(await client.read(0, IMAGE_SIZE), model, "whole image");
+            const data = pattern(3 * MiB, 5);
+            await client.write(MiB + 1, data);
+            model.set(data, MiB + 1);
+            await client.zero(2 * MiB, 4096);
+            model.fill(0, 2 * MiB, 2 * MiB + 4096);
+            await client.flush();
+            assertBytes(await client.read(0, 8 * MiB), model.subarray(0, 8 * MiB), "read back");
+          }, { structuredReplies: false, metaContexts: ["base:allocation"] });
+        },
+      );
       assertBytes(await Deno.readFile(image), model, "image file");
     });
   },
@@ -886,7 +877,7 @@ Deno.test("option mode that ends in GO does not send ABORT during transmission",
   await withTempDir(async (dir) => {
     const image = join(dir, "disk.img");
     await makeSparseImage(image, MiB);
-    await serving(() => startDenbd({ args: ["-f", "raw", "-t", image] }), async (server) => {
+    await withStarted(() => startDenbd({ args: ["-f", "raw", "-t", image] }), async (server) => {
       const started = performance.now();
       const details = await withNegotiation(server.uri, (session) => session.go(""), 3000);
       assert.equal(details.size, MiB);
@@ -902,7 +893,7 @@ Deno.test(
   needs("nbdkit"),
   async () => {
     const plugin = ["memory", "8G", "blocksize-minimum=512", "blocksize-error-policy=error"];
-    await serving(() => startNbdkit("--filter=blocksize-policy", plugin), async (server) => {
+    await withStarted(() => startNbdkit("--filter=blocksize-policy", plugin), async (server) => {
       await connected(server.uri, async (client) => {
         assert.equal(client.maxStatusLength, 2 ** 32 - 512);
         const extents = await client.blockStatus(0, client.size);

@@ -18,6 +18,7 @@ import {
   startDenbd,
   startQemuNbd,
   withServer,
+  withStarted,
   withTempDir,
 } from "./harness.ts";
 import { startNbdkit, startNbdServer, startQemuStorageDaemon } from "./peers.ts";
@@ -152,33 +153,27 @@ Deno.test(
     await withTempDir(async (dir) => {
       const image = join(dir, "disk.img");
       await makeSparseImage(image, 8 * MiB, REGIONS);
-      const server = await startQemuStorageDaemon(image, { allocationDepth: true });
-      try {
-        await compare([
-          ...describing(server.uri),
-          ...mapping(server.uri),
-          ...mapping(server.uri, "qemu:allocation-depth"),
-          ...dumping(server.uri),
-        ]);
-      } finally {
-        await server.stop();
-      }
+      await withStarted(
+        () => startQemuStorageDaemon(image, { allocationDepth: true }),
+        (server) =>
+          compare([
+            ...describing(server.uri),
+            ...mapping(server.uri),
+            ...mapping(server.uri, "qemu:allocation-depth"),
+            ...dumping(server.uri),
+          ]),
+      );
     });
   },
 );
 
 /** Run `body` with nbdkit serving `plugin args`, then stop it. */
-async function withNbdkit(
+function withNbdkit(
   plugin: string,
   args: readonly string[],
   body: (server: ServerProcess) => Promise<void>,
 ): Promise<void> {
-  const server = await startNbdkit(plugin, args);
-  try {
-    await body(server);
-  } finally {
-    await server.stop();
-  }
+  return withStarted(() => startNbdkit(plugin, args), body);
 }
 
 Deno.test(
@@ -307,8 +302,7 @@ Deno.test(
     await withTempDir(async (dir) => {
       const image = join(dir, "disk.img");
       await makeSparseImage(image, 8 * MiB, REGIONS);
-      const server = await startNbdServer(dir, image);
-      try {
+      await withStarted(() => startNbdServer(dir, image), async (server) => {
         await compare([
           ...describing(server.uri),
           ...dumping(server.uri),
@@ -318,9 +312,7 @@ Deno.test(
         await compare([[["map", server.uri], ["nbdinfo", "--map", server.uri]]], true);
         const listed = await denbd("list", server.uri);
         assert.match(listed.stdout, /\texport-size: 0\n/, "what nbd-server answers to INFO");
-      } finally {
-        await server.stop();
-      }
+      });
     });
   },
 );

@@ -18,6 +18,7 @@ import {
   startDenbd,
   startQemuNbd,
   withServer,
+  withStarted,
   withTempDir,
 } from "./harness.ts";
 import { startNbdkit, startQemuStorageDaemon } from "./peers.ts";
@@ -85,19 +86,6 @@ async function makeFullImage(path: string, size: number): Promise<void> {
   await Deno.writeFile(path, new Uint8Array(size).fill(0xff));
 }
 
-/** Start a peer, run `body` with it, stop it. */
-async function withPeer<T>(
-  start: () => Promise<ServerProcess>,
-  body: (server: ServerProcess) => Promise<T>,
-): Promise<T> {
-  const server = await start();
-  try {
-    return await body(server);
-  } finally {
-    await server.stop();
-  }
-}
-
 /** The read-only servers a source image is exported by, by name. */
 const SOURCE_SERVERS: Record<string, (image: string) => Promise<ServerProcess>> = {
   "denbd serve": (image) => startDenbd({ args: ["-f", "raw", "-t", "-r", "-e", "0", image] }),
@@ -115,7 +103,7 @@ Deno.test(
       await makeSource(image);
       const expected = await sha256File(image);
       for (const [name, start] of Object.entries(SOURCE_SERVERS)) {
-        await withPeer(() => start(image), async (server) => {
+        await withStarted(() => start(image), async (server) => {
           const ours = join(dir, "ours.img");
           const theirs = join(dir, "theirs.img");
           await denbdCopyOk(server.uri, ours);
@@ -138,7 +126,7 @@ Deno.test(
   async () => {
     await withTempDir(async (dir) => {
       const pattern = "1 2 3 @4096 (0x55)*8192 @1048576 (0xaa 0xbb)*65536 @3145728 9";
-      await withPeer(() => startNbdkit("data", [pattern, "size=4M"]), async (server) => {
+      await withStarted(() => startNbdkit("data", [pattern, "size=4M"]), async (server) => {
         await denbdCopyOk(server.uri, join(dir, "ours.img"));
         await nbdcopyOk(server.uri, join(dir, "theirs.img"));
       });
@@ -153,7 +141,7 @@ Deno.test(
 
       const image = join(dir, "source.img");
       await makeSource(image);
-      await withPeer(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (server) => {
+      await withStarted(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (server) => {
         await denbdCopyOk(image, server.uri);
         await denbdCopyOk(server.uri, join(dir, "back.img"));
         await nbdcopyOk(server.uri, join(dir, "back-nbdcopy.img"));
@@ -205,8 +193,8 @@ Deno.test(
     await withTempDir(async (dir) => {
       const image = join(dir, "source.img");
       await makeSource(image);
-      await withPeer(() => SOURCE_SERVERS["qemu-nbd"](image), async (source) => {
-        await withPeer(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (target) => {
+      await withStarted(() => SOURCE_SERVERS["qemu-nbd"](image), async (source) => {
+        await withStarted(() => startNbdkit("memory", [String(IMAGE_SIZE)]), async (target) => {
           await denbdCopyOk(source.uri, target.uri);
           await denbdCopyOk(target.uri, join(dir, "back.img"));
         });
@@ -229,7 +217,7 @@ Deno.test(
       await makeSource(image);
       const expected = await sha256File(image);
       const uri = (server: ServerProcess) => `'${server.uri}'`;
-      await withPeer(() => SOURCE_SERVERS["qemu-nbd"](image), async (server) => {
+      await withStarted(() => SOURCE_SERVERS["qemu-nbd"](image), async (server) => {
         await shellOk(`${denbdShell()} copy ${uri(server)} - | cat > ${dir}/piped.img`);
         await shellOk(`nbdcopy ${uri(server)} - | cat > ${dir}/piped-nbdcopy.img`);
         await shellOk(`${denbdShell()} copy ${uri(server)} - > ${dir}/redirected.img`);
@@ -288,7 +276,7 @@ Deno.test(
           `logfile=${log}`,
           ...parameters,
         ];
-        await withPeer(() => startNbdkitWith(args), async (server) => {
+        await withStarted(() => startNbdkitWith(args), async (server) => {
           await denbdCopyOk("--connections", "4", image, server.uri);
           await denbdCopyOk("-C", "4", server.uri, join(dir, "back.img"));
         });
@@ -325,16 +313,16 @@ Deno.test("errors: one line on stderr and exit code 1", needs("qemu-nbd", "nbdki
     );
     await expectFailure([image, join(dir, "no", "such", "dir.img")], /No such file or directory/);
     await expectFailure([image], /expected SOURCE and DESTINATION/);
-    await withPeer(() => SOURCE_SERVERS["qemu-nbd"](image), async (server) => {
+    await withStarted(() => SOURCE_SERVERS["qemu-nbd"](image), async (server) => {
       await expectFailure([image, server.uri], /the destination is read-only/);
     });
-    await withPeer(() => startNbdkit("memory", [String(MiB)]), async (server) => {
+    await withStarted(() => startNbdkit("memory", [String(MiB)]), async (server) => {
       await expectFailure(
         [image, server.uri],
         /the destination \(1048576 bytes\) is smaller than the source \(16777216 bytes\)/,
       );
     });
-    await withPeer(
+    await withStarted(
       () =>
         startNbdkitWith([
           "--filter=error",

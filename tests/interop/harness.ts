@@ -337,12 +337,20 @@ async function isListening(where: Deno.ConnectOptions | string): Promise<boolean
  * Connecting to probe for readiness counts as a client, so servers started
  * here should be persistent (-t) unless the test is about that.
  */
-export async function withServer<T>(
+export function withServer<T>(
   starter: (start: ServerStart) => Promise<ServerProcess>,
   start: ServerStart,
   body: (server: ServerProcess) => Promise<T>,
 ): Promise<T> {
-  const server = await starter(start);
+  return withStarted(() => starter(start), body);
+}
+
+/** Start a server (or peer) with `start`, run `body` with it, always stop it. */
+export async function withStarted<T>(
+  start: () => Promise<ServerProcess>,
+  body: (server: ServerProcess) => Promise<T>,
+): Promise<T> {
+  const server = await start();
   try {
     return await body(server);
   } finally {
