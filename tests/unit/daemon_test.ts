@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon } from "../../src/daemon/daemon.ts";
-import type { DaemonEvent } from "../../src/daemon/event-bus.ts";
+import type { QmpEvent } from "../../src/qmp/events.ts";
 import { Logger } from "../../src/log.ts";
 import { NbdClient } from "../../src/nbd/client/client.ts";
 
@@ -11,12 +11,12 @@ const MiB = 1024 * 1024;
 async function withDaemon(
   body: (
     daemon: Daemon,
-    context: { dir: string; socket: string; events: DaemonEvent[] },
+    context: { dir: string; socket: string; events: QmpEvent[] },
   ) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "denbd-daemon-" });
   const daemon = new Daemon(new Logger({ prefix: "test" }));
-  const events: DaemonEvent[] = [];
+  const events: QmpEvent[] = [];
   const unsubscribe = daemon.events.subscribe((event) => events.push(event));
   try {
     const image = join(dir, "d.img");
