@@ -279,6 +279,9 @@ export const BlockDirtyBitmapMerge = struct("BlockDirtyBitmapMerge", [
   member("bitmaps", array(BlockDirtyBitmapOrStr)),
 ]);
 
+/** BlockDirtyBitmapSha256: what x-debug-block-dirty-bitmap-sha256 returns. */
+export const BlockDirtyBitmapSha256 = struct("BlockDirtyBitmapSha256", [member("sha256", str)]);
+
 // ---------------------------------------------------------------------------
 // NBD server and block exports (qapi/block-export.json)
 

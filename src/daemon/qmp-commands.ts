@@ -17,6 +17,7 @@ import {
   BlockDirtyBitmap,
   BlockDirtyBitmapAdd,
   BlockDirtyBitmapMerge,
+  BlockDirtyBitmapSha256,
   BlockExportDelArguments,
   BlockExportInfo,
   BlockExportOptions,
@@ -124,6 +125,13 @@ const bitmapMerge = daemonCommand({
   run: ({ state }, args) => state.dirtyBitmaps.merge(args),
 });
 
+const bitmapSha256 = daemonCommand({
+  name: "x-debug-block-dirty-bitmap-sha256",
+  args: BlockDirtyBitmap,
+  returns: BlockDirtyBitmapSha256,
+  run: async ({ state }, args) => ({ sha256: await state.dirtyBitmaps.sha256(args) }),
+});
+
 const objectAdd = daemonCommand({
   name: "object-add",
   args: ObjectOptions,
@@ -167,6 +175,7 @@ export function daemonCommands(): CommandTable<Daemon> {
     bitmapCommand("block-dirty-bitmap-enable", "enable"),
     bitmapCommand("block-dirty-bitmap-disable", "disable"),
     bitmapMerge,
+    bitmapSha256,
     objectAdd,
     objectDel,
   ]);
