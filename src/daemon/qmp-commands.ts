@@ -107,7 +107,7 @@ const queryNamedBlockNodes = daemonCommand({
 const bitmapAdd = daemonCommand({
   name: "block-dirty-bitmap-add",
   args: BlockDirtyBitmapAdd,
-  run: ({ state }, args) => void state.dirtyBitmaps.add(args),
+  run: ({ state }, args) => void state.dirtyBitmaps.add(args.node, args.name, args),
 });
 
 /** block-dirty-bitmap-remove/clear/enable/disable: one bitmap named on a node. */
@@ -115,21 +115,23 @@ function bitmapCommand(name: string, operation: "remove" | "clear" | "enable" | 
   return daemonCommand({
     name,
     args: BlockDirtyBitmap,
-    run: ({ state }, args) => state.dirtyBitmaps[operation](args),
+    run: ({ state }, args) => state.dirtyBitmaps[operation](args.node, args.name),
   });
 }
 
 const bitmapMerge = daemonCommand({
   name: "block-dirty-bitmap-merge",
   args: BlockDirtyBitmapMerge,
-  run: ({ state }, args) => state.dirtyBitmaps.merge(args),
+  run: ({ state }, args) => state.dirtyBitmaps.merge(args.node, args.target, args.bitmaps),
 });
 
 const bitmapSha256 = daemonCommand({
   name: "x-debug-block-dirty-bitmap-sha256",
   args: BlockDirtyBitmap,
   returns: BlockDirtyBitmapSha256,
-  run: async ({ state }, args) => ({ sha256: await state.dirtyBitmaps.sha256(args) }),
+  run: async ({ state }, args) => ({
+    sha256: await state.dirtyBitmaps.sha256(args.node, args.name),
+  }),
 });
 
 const objectAdd = daemonCommand({
