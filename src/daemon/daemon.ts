@@ -28,6 +28,7 @@ import {
   type BlockExportInfoValue,
   type BlockExportOptionsValue,
   type BlockExportRemoveModeValue,
+  type DaemonEvent,
   type NbdServerAddOptionsValue,
   type NbdServerOptionsValue,
   type ObjectOptionsValue,
@@ -63,7 +64,7 @@ export class Daemon {
   /** Diagnostics. */
   readonly log: Logger;
   /** Events for the QMP monitors. */
-  readonly events = new EventBus();
+  readonly events = new EventBus<DaemonEvent>();
   /** The block graph. */
   readonly nodes = new NodeGraph();
   /** The block-dirty-bitmap-* commands over the daemon's nodes. */

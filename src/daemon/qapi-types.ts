@@ -540,3 +540,9 @@ export const BLOCK_EXPORT_DELETED = event(
   "BLOCK_EXPORT_DELETED",
   struct("q_obj_BLOCK_EXPORT_DELETED-arg", [member("id", str)]),
 );
+
+/** Every event the daemon emits. */
+export const DAEMON_EVENTS = [BLOCK_EXPORT_DELETED] as const;
+
+/** The schema of an event the daemon emits. */
+export type DaemonEvent = (typeof DAEMON_EVENTS)[number];

@@ -12,7 +12,7 @@
  *   "BLOCK_EXPORT_DELETED",
  *   struct("BLOCK_EXPORT_DELETED-arg", [member("id", BUILTIN.str)]),
  * );
- * const bus = new EventBus();
+ * const bus = new EventBus<typeof BLOCK_EXPORT_DELETED>();
  * const unsubscribe = bus.subscribe((event) => console.log(event.name));
  * bus.emit(BLOCK_EXPORT_DELETED, { id: "export0" });
  * unsubscribe();
@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { QapiEvent, QapiStruct, QapiValue } from "./schema.ts";
+import type { QapiEvent, QapiValue } from "./schema.ts";
 
 /** An event as it happened. */
 export interface QmpEvent {
@@ -35,8 +35,11 @@ export interface QmpEvent {
 /** Receives events. */
 export type EventListener = (event: QmpEvent) => void;
 
-/** Delivers each emitted event to every current subscriber, in order. */
-export class EventBus {
+/**
+ * Delivers each emitted event to every current subscriber, in order. `E`
+ * is the events it may carry (their schemas), e.g. the daemon's table.
+ */
+export class EventBus<E extends QapiEvent = QapiEvent> {
   readonly #listeners = new Set<EventListener>();
 
   /** Receive every event emitted from now on; returns the function that stops it. */
@@ -45,8 +48,8 @@ export class EventBus {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Emit `event` with `data` (of the event's data struct), timestamped now. */
-  emit<D extends QapiStruct>(event: QapiEvent<string, D>, data: QapiValue<D>): void {
+  /** Emit `event` with `data` (a value of the event's data struct), timestamped now. */
+  emit<T extends E>(event: T, data: NoInfer<QapiValue<T["data"]>>): void {
     const micros = Math.round((performance.timeOrigin + performance.now()) * 1000);
     const happened: QmpEvent = {
       name: event.name,
