@@ -26,7 +26,7 @@ export interface NodeEntry {
   /** The node's name. */
   readonly name: string;
   /** The driver that opened it. */
-  readonly driver: "file" | "raw";
+  readonly driver: ImplementedBlockdevOptions["driver"];
   /** The node, wrapped for dirty-bitmap tracking. */
   readonly node: DirtyTrackingNode;
   /** The options it was opened with. */

@@ -10,7 +10,7 @@
  * import { BUILTIN, event, member, struct } from "./schema.ts";
  * const BLOCK_EXPORT_DELETED = event(
  *   "BLOCK_EXPORT_DELETED",
- *   struct("BLOCK_EXPORT_DELETED-arg", [member("id", BUILTIN.str)]),
+ *   struct("q_obj_BLOCK_EXPORT_DELETED-arg", [member("id", BUILTIN.str)]),
  * );
  * const bus = new EventBus<typeof BLOCK_EXPORT_DELETED>();
  * const unsubscribe = bus.subscribe((event) => console.log(event.name));
