@@ -217,8 +217,8 @@ export const BlockdevOptionsRaw = struct("BlockdevOptionsRaw", [
 /** Branches of BlockdevOptions: the drivers denbd implements. */
 const blockdevBranches = { file: BlockdevOptionsFile, raw: BlockdevOptionsRaw };
 
-/** The block drivers denbd implements (the others are refused by name). */
-const IMPLEMENTED_DRIVERS: readonly string[] = Object.keys(blockdevBranches);
+/** The block drivers denbd implements, from the branches (the others are refused by name). */
+export const IMPLEMENTED_DRIVERS: readonly string[] = Object.keys(blockdevBranches);
 
 /** BlockdevOptions: a node to open (blockdev-add, --blockdev). */
 export const BlockdevOptions = union(
