@@ -12,8 +12,8 @@
  * import { MemoryNode } from "./memory.ts";
  * const nodes = new Map([["disk", new DirtyTrackingNode(new MemoryNode(1 << 20))]]);
  * const commands = new DirtyBitmapCommands((name) => nodes.get(name));
- * commands.add({ node: "disk", name: "b0", granularity: 4096 });
- * commands.disable({ node: "disk", name: "b0" });
+ * commands.add("disk", "b0", { granularity: 4096 });
+ * commands.disable("disk", "b0");
  * ```
  * @module
  */
@@ -23,6 +23,7 @@ import {
   BITMAP_MAX_NAME_BYTES,
   type DirtyBitmap,
   type DirtyBitmapInfo,
+  type DirtyBitmapOptions,
   isValidGranularity,
 } from "./dirty-bitmap.ts";
 import type { DirtyTrackingNode } from "./dirty-tracking.ts";
@@ -31,43 +32,11 @@ import type { DirtyTrackingNode } from "./dirty-tracking.ts";
 export type BitmapNodeLookup = (nodeName: string) => DirtyTrackingNode | undefined;
 
 /**
- * A bitmap named in a merge or an export (QEMU's BlockDirtyBitmapOrStr): a
- * bare name (on the target's node, or on the exported node), or a node and a
- * name.
+ * A bitmap named in a merge or an export: a bare name (on the target's node,
+ * or on the exported node), or a node and a name. QAPI's
+ * BlockDirtyBitmapOrStr values are of this shape and are passed as they are.
  */
 export type BitmapRef = string | { readonly node: string; readonly name: string };
-
-/** Arguments of block-dirty-bitmap-add. */
-export interface BitmapAddArgs {
-  /** Node name. */
-  readonly node: string;
-  /** New bitmap's name. */
-  readonly name: string;
-  /** Bytes per bit (default: the node's default granularity). */
-  readonly granularity?: number;
-  /** Store in the image (qcow2 only). */
-  readonly persistent?: boolean;
-  /** Create disabled. */
-  readonly disabled?: boolean;
-}
-
-/** Arguments naming one bitmap (remove, clear, enable, disable, sha256). */
-export interface BitmapArgs {
-  /** Node name. */
-  readonly node: string;
-  /** Bitmap name. */
-  readonly name: string;
-}
-
-/** Arguments of block-dirty-bitmap-merge. */
-export interface BitmapMergeArgs {
-  /** Node of the target (and of sources given by bare name). */
-  readonly node: string;
-  /** Name of the bitmap merged into. */
-  readonly target: string;
-  /** Sources, merged in order. */
-  readonly bitmaps: readonly BitmapRef[];
-}
 
 /** Bitmaps claimed (made busy) by an export, and how to give them back. */
 export interface ExportBitmaps {
@@ -121,101 +90,108 @@ export class DirtyBitmapCommands {
     this.#lookup = lookup;
   }
 
-  /** block-dirty-bitmap-add: a new, clean bitmap. */
-  add(args: BitmapAddArgs): DirtyBitmap {
-    if (args.name === "") throw new DenbdError("invalid", "Bitmap name cannot be empty");
-    const node = this.#lookup(args.node);
+  /**
+   * block-dirty-bitmap-add: a new, clean bitmap `name` on node `nodeName`
+   * (default granularity: the node's).
+   */
+  add(nodeName: string, name: string, options: DirtyBitmapOptions = {}): DirtyBitmap {
+    if (name === "") throw new DenbdError("invalid", "Bitmap name cannot be empty");
+    const node = this.#lookup(nodeName);
     if (!node) {
       throw new DenbdError(
         "not-found",
-        `Cannot find device='${args.node}' nor node-name='${args.node}'`,
+        `Cannot find device='${nodeName}' nor node-name='${nodeName}'`,
       );
     }
-    const granularity = args.granularity ?? node.bitmaps.defaultGranularity;
+    const granularity = options.granularity ?? node.bitmaps.defaultGranularity;
     if (!isValidGranularity(granularity)) {
       throw new DenbdError("invalid", "Granularity must be power of 2 and at least 512");
     }
-    if (args.persistent) {
+    if (options.persistent) {
       if (!node.persistentStore) {
         throw new DenbdError(
           "not-supported",
-          `Can't store persistent bitmaps to ${args.node}: Operation not supported`,
+          `Can't store persistent bitmaps to ${nodeName}: Operation not supported`,
         );
       }
-      node.persistentStore.checkNewBitmap(args.name, granularity);
+      node.persistentStore.checkNewBitmap(name, granularity);
     }
-    if (node.bitmaps.find(args.name)) {
-      throw new DenbdError("busy", `Bitmap already exists: ${args.name}`);
+    if (node.bitmaps.find(name)) {
+      throw new DenbdError("busy", `Bitmap already exists: ${name}`);
     }
-    if (new TextEncoder().encode(args.name).length > BITMAP_MAX_NAME_BYTES) {
-      throw new DenbdError("invalid", `Bitmap name too long: ${args.name}`);
+    if (new TextEncoder().encode(name).length > BITMAP_MAX_NAME_BYTES) {
+      throw new DenbdError("invalid", `Bitmap name too long: ${name}`);
     }
-    return node.bitmaps.create(args.name, {
+    return node.bitmaps.create(name, {
       granularity,
-      persistent: args.persistent,
-      disabled: args.disabled,
+      persistent: options.persistent,
+      disabled: options.disabled,
     });
   }
 
-  /** block-dirty-bitmap-remove. */
-  remove(args: BitmapArgs): void {
-    const { node, bitmap } = this.#find(args.node, args.name);
+  /** block-dirty-bitmap-remove: bitmap `name` of node `nodeName`. */
+  remove(nodeName: string, name: string): void {
+    const { node, bitmap } = this.#find(nodeName, name);
     checkUsable(bitmap, ALLOW_INCONSISTENT);
     node.bitmaps.delete(bitmap);
   }
 
   /** block-dirty-bitmap-clear: every granule clean again. */
-  clear(args: BitmapArgs): void {
-    const { bitmap } = this.#find(args.node, args.name);
+  clear(nodeName: string, name: string): void {
+    const { bitmap } = this.#find(nodeName, name);
     checkUsable(bitmap, MODIFY);
     bitmap.clear();
   }
 
   /** block-dirty-bitmap-enable: start recording writes (a no-op when enabled). */
-  enable(args: BitmapArgs): void {
-    const { bitmap } = this.#find(args.node, args.name);
+  enable(nodeName: string, name: string): void {
+    const { bitmap } = this.#find(nodeName, name);
     checkUsable(bitmap, ALLOW_READ_ONLY);
     bitmap.enabled = true;
   }
 
   /** block-dirty-bitmap-disable: stop recording writes (a no-op when disabled). */
-  disable(args: BitmapArgs): void {
-    const { bitmap } = this.#find(args.node, args.name);
+  disable(nodeName: string, name: string): void {
+    const { bitmap } = this.#find(nodeName, name);
     checkUsable(bitmap, ALLOW_READ_ONLY);
     bitmap.enabled = false;
   }
 
   /**
-   * block-dirty-bitmap-merge: OR the sources into the target, all or nothing.
-   * The target is checked first, then each source in order (found, usable,
-   * same size). Sources may be on other nodes and of any granularity; the
-   * target may be disabled. An empty source list changes nothing
+   * block-dirty-bitmap-merge: OR the `sources` into bitmap `target` of node
+   * `nodeName`, all or nothing (a source by bare name is on that node). The
+   * target is checked first, then each source in order (found, usable, same
+   * size). Sources may be on other nodes and of any granularity; the target
+   * may be disabled. An empty source list changes nothing
    * (qemu-storage-daemon 7.2 crashes on it).
    */
-  merge(args: BitmapMergeArgs): void {
-    const { node, bitmap: target } = this.#find(args.node, args.target);
-    checkUsable(target, MODIFY);
-    const sources: DirtyBitmap[] = [];
-    for (const ref of args.bitmaps) {
+  merge(nodeName: string, target: string, sources: readonly BitmapRef[]): void {
+    const { node, bitmap: into } = this.#find(nodeName, target);
+    checkUsable(into, MODIFY);
+    const found: DirtyBitmap[] = [];
+    for (const ref of sources) {
       const source = typeof ref === "string"
         ? this.#bitmapOn(node, ref)
         : this.#find(ref.node, ref.name).bitmap;
       checkUsable(source, ALLOW_READ_ONLY);
-      if (source.size !== target.size) {
+      if (source.size !== into.size) {
         throw new DenbdError(
           "invalid",
-          `Bitmaps are of different sizes (destination size is ${target.size}, ` +
+          `Bitmaps are of different sizes (destination size is ${into.size}, ` +
             `source size is ${source.size}) and can't be merged`,
         );
       }
-      sources.push(source);
+      found.push(source);
     }
-    for (const source of sources) target.mergeFrom(source);
+    for (const source of found) into.mergeFrom(source);
   }
 
-  /** x-debug-block-dirty-bitmap-sha256: the hash of the bits, as QEMU computes it. */
-  sha256(args: BitmapArgs): Promise<string> {
-    return Promise.try(() => this.#find(args.node, args.name).bitmap.sha256());
+  /**
+   * x-debug-block-dirty-bitmap-sha256: the hash of the bits of bitmap `name`
+   * of node `nodeName`, as QEMU computes it.
+   */
+  sha256(nodeName: string, name: string): Promise<string> {
+    return Promise.try(() => this.#find(nodeName, name).bitmap.sha256());
   }
 
   /** The bitmaps of node `nodeName`, newest first, as query-named-block-nodes lists them. */

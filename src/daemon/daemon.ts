@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type BitmapRef, DirtyBitmapCommands } from "../block/bitmap-commands.ts";
+import { DirtyBitmapCommands } from "../block/bitmap-commands.ts";
 import { DenbdError, osErrorText } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { NBD_LIMIT } from "../nbd/protocol.ts";
@@ -18,19 +18,21 @@ import { ExportTable, NbdExport } from "../nbd/server/export.ts";
 import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { NbdServer } from "../nbd/server/server.ts";
 import { listenOn, removeStaleSocket, type SocketAddress } from "../net/socket-address.ts";
+import { EventBus } from "../qmp/events.ts";
 import { isWellFormedId } from "../qmp/keyval.ts";
-import { EventBus } from "./event-bus.ts";
 import { NodeGraph } from "./nodes.ts";
 import { ObjectRegistry } from "./objects.ts";
-import type {
-  BlockdevOptionsValue,
-  BlockExportInfoValue,
-  BlockExportOptionsValue,
-  NbdServerAddValue,
-  NbdServerStartValue,
-  ObjectOptionsValue,
-  RemoveMode,
-  SocketAddressValue,
+import {
+  BLOCK_EXPORT_DELETED,
+  type BlockdevOptionsValue,
+  type BlockExportInfoValue,
+  type BlockExportOptionsValue,
+  type BlockExportRemoveModeValue,
+  type DaemonEvent,
+  type NbdServerAddOptionsValue,
+  type NbdServerOptionsValue,
+  type ObjectOptionsValue,
+  type SocketAddressValue,
 } from "./qapi-types.ts";
 
 /** Options of nbd-server-start beyond the QAPI ones. */
@@ -62,7 +64,7 @@ export class Daemon {
   /** Diagnostics. */
   readonly log: Logger;
   /** Events for the QMP monitors. */
-  readonly events = new EventBus();
+  readonly events = new EventBus<DaemonEvent>();
   /** The block graph. */
   readonly nodes = new NodeGraph();
   /** The block-dirty-bitmap-* commands over the daemon's nodes. */
@@ -100,7 +102,7 @@ export class Daemon {
   }
 
   /** nbd-server-start (and --nbd-server): listen for NBD clients; returns the bound address. */
-  nbdServerStart(options: NbdServerStartValue, hooks: NbdServerHooks = {}): SocketAddress {
+  nbdServerStart(options: NbdServerOptionsValue, hooks: NbdServerHooks = {}): SocketAddress {
     if (this.#nbd) throw new DenbdError("busy", "NBD server already running");
     const tlsCreds = options["tls-creds"];
     if (tlsCreds !== undefined) this.#refuseTls(tlsCreds);
@@ -158,7 +160,7 @@ export class Daemon {
     }
     const claimed = this.dirtyBitmaps.claimForExport(
       entry.node,
-      (options.bitmaps ?? []) as BitmapRef[],
+      options.bitmaps ?? [],
       !options.writable,
     );
     const extraNamespaces = options["allocation-depth"] || claimed.bitmaps.length
@@ -187,7 +189,7 @@ export class Daemon {
   }
 
   /** nbd-server-add (deprecated): an NBD export whose id is its name (default: the device). */
-  nbdServerAdd(options: NbdServerAddValue): void {
+  nbdServerAdd(options: NbdServerAddOptionsValue): void {
     const node = this.nodes.get(options.device);
     if (!node) {
       throw new DenbdError(
@@ -213,13 +215,13 @@ export class Daemon {
    * clients use it; "hard" drops them. BLOCK_EXPORT_DELETED is emitted
    * before this resolves, and the id is free again once it has.
    */
-  async blockExportDel(id: string, mode: RemoveMode = "safe"): Promise<void> {
+  async blockExportDel(id: string, mode: BlockExportRemoveModeValue = "safe"): Promise<void> {
     if (!this.#exports.has(id)) throw new DenbdError("not-found", `Export '${id}' is not found`);
     await this.#deleteExport(id, mode);
   }
 
   /** nbd-server-remove (deprecated): block-export-del of an NBD export by id. */
-  async nbdServerRemove(name: string, mode: RemoveMode = "safe"): Promise<void> {
+  async nbdServerRemove(name: string, mode: BlockExportRemoveModeValue = "safe"): Promise<void> {
     await this.blockExportDel(name, mode);
   }
 
@@ -258,7 +260,7 @@ export class Daemon {
     if (this.#nbd) await this.nbdServerStop();
   }
 
-  async #deleteExport(id: string, mode: RemoveMode): Promise<void> {
+  async #deleteExport(id: string, mode: BlockExportRemoveModeValue): Promise<void> {
     const entry = this.#exports.get(id)!;
     const server = this.#nbd!.server;
     if (mode === "safe" && server.clientsOf(entry.nbd) > 0) {
@@ -268,7 +270,7 @@ export class Daemon {
     await server.dropClients(entry.nbd);
     entry.releaseBitmaps();
     this.#exports.delete(id);
-    this.events.emit("BLOCK_EXPORT_DELETED", { id });
+    this.events.emit(BLOCK_EXPORT_DELETED, { id });
   }
 
   #runningServer(): RunningNbdServer {

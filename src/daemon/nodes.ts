@@ -15,18 +15,22 @@ import type { DirtyBitmapInfo } from "../block/dirty-bitmap.ts";
 import { DenbdError } from "../errors.ts";
 import { isWellFormedId } from "../qmp/keyval.ts";
 import { formatJson } from "../qmp/json-value.ts";
-import { type BlockdevOptionsValue, IMPLEMENTED_DRIVERS } from "./qapi-types.ts";
+import {
+  type BlockdevOptionsValue,
+  type ImplementedBlockdevOptions,
+  isImplementedDriver,
+} from "./qapi-types.ts";
 
 /** A node of the graph with what the daemon knows about it. */
 export interface NodeEntry {
   /** The node's name. */
   readonly name: string;
   /** The driver that opened it. */
-  readonly driver: "file" | "raw";
+  readonly driver: ImplementedBlockdevOptions["driver"];
   /** The node, wrapped for dirty-bitmap tracking. */
   readonly node: DirtyTrackingNode;
   /** The options it was opened with. */
-  readonly options: BlockdevOptionsValue;
+  readonly options: ImplementedBlockdevOptions;
   /** The image file underneath (for the description of the node). */
   readonly filename: string;
   /** Name of its child node, if any. */
@@ -158,9 +162,11 @@ export class NodeGraph {
     if (this.#nodes.has(name)) {
       throw new DenbdError("busy", `Duplicate nodes with node-name='${name}'`);
     }
-    const driver: string = options.driver;
-    if (!IMPLEMENTED_DRIVERS.includes(driver)) {
-      throw new DenbdError("not-supported", `driver '${driver}' is not supported by denbd yet`);
+    if (!isImplementedDriver(options)) {
+      throw new DenbdError(
+        "not-supported",
+        `driver '${options.driver}' is not supported by denbd yet`,
+      );
     }
     if (options["detect-zeroes"] !== undefined && options["detect-zeroes"] !== "off") {
       throw new DenbdError("not-supported", "detect-zeroes is not supported by denbd yet");

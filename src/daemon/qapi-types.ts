@@ -1,13 +1,17 @@
 /**
  * The QAPI types of the daemon's interface: the subset of QEMU 7.2's block,
- * socket, block-export, dirty-bitmap and object schemas that denbd
+ * socket, block-export, dirty-bitmap, object and event schemas that denbd
  * implements, with QEMU's member names, optionality and type names. QMP
  * arguments and the command line (--blockdev, --nbd-server, --export,
- * --object) are both validated against these, so both report QEMU's errors.
+ * --object) are both validated against these, so both report QEMU's errors,
+ * and the TypeScript type of every validated value is derived from them
+ * (`QapiValue<typeof BlockdevOptions>`), never written by hand.
  *
- * Enums list only what denbd implements: a driver, export type or object
- * type denbd does not have is refused by validation itself ("Parameter
- * 'driver' does not accept value 'qcow2'"), and grows as support lands.
+ * Enums list every value QEMU 7.2 has, so that a value denbd lacks is named
+ * as not supported yet rather than as an unknown one: a union branch denbd
+ * does not model takes any members unchecked, and the daemon refuses the
+ * value itself (a driver, export type or object type). Supporting one more
+ * is its branch here plus its implementation.
  *
  * @module
  */
@@ -17,10 +21,13 @@ import {
   array,
   BUILTIN,
   enumeration,
+  event,
   extend,
   member,
   optional,
-  type QapiStruct,
+  type QapiAlternate,
+  type QapiForward,
+  type QapiValue,
   struct,
   union,
 } from "../qmp/schema.ts";
@@ -69,6 +76,9 @@ export const SocketAddress = union("SocketAddress", [member("type", SocketAddres
   fd: StringWrapperValue,
 });
 
+/** A flat SocketAddress value. */
+export type SocketAddressValue = QapiValue<typeof SocketAddress>;
+
 /** SocketAddressLegacy: each branch wraps its address in "data" (nbd-server-start). */
 export const SocketAddressLegacy = union(
   "SocketAddressLegacy",
@@ -82,11 +92,11 @@ export const SocketAddressLegacy = union(
   },
 );
 
+/** A SocketAddressLegacy value: the address wrapped in "data". */
+export type SocketAddressLegacyValue = QapiValue<typeof SocketAddressLegacy>;
+
 // ---------------------------------------------------------------------------
 // Block nodes (qapi/block-core.json)
-
-/** The block drivers denbd implements. */
-export const IMPLEMENTED_DRIVERS: readonly string[] = ["file", "raw"];
 
 /**
  * BlockdevDriver: every driver of QEMU 7.2's schema (in its order), so that
@@ -184,14 +194,31 @@ const blockdevBase = [
   optional("auto-read-only", bool),
   optional("force-share", bool),
   optional("detect-zeroes", BlockdevDetectZeroesOptions),
-];
+] as const;
 
-/**
- * Branches of BlockdevOptions by driver. The raw branch refers back to
- * BlockdevOptions (its "file" may define a node inline), so it is added once
- * BlockdevRef exists.
- */
-const blockdevBranches: Record<string, QapiStruct> = { file: BlockdevOptionsFile };
+/** The schema types that refer back to themselves, named for {@linkcode QapiForward}. */
+interface RecursiveTypes {
+  /** BlockdevOptions, which BlockdevRef (a raw node's file) refers back to. */
+  readonly BlockdevOptions: typeof BlockdevOptions;
+}
+
+/** BlockdevRef: a node defined inline, or a node name. */
+export const BlockdevRef: QapiAlternate<
+  readonly [QapiForward<RecursiveTypes, "BlockdevOptions">, typeof str]
+> = alternate("BlockdevRef", () => [BlockdevOptions, str]);
+
+/** BlockdevOptionsRaw. */
+export const BlockdevOptionsRaw = struct("BlockdevOptionsRaw", [
+  member("file", BlockdevRef),
+  optional("offset", int),
+  optional("size", int),
+]);
+
+/** Branches of BlockdevOptions: the drivers denbd implements. */
+const blockdevBranches = { file: BlockdevOptionsFile, raw: BlockdevOptionsRaw };
+
+/** The block drivers denbd implements, from the branches (the others are refused by name). */
+export const IMPLEMENTED_DRIVERS: readonly string[] = Object.keys(blockdevBranches);
 
 /** BlockdevOptions: a node to open (blockdev-add, --blockdev). */
 export const BlockdevOptions = union(
@@ -202,16 +229,21 @@ export const BlockdevOptions = union(
   BlockdevDriver.values.filter((driver) => !IMPLEMENTED_DRIVERS.includes(driver)),
 );
 
-/** BlockdevRef: a node name, or a node defined inline. */
-export const BlockdevRef = alternate("BlockdevRef", [BlockdevOptions, str]);
+/** A BlockdevOptions value. */
+export type BlockdevOptionsValue = QapiValue<typeof BlockdevOptions>;
 
-/** BlockdevOptionsRaw. */
-export const BlockdevOptionsRaw = struct("BlockdevOptionsRaw", [
-  member("file", BlockdevRef),
-  optional("offset", int),
-  optional("size", int),
-]);
-blockdevBranches.raw = BlockdevOptionsRaw;
+/** A BlockdevOptions value of a driver denbd implements. */
+export type ImplementedBlockdevOptions = Extract<
+  BlockdevOptionsValue,
+  { readonly driver: keyof typeof blockdevBranches }
+>;
+
+/** Whether denbd implements the driver `options` name. */
+export function isImplementedDriver(
+  options: BlockdevOptionsValue,
+): options is ImplementedBlockdevOptions {
+  return IMPLEMENTED_DRIVERS.includes(options.driver);
+}
 
 /** blockdev-del arguments. */
 export const BlockdevDelArguments = struct("blockdev-del-arg", [member("node-name", str)]);
@@ -247,6 +279,9 @@ export const BlockDirtyBitmapMerge = struct("BlockDirtyBitmapMerge", [
   member("bitmaps", array(BlockDirtyBitmapOrStr)),
 ]);
 
+/** BlockDirtyBitmapSha256: what x-debug-block-dirty-bitmap-sha256 returns. */
+export const BlockDirtyBitmapSha256 = struct("BlockDirtyBitmapSha256", [member("sha256", str)]);
+
 // ---------------------------------------------------------------------------
 // NBD server and block exports (qapi/block-export.json)
 
@@ -254,13 +289,16 @@ const nbdServerMembers = [
   optional("tls-creds", str),
   optional("tls-authz", str),
   optional("max-connections", uint32),
-];
+] as const;
 
 /** NbdServerOptions (--nbd-server). */
 export const NbdServerOptions = struct("NbdServerOptions", [
   member("addr", SocketAddress),
   ...nbdServerMembers,
 ]);
+
+/** An NbdServerOptions value (nbd-server-start's, once its address is flat). */
+export type NbdServerOptionsValue = QapiValue<typeof NbdServerOptions>;
 
 /** nbd-server-start arguments (the legacy address form). */
 export const NbdServerStartArguments = struct("nbd-server-start-arg", [
@@ -287,8 +325,14 @@ export const NbdServerAddOptions = extend("NbdServerAddOptions", BlockExportOpti
   optional("bitmap", str),
 ]);
 
+/** An NbdServerAddOptions value. */
+export type NbdServerAddOptionsValue = QapiValue<typeof NbdServerAddOptions>;
+
 /** BlockExportRemoveMode. */
 export const BlockExportRemoveMode = enumeration("BlockExportRemoveMode", ["safe", "hard"]);
+
+/** A BlockExportRemoveMode value: how an export is removed. */
+export type BlockExportRemoveModeValue = QapiValue<typeof BlockExportRemoveMode>;
 
 /** nbd-server-remove arguments. */
 export const NbdServerRemoveArguments = struct("nbd-server-remove-arg", [
@@ -339,6 +383,9 @@ export const BlockExportOptions = union(
   },
 );
 
+/** A BlockExportOptions value. */
+export type BlockExportOptionsValue = QapiValue<typeof BlockExportOptions>;
+
 /** block-export-del arguments. */
 export const BlockExportDelArguments = struct("block-export-del-arg", [
   member("id", str),
@@ -353,6 +400,9 @@ export const BlockExportInfo = struct("BlockExportInfo", [
   member("shutting-down", bool),
 ]);
 
+/** A BlockExportInfo value. */
+export type BlockExportInfoValue = QapiValue<typeof BlockExportInfo>;
+
 // ---------------------------------------------------------------------------
 // Objects (qapi/qom.json)
 
@@ -366,7 +416,7 @@ const tlsCredsMembers = [
   optional("endpoint", TlsCredsEndpoint),
   optional("priority", str),
   optional("loaded", bool),
-];
+] as const;
 
 /**
  * What becomes of an object type: "created" types are checked and recorded
@@ -476,125 +526,23 @@ export const ObjectOptions = union(
   Object.keys(OBJECT_TYPES).filter((type) => OBJECT_TYPES[type] !== "created"),
 );
 
+/** An ObjectOptions value: its type, id and type-specific properties. */
+export type ObjectOptionsValue = QapiValue<typeof ObjectOptions>;
+
 /** object-del arguments. */
 export const ObjectDelArguments = struct("object-del-arg", [member("id", str)]);
 
 // ---------------------------------------------------------------------------
-// The values the input visitor produces for these types (QEMU's member names).
+// Events
 
-/** A BlockdevCacheOptions value. */
-export interface BlockdevCacheValue {
-  readonly direct?: boolean;
-  readonly "no-flush"?: boolean;
-}
+/** BLOCK_EXPORT_DELETED: an export is gone (deleted, or its server stopped). */
+export const BLOCK_EXPORT_DELETED = event(
+  "BLOCK_EXPORT_DELETED",
+  struct("q_obj_BLOCK_EXPORT_DELETED-arg", [member("id", str)]),
+);
 
-/** A BlockdevOptions value (file or raw). */
-export type BlockdevOptionsValue =
-  & {
-    readonly "node-name"?: string;
-    readonly discard?: "ignore" | "unmap";
-    readonly cache?: BlockdevCacheValue;
-    readonly "read-only"?: boolean;
-    readonly "auto-read-only"?: boolean;
-    readonly "force-share"?: boolean;
-    readonly "detect-zeroes"?: "off" | "on" | "unmap";
-  }
-  & (
-    | {
-      readonly driver: "file";
-      readonly filename: string;
-      readonly locking?: "auto" | "on" | "off";
-      readonly aio?: string;
-      readonly "aio-max-batch"?: number;
-      readonly "drop-cache"?: boolean;
-      readonly "pr-manager"?: string;
-      readonly "x-check-cache-dropped"?: boolean;
-    }
-    | {
-      readonly driver: "raw";
-      readonly file: BlockdevOptionsValue | string;
-      readonly offset?: number;
-      readonly size?: number;
-    }
-  );
+/** Every event the daemon emits. */
+export const DAEMON_EVENTS = [BLOCK_EXPORT_DELETED] as const;
 
-/** A flat SocketAddress value. */
-export type SocketAddressValue =
-  | {
-    readonly type: "inet";
-    readonly host: string;
-    readonly port: string;
-    readonly numeric?: boolean;
-    readonly to?: number;
-    readonly ipv4?: boolean;
-    readonly ipv6?: boolean;
-    readonly "keep-alive"?: boolean;
-    readonly mptcp?: boolean;
-  }
-  | {
-    readonly type: "unix";
-    readonly path: string;
-    readonly abstract?: boolean;
-    readonly tight?: boolean;
-  }
-  | { readonly type: "vsock"; readonly cid: string; readonly port: string }
-  | { readonly type: "fd"; readonly str: string };
-
-/** A SocketAddressLegacy value: the flat address wrapped in "data". */
-export interface SocketAddressLegacyValue {
-  readonly type: SocketAddressValue["type"];
-  readonly data: Omit<SocketAddressValue, "type">;
-}
-
-/** NbdServerOptions / nbd-server-start arguments, with the address already flat. */
-export interface NbdServerStartValue {
-  readonly addr: SocketAddressValue;
-  readonly "tls-creds"?: string;
-  readonly "tls-authz"?: string;
-  readonly "max-connections"?: number;
-}
-
-/** A BlockDirtyBitmapOrStr value. */
-export type BitmapRefValue = string | { readonly node: string; readonly name: string };
-
-/** A BlockExportOptions value. */
-export interface BlockExportOptionsValue {
-  readonly type: "nbd" | "vhost-user-blk" | "fuse" | "vduse-blk";
-  readonly id: string;
-  readonly "node-name": string;
-  readonly "fixed-iothread"?: boolean;
-  readonly iothread?: string;
-  readonly writable?: boolean;
-  readonly writethrough?: boolean;
-  readonly name?: string;
-  readonly description?: string;
-  readonly bitmaps?: readonly BitmapRefValue[];
-  readonly "allocation-depth"?: boolean;
-}
-
-/** NbdServerAddOptions value. */
-export interface NbdServerAddValue {
-  readonly device: string;
-  readonly name?: string;
-  readonly description?: string;
-  readonly writable?: boolean;
-  readonly bitmap?: string;
-}
-
-/** Removal mode of an export. */
-export type RemoveMode = "safe" | "hard";
-
-/** A BlockExportInfo value. */
-export interface BlockExportInfoValue {
-  readonly id: string;
-  readonly type: BlockExportOptionsValue["type"];
-  readonly "node-name": string;
-  readonly "shutting-down": boolean;
-}
-
-/** An ObjectOptions value: its type, id and type-specific properties. */
-export interface ObjectOptionsValue {
-  readonly "qom-type": string;
-  readonly id: string;
-  readonly [property: string]: unknown;
-}
+/** The schema of an event the daemon emits. */
+export type DaemonEvent = (typeof DAEMON_EVENTS)[number];

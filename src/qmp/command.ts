@@ -8,16 +8,20 @@
  * error reply's `desc` with class GenericError, a {@linkcode QmpError}
  * chooses another class (e.g. DeviceNotFound).
  *
+ * The type of the arguments a command's `run` receives is derived from its
+ * argument schema ({@linkcode commandFor} infers it), never written out.
+ *
  * @example
  * ```ts
- * import { CommandTable, type QmpCommand } from "./command.ts";
+ * import { CommandTable, commandFor } from "./command.ts";
  * import { BUILTIN, member, struct } from "./schema.ts";
- * const echo: QmpCommand<null, { text: string }> = {
+ * const command = commandFor<null>();
+ * const echo = command({
  *   name: "x-echo",
  *   args: struct("x-echo-arg", [member("text", BUILTIN.str)]),
  *   returns: BUILTIN.str,
  *   run: (_context, args) => args.text,
- * };
+ * });
  * const table = new CommandTable<null>([echo]);
  * ```
  * @module
@@ -26,7 +30,7 @@
 import { DenbdError, type ErrorKind, messageOf } from "../errors.ts";
 import { validateInput } from "./input.ts";
 import type { JsonObject } from "./json-value.ts";
-import type { QapiStruct, QapiType, QapiUnion } from "./schema.ts";
+import type { QapiStruct, QapiType, QapiUnion, QapiValue } from "./schema.ts";
 
 /** QMP's error classes (QEMU's QapiErrorClass). */
 export type QmpErrorClass =
@@ -75,20 +79,39 @@ export interface CommandContext<S> {
   requestQuit(): void;
 }
 
-/** One QMP command. `A` is the type of its validated arguments. */
-export interface QmpCommand<S, A = unknown> {
+/** The schema of a command's arguments: a struct, or a union taken boxed. */
+export type QmpArguments = QapiStruct | QapiUnion;
+
+/** One QMP command on state `S`, with arguments of schema type `A`. */
+export interface QmpCommand<S, A extends QmpArguments = QmpArguments> {
   /** The command's name, e.g. "block-export-add". */
   readonly name: string;
   /** Its arguments: a struct, or a union (boxed: the arguments object is the union). */
-  readonly args: QapiStruct | QapiUnion;
+  readonly args: A;
   /** What it returns (absent: an empty object). */
   readonly returns?: QapiType;
   /** Whether it is deprecated (QAPI feature 'deprecated'). */
   readonly deprecated?: boolean;
   /** Whether it is available before capabilities negotiation (only qmp_capabilities). */
   readonly beforeNegotiation?: boolean;
-  /** Do it. Resolves to the return value (undefined for an empty object). */
-  run(context: CommandContext<S>, args: A): unknown;
+  /**
+   * Do it, given the validated arguments (their type is inferred from
+   * `args` only). Resolves to the return value (undefined: `{}`).
+   */
+  run(context: CommandContext<S>, args: NoInfer<QapiValue<A>>): unknown;
+}
+
+/**
+ * The builder of commands on state `S`: `commandFor<S>()(command)` checks
+ * `command` with the type of `run`'s arguments inferred from `args`, and
+ * returns it as a table holds it, for arguments of any schema: sound,
+ * because {@linkcode runCommand} validates the arguments against `args`
+ * before `run` sees them.
+ */
+export function commandFor<S>(): <A extends QmpArguments>(
+  command: QmpCommand<S, A>,
+) => QmpCommand<S> {
+  return (command) => command as unknown as QmpCommand<S>;
 }
 
 /** Commands by name, in the order they were added. */
@@ -96,16 +119,16 @@ export class CommandTable<S> {
   readonly #commands = new Map<string, QmpCommand<S>>();
 
   /** A table of `commands`. */
-  constructor(commands: Iterable<QmpCommand<S, never>> = []) {
+  constructor(commands: Iterable<QmpCommand<S>> = []) {
     for (const command of commands) this.add(command);
   }
 
   /** Add `command`; a name can be added once. */
-  add<A>(command: QmpCommand<S, A>): this {
+  add(command: QmpCommand<S>): this {
     if (this.#commands.has(command.name)) {
       throw new Error(`QMP command '${command.name}' defined twice`);
     }
-    this.#commands.set(command.name, command as QmpCommand<S>);
+    this.#commands.set(command.name, command);
     return this;
   }
 

@@ -13,37 +13,27 @@
  */
 
 import { VERSION } from "../version.ts";
-import { type QmpCommand, QmpError } from "./command.ts";
-import {
-  array,
-  BUILTIN,
-  EMPTY_STRUCT,
-  enumeration,
-  member,
-  optional,
-  type QapiEnum,
-  type QapiStruct,
-  struct,
-} from "./schema.ts";
+import { commandFor, type QmpCommand, QmpError } from "./command.ts";
+import { array, BUILTIN, EMPTY_STRUCT, enumeration, member, optional, struct } from "./schema.ts";
 
 /** QMP capabilities (QEMU's QMPCapability). */
-export const QMP_CAPABILITY: QapiEnum = enumeration("QMPCapability", ["oob"]);
+export const QMP_CAPABILITY = enumeration("QMPCapability", ["oob"]);
 
 /** QEMU's VersionTriple. */
-export const VERSION_TRIPLE: QapiStruct = struct("VersionTriple", [
+export const VERSION_TRIPLE = struct("VersionTriple", [
   member("major", BUILTIN.int),
   member("minor", BUILTIN.int),
   member("micro", BUILTIN.int),
 ]);
 
 /** QEMU's VersionInfo. */
-export const VERSION_INFO_TYPE: QapiStruct = struct("VersionInfo", [
+export const VERSION_INFO_TYPE = struct("VersionInfo", [
   member("qemu", VERSION_TRIPLE),
   member("package", BUILTIN.str),
 ]);
 
 /** QEMU's CommandInfo. */
-export const COMMAND_INFO: QapiStruct = struct("CommandInfo", [member("name", BUILTIN.str)]);
+export const COMMAND_INFO = struct("CommandInfo", [member("name", BUILTIN.str)]);
 
 /** What query-version returns and the greeting shows: QEMU API 7.2.0, package "denbd VERSION". */
 export const VERSION_INFO = {
@@ -51,8 +41,11 @@ export const VERSION_INFO = {
   package: `denbd ${VERSION}`,
 } as const;
 
+/** Commands that work on any state. */
+const coreCommand = commandFor<unknown>();
+
 /** qmp_capabilities: leave capabilities negotiation mode, optionally enabling capabilities. */
-export const qmpCapabilities: QmpCommand<unknown, { enable?: string[] }> = {
+export const qmpCapabilities = coreCommand({
   name: "qmp_capabilities",
   args: struct("qmp_capabilities-arg", [optional("enable", array(QMP_CAPABILITY))]),
   beforeNegotiation: true,
@@ -65,30 +58,30 @@ export const qmpCapabilities: QmpCommand<unknown, { enable?: string[] }> = {
     }
     context.session.completeNegotiation(args.enable ?? []);
   },
-};
+});
 
 /** query-version: the QEMU version denbd implements, and denbd's own as the package. */
-export const queryVersion: QmpCommand<unknown> = {
+export const queryVersion = coreCommand({
   name: "query-version",
   args: EMPTY_STRUCT,
   returns: VERSION_INFO_TYPE,
   run: () => VERSION_INFO,
-};
+});
 
 /** query-commands: every command of the table, most recently added first, as QEMU lists them. */
-export const queryCommands: QmpCommand<unknown> = {
+export const queryCommands = coreCommand({
   name: "query-commands",
   args: EMPTY_STRUCT,
   returns: array(COMMAND_INFO),
   run: (context) => [...context.commands].reverse().map((command) => ({ name: command.name })),
-};
+});
 
 /** quit: end the daemon (after this reply). */
-export const quit: QmpCommand<unknown> = {
+export const quit = coreCommand({
   name: "quit",
   args: EMPTY_STRUCT,
   run: (context) => context.requestQuit(),
-};
+});
 
 /** The core commands, in QEMU's schema order, for a table of any state. */
 export function coreCommands<S>(): QmpCommand<S>[] {

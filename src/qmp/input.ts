@@ -13,7 +13,8 @@
  *
  * The result has the input's shape with wire names (`{"node-name": ...}`):
  * structs and unions become objects holding the members present, integers
- * become `number`s, `any` values are passed through. Errors are DenbdErrors
+ * become `number`s, `any` values are passed through; its TypeScript type is
+ * `QapiValue` of the schema type. Errors are DenbdErrors
  * of kind "invalid" (QMP class GenericError) naming the offending member by
  * its path (`addr.data.host`, `bitmaps[1].node` in json mode,
  * `bitmaps.1.node` in keyval mode), except where QEMU names it bare: enum
@@ -45,23 +46,34 @@ import type {
   QapiStruct,
   QapiType,
   QapiUnion,
+  QapiValue,
 } from "./schema.ts";
 
 /** Where the input comes from: QMP/JSON, or a keyval command-line option. */
 export type InputMode = "json" | "keyval";
 
 /**
- * Check `value` against `type` and return the typed value; throws a
- * DenbdError ("invalid") with QEMU's message on the first problem found, in
- * QEMU's visiting order (members in schema order, a union's base before its
- * branch, unexpected members last).
+ * Check `value` against `type` and return the typed value (its type derived
+ * from the schema type); throws a DenbdError ("invalid") with QEMU's
+ * message on the first problem found, in QEMU's visiting order (members in
+ * schema order, a union's base before its branch, unexpected members last).
  */
-export function validateInput<T = unknown>(
+export function validateInput<T extends QapiType>(
+  type: T,
+  value: JsonValue,
+  mode?: InputMode,
+): QapiValue<T>;
+/**
+ * Check `value` against `type`, a schema type known only as some QAPI type,
+ * and return the value as the caller's type `R`.
+ */
+export function validateInput<R>(type: QapiType, value: JsonValue, mode?: InputMode): R;
+export function validateInput(
   type: QapiType,
   value: JsonValue,
   mode: InputMode = "json",
-): T {
-  return new InputVisitor(mode).visit(type, null, value) as T;
+): unknown {
+  return new InputVisitor(mode).visit(type, null, value);
 }
 
 /** An object or list being visited, for naming what is inside it. */

@@ -8,8 +8,8 @@
  * a failing command get an error reply; every reply echoes the request's
  * `id`. Until `qmp_capabilities` succeeds only that command exists (others
  * get CommandNotFound "Expecting capabilities negotiation with
- * 'qmp_capabilities'"); afterwards events from the EventBus are delivered
- * too. Replies and events are single lines ending in "\r\n", formatted as
+ * 'qmp_capabilities'"); afterwards events from the EventBus (events.ts) are
+ * delivered too. Replies and events are single lines ending in "\r\n", formatted as
  * QEMU formats them. A session that sends garbage, floods or disconnects
  * affects only itself: input is read only while fewer than 8 requests wait,
  * a command in progress when the peer leaves runs to its end, and a peer
@@ -30,7 +30,6 @@
  * @module
  */
 
-import type { DaemonEvent, EventBus } from "../daemon/event-bus.ts";
 import type { ByteStream } from "../io/byte-stream.ts";
 import { WriteQueue } from "../io/write-queue.ts";
 import {
@@ -42,6 +41,7 @@ import {
   runCommand,
 } from "./command.ts";
 import { VERSION_INFO } from "./core-commands.ts";
+import type { EventBus, QmpEvent } from "./events.ts";
 import { type JsonStreamItem, type JsonStreamLimits, JsonStreamParser } from "./json-stream.ts";
 import { formatJson, isJsonObject, type JsonObject, qdictKeys } from "./json-value.ts";
 
@@ -280,7 +280,7 @@ export class QmpMonitor<S> {
       null;
   }
 
-  #sendEvent(event: DaemonEvent): void {
+  #sendEvent(event: QmpEvent): void {
     if (this.#closed) return;
     if (++this.#pendingEvents > MAX_PENDING_EVENTS) return this.close();
     const message = { timestamp: event.timestamp, event: event.name, data: event.data };

@@ -415,6 +415,26 @@ Deno.test(
 );
 
 Deno.test(
+  "x-debug-block-dirty-bitmap-sha256 answers as qsd's does",
+  needs("qemu-storage-daemon"),
+  async () => {
+    const sha256 = (args: Json) => qmp("x-debug-block-dirty-bitmap-sha256", args);
+    await sameOnBoth({ args: NODES, setup: images }, [
+      bitmap("add", { node: "f0", name: "b0" }),
+      bitmap("add", { node: "f0", name: "g1", granularity: 512, disabled: true }),
+      bitmap("add", { node: "r0", name: "rb", granularity: 2147483648 }),
+      sha256({ node: "f0", name: "b0" }),
+      sha256({ node: "f0", name: "g1" }),
+      sha256({ node: "r0", name: "rb" }),
+      sha256({ node: "f0", name: "nope" }),
+      sha256({ node: "nope", name: "b0" }),
+      sha256({ node: "f0" }),
+      sha256({ node: "f0", name: "b0", x: 1 }),
+    ]);
+  },
+);
+
+Deno.test(
   "object-add and object-del answer as qsd's do",
   needs("qemu-storage-daemon"),
   async () => {
@@ -498,6 +518,7 @@ const COMMANDS = [
   "block-dirty-bitmap-enable",
   "block-dirty-bitmap-disable",
   "block-dirty-bitmap-merge",
+  "x-debug-block-dirty-bitmap-sha256",
   "object-add",
   "object-del",
 ];

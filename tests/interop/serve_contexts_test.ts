@@ -348,9 +348,9 @@ Deno.test(
           file: "file0",
           discard: "unmap",
         });
-        daemon.dirtyBitmaps.add({ node: "file0", name: "b0" });
-        daemon.dirtyBitmaps.add({ node: "fmt0", name: "b1", granularity: 512 });
-        daemon.dirtyBitmaps.add({ node: "file0", name: "d0", disabled: true });
+        daemon.dirtyBitmaps.add("file0", "b0");
+        daemon.dirtyBitmaps.add("fmt0", "b1", { granularity: 512 });
+        daemon.dirtyBitmaps.add("file0", "d0", { disabled: true });
         const socket = join(dir, "denbd-nbd.sock");
         daemon.nbdServerStart({ addr: { type: "unix", path: socket } });
         daemon.blockExportAdd({
@@ -366,7 +366,7 @@ Deno.test(
         await write(uri);
         const hashes = [];
         for (const [node, name] of [["file0", "b0"], ["fmt0", "b1"], ["file0", "d0"]]) {
-          hashes.push(await daemon.dirtyBitmaps.sha256({ node, name }));
+          hashes.push(await daemon.dirtyBitmaps.sha256(node, name));
         }
         ours = {
           ...await observe(uri),

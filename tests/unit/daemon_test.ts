@@ -1,23 +1,52 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Daemon } from "../../src/daemon/daemon.ts";
-import type { DaemonEvent } from "../../src/daemon/event-bus.ts";
+import { DAEMON_EVENTS } from "../../src/daemon/qapi-types.ts";
+import { messageOf } from "../../src/errors.ts";
+import type { QmpEvent } from "../../src/qmp/events.ts";
+import { validateInput } from "../../src/qmp/input.ts";
+import { JsonStreamParser } from "../../src/qmp/json-stream.ts";
+import { formatJson } from "../../src/qmp/json-value.ts";
 import { Logger } from "../../src/log.ts";
 import { NbdClient } from "../../src/nbd/client/client.ts";
 
 const MiB = 1024 * 1024;
 
-/** A daemon with a 4 MiB file node "f0" and an NBD server on a Unix socket; events recorded. */
+/** Why `event`, as a monitor would send it, does not match its declared schema (null: it does). */
+function schemaMismatch(event: QmpEvent): string | null {
+  const declared = DAEMON_EVENTS.find((candidate) => candidate.name === event.name);
+  if (!declared) return `${event.name}: not declared`;
+  const [sent] = new JsonStreamParser().feed(
+    new TextEncoder().encode(formatJson(event.data) + "\n"),
+  );
+  try {
+    assert.ok(sent && "value" in sent);
+    validateInput(declared.data, sent.value);
+    return null;
+  } catch (error) {
+    return `${event.name}: ${messageOf(error)}`;
+  }
+}
+
+/**
+ * A daemon with a 4 MiB file node "f0" and an NBD server on a Unix socket;
+ * events recorded, and each checked against its schema.
+ */
 async function withDaemon(
   body: (
     daemon: Daemon,
-    context: { dir: string; socket: string; events: DaemonEvent[] },
+    context: { dir: string; socket: string; events: QmpEvent[] },
   ) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "denbd-daemon-" });
   const daemon = new Daemon(new Logger({ prefix: "test" }));
-  const events: DaemonEvent[] = [];
-  const unsubscribe = daemon.events.subscribe((event) => events.push(event));
+  const events: QmpEvent[] = [];
+  const mismatches: string[] = [];
+  const unsubscribe = daemon.events.subscribe((event) => {
+    events.push(event);
+    const mismatch = schemaMismatch(event);
+    if (mismatch) mismatches.push(mismatch);
+  });
   try {
     const image = join(dir, "d.img");
     await Deno.writeFile(image, new Uint8Array(4 * MiB));
@@ -29,6 +58,7 @@ async function withDaemon(
     await daemon.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
+  assert.deepEqual(mismatches, [], "events that do not match their schema");
 }
 
 function startServer(daemon: Daemon, socket: string, maxConnections?: number): void {

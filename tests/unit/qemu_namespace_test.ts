@@ -149,8 +149,8 @@ Deno.test("daemon: an export with bitmaps and allocation depth, written through 
     await Deno.writeFile(image, new Uint8Array(4 * MiB));
     await daemon.blockdevAdd({ driver: "file", "node-name": "file0", filename: image });
     await daemon.blockdevAdd({ driver: "raw", "node-name": "fmt0", file: "file0" });
-    const b0 = daemon.dirtyBitmaps.add({ node: "file0", name: "b0" });
-    const x = daemon.dirtyBitmaps.add({ node: "fmt0", name: "x", granularity: 512 });
+    const b0 = daemon.dirtyBitmaps.add("file0", "b0");
+    const x = daemon.dirtyBitmaps.add("fmt0", "x", { granularity: 512 });
     const socket = join(dir, "nbd.sock");
     daemon.nbdServerStart({ addr: { type: "unix", path: socket } });
     assert.throws(
@@ -185,7 +185,7 @@ Deno.test("daemon: an export with bitmaps and allocation depth, written through 
       bitmaps: [{ node: "file0", name: "b0" }, "x"],
     });
     assert.ok(b0.busy && x.busy);
-    assert.throws(() => daemon.dirtyBitmaps.clear({ node: "file0", name: "b0" }), {
+    assert.throws(() => daemon.dirtyBitmaps.clear("file0", "b0"), {
       message: "Bitmap 'b0' is currently in use by another operation and cannot be used",
     });
     const client = await NbdClient.connect(`nbd+unix:///e?socket=${socket}`, {

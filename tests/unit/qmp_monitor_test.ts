@@ -6,12 +6,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { EventBus } from "../../src/daemon/event-bus.ts";
+import { EventBus } from "../../src/qmp/events.ts";
 import { DenbdError } from "../../src/errors.ts";
-import { CommandTable, type QmpCommand, QmpError } from "../../src/qmp/command.ts";
+import { commandFor, CommandTable, QmpError } from "../../src/qmp/command.ts";
 import { coreCommands } from "../../src/qmp/core-commands.ts";
 import { QmpServer } from "../../src/qmp/monitor.ts";
-import { BUILTIN, EMPTY_STRUCT, member, optional, struct } from "../../src/qmp/schema.ts";
+import { BUILTIN, EMPTY_STRUCT, event, member, optional, struct } from "../../src/qmp/schema.ts";
 import { VERSION } from "../../src/version.ts";
 
 /** What the test commands record. */
@@ -30,11 +30,19 @@ async function until(condition: () => boolean): Promise<void> {
   assert.ok(condition(), "timed out waiting");
 }
 
-const TEST_COMMANDS: QmpCommand<TestState, never>[] = [
-  {
+/** The event the tests emit (QEMU's, with its data). */
+const BLOCK_EXPORT_DELETED = event(
+  "BLOCK_EXPORT_DELETED",
+  struct("q_obj_BLOCK_EXPORT_DELETED-arg", [member("id", BUILTIN.str)]),
+);
+
+const testCommand = commandFor<TestState>();
+
+const TEST_COMMANDS = [
+  testCommand({
     name: "x-sleep",
     args: struct("x-sleep-arg", [member("ms", BUILTIN.uint32), optional("tag", BUILTIN.str)]),
-    async run(context, args: { ms: number; tag?: string }) {
+    async run(context, args) {
       const state = context.state;
       state.maxRunning = Math.max(state.maxRunning, ++state.running);
       await sleep(args.ms);
@@ -42,27 +50,27 @@ const TEST_COMMANDS: QmpCommand<TestState, never>[] = [
       state.finished.push(args.tag ?? "");
       return { slept: args.ms };
     },
-  },
-  {
+  }),
+  testCommand({
     name: "x-fail",
     args: struct("x-fail-arg", [optional("class", BUILTIN.str)]),
-    run(_context, args: { class?: string }) {
+    run(_context, args) {
       if (args.class) throw new QmpError("DeviceNotFound", "No such device");
       throw new DenbdError("busy", "Node 'n' is busy");
     },
-  },
-  {
+  }),
+  testCommand({
     name: "x-emit",
     args: struct("x-emit-arg", [member("id", BUILTIN.str)]),
-    run(context, args: { id: string }) {
-      context.state.events.emit("BLOCK_EXPORT_DELETED", { id: args.id });
+    run(context, args) {
+      context.state.events.emit(BLOCK_EXPORT_DELETED, { id: args.id });
     },
-  },
-  {
+  }),
+  testCommand({
     name: "x-list",
     args: EMPTY_STRUCT,
     run: () => [1, "two", { three: 3 }],
-  },
+  }),
 ];
 
 interface Fixture {
@@ -342,7 +350,7 @@ Deno.test("events reach only negotiated monitors, in QEMU's format", async () =>
     const event = await negotiated.json() as Record<string, unknown>;
     assert.deepEqual(event, { ...event, event: "BLOCK_EXPORT_DELETED", data: { id: "e0" } });
     assert.deepEqual(await negotiated.json(), { return: {}, id: 1 });
-    state.events.emit("BLOCK_EXPORT_DELETED", { id: "e1" });
+    state.events.emit(BLOCK_EXPORT_DELETED, { id: "e1" });
     const line = await negotiated.line();
     assert.match(
       line!,
