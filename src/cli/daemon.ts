@@ -28,14 +28,11 @@ import { validateInput } from "../qmp/input.ts";
 import { JsonStreamParser } from "../qmp/json-stream.ts";
 import type { JsonValue } from "../qmp/json-value.ts";
 import {
-  CHARDEV_OPT_TYPES,
   HELP_NOT_AVAILABLE,
   isJsonArgument,
   KeyvalError,
   parseKeyval,
   parseKeyvalHelp,
-  parseQemuOpts,
-  type QemuOptsResult,
   QSD_IMPLIED_KEYS,
 } from "../qmp/keyval.ts";
 import {
@@ -48,31 +45,19 @@ import {
   type QapiUnion,
   struct,
 } from "../qmp/schema.ts";
+import {
+  CHARDEV_BACKENDS,
+  chardevHelp,
+  parseChardevOptions,
+  QEMU_CHARDEV_BACKENDS,
+  socketChardev,
+} from "./chardev.ts";
 import { writePidFile } from "./pid-file.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { VERSION } from "../version.ts";
 
 /** How the program names itself in messages. */
 const PROGRAM = "denbd daemon";
-
-/** The socket chardev backends and the null one are served; QEMU has more. */
-const CHARDEV_BACKENDS = ["socket", "null"] as const;
-
-/** Every chardev backend QEMU 7.2 knows (what `--chardev help` lists in qsd). */
-const QEMU_CHARDEV_BACKENDS: readonly string[] = [
-  "pty",
-  "udp",
-  "memory",
-  "file",
-  "socket",
-  "stdio",
-  "ringbuf",
-  "null",
-  "parallel",
-  "pipe",
-  "mux",
-  "serial",
-];
 
 /** --monitor's options (QEMU's MonitorOptions). */
 const MonitorOptions = struct("MonitorOptions", [
@@ -387,7 +372,7 @@ class CommandLineRunner {
   }
 
   async #chardev(text: string): Promise<void> {
-    const parsed = parseQemuOpts(text, { impliedName: "backend", types: CHARDEV_OPT_TYPES });
+    const parsed = parseChardevOptions(text);
     for (const warning of parsed.warnings) {
       this.#log.warn(`--chardev ${text}: warning: ${warning.message}`);
       if (warning.hint) console.error(warning.hint);
@@ -415,33 +400,11 @@ class CommandLineRunner {
       );
     }
     await this.#monitors.addSocket(
-      { id: parsed.id, address: chardevAddress(parsed), wait: !isOff(parsed.values.wait) },
+      socketChardev(parsed.id, parsed),
       (where) =>
         this.#log.info(`--chardev ${text}: info: QEMU waiting for connection on: ${where}`),
     );
   }
-}
-
-/** The listening address of a socket chardev (servers only; denbd does not connect out). */
-function chardevAddress(parsed: QemuOptsResult) {
-  const values = parsed.values;
-  if (!isOn(values.server)) {
-    throw new DenbdError(
-      "not-supported",
-      "denbd serves QMP only on listening sockets: add server=on",
-    );
-  }
-  if (values.path !== undefined) return { type: "unix" as const, path: values.path };
-  if (values.port === undefined) throw new DenbdError("invalid", "chardev: socket: no port given");
-  return { type: "inet" as const, host: values.host ?? "0.0.0.0", port: Number(values.port) };
-}
-
-function isOn(value: string | undefined): boolean {
-  return value !== undefined && ["on", "yes", "true", "y"].includes(value);
-}
-
-function isOff(value: string | undefined): boolean {
-  return value !== undefined && ["off", "no", "false", "n"].includes(value);
 }
 
 /** `--object help` and `--object TYPE,help`. */
@@ -459,15 +422,6 @@ function objectHelp(type: unknown): string {
 
 function typeName(type: QapiType): string {
   return type.kind === "builtin" ? type.name : type.kind === "enum" ? type.name : type.kind;
-}
-
-/** `--chardev socket,help`: the options denbd reads. */
-function chardevHelp(): string {
-  return [
-    "chardev options:",
-    ...Object.entries(CHARDEV_OPT_TYPES).map(([name, kind]) => `  ${name}=<${kind}>`),
-  ]
-    .join("\n");
 }
 
 /** Resolves with why the daemon should stop: quit, or a signal. */

@@ -18,7 +18,7 @@ import { ExportTable, NbdExport } from "../nbd/server/export.ts";
 import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { NbdServer } from "../nbd/server/server.ts";
 import { listenOn, removeStaleSocket, type SocketAddress } from "../net/socket-address.ts";
-import { isWellFormedId } from "../qmp/keyval.ts";
+import { isWellFormedId } from "../qmp/qemu-opts.ts";
 import { EventBus } from "./event-bus.ts";
 import { NodeGraph } from "./nodes.ts";
 import { ObjectRegistry } from "./objects.ts";
