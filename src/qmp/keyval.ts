@@ -19,7 +19,11 @@
  * // { type: "nbd", id: "e0", "node-name": "n0", bitmaps: ["b0"] }
  * parseKeyval("addr.type=unix,addr.path=/tmp/nbd.sock");
  * // { addr: { type: "unix", path: "/tmp/nbd.sock" } }
- * parseKeyval("a.b=1,a=2"); // throws KeyvalError "Parameters 'a.*' used inconsistently"
+ * try {
+ *   parseKeyval("a.b=1,a=2");
+ * } catch (error) {
+ *   // KeyvalError: Parameters 'a.*' used inconsistently
+ * }
  * ```
  * @module
  */
