@@ -13,7 +13,7 @@
 
 import { DenbdError, messageOf, osErrorText } from "../errors.ts";
 import { Logger } from "../log.ts";
-import { Daemon } from "../daemon/daemon.ts";
+import { Daemon, SERVED_EXPORT_TYPES } from "../daemon/daemon.ts";
 import { MonitorHost } from "../daemon/monitors.ts";
 import { daemonCommands } from "../daemon/qmp-commands.ts";
 import {
@@ -45,6 +45,7 @@ import {
   type QapiUnion,
   struct,
 } from "../qmp/schema.ts";
+import { keyvalSyntax, wrapSyntax } from "../qmp/schema-help.ts";
 import {
   CHARDEV_BACKENDS,
   chardevHelp,
@@ -73,11 +74,16 @@ interface OptionSpec {
   readonly short?: string;
   /** The option takes an argument. */
   readonly argument: boolean;
-  /** Name of a plain argument in help (keyval options show their syntax in `help` instead). */
+  /** Name of a plain argument in help (keyval options show their `syntax` instead). */
   readonly value?: string;
   /** Handled in the first pass (before anything is created) rather than in order. */
   readonly early: boolean;
-  /** Help line. */
+  /**
+   * The forms the argument may take, each as the pieces {@link wrapSyntax}
+   * joins into lines: read off the QAPI type for options that have one.
+   */
+  readonly syntax?: readonly (readonly string[])[];
+  /** What the option does (the last lines of its help). */
   readonly help: string;
 }
 
@@ -100,42 +106,41 @@ const DAEMON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   "blockdev": {
     argument: true,
     early: false,
-    help: "[driver=]file|raw,node-name=NAME[,file=NODE|filename=PATH][,read-only=on|off]\n" +
-      "[,discard=ignore|unmap][,cache.direct=on|off][,cache.no-flush=on|off]\n" +
-      "configure a block node",
+    syntax: keyvalSyntax(BlockdevOptions, { impliedKey: QSD_IMPLIED_KEYS.blockdev }),
+    help: "configure a block node",
   },
   "chardev": {
     argument: true,
     early: false,
-    help: "socket,id=ID,path=PATH|host=HOST,port=PORT,server=on[,wait=off]\n" +
-      "configure a character device (a QMP socket)",
+    syntax: [["socket,id=ID,path=PATH|host=HOST,port=PORT,server=on", "[,wait=off]"]],
+    help: "configure a character device (a QMP socket)",
   },
   "export": {
     argument: true,
     early: false,
-    help: "[type=]nbd,id=ID,node-name=NAME[,name=NAME][,description=TEXT]\n" +
-      "[,writable=on|off][,writethrough=on|off][,bitmaps.N=BITMAP]\n" +
-      "[,allocation-depth=on|off]\n" +
-      "export a block node over NBD (needs --nbd-server first)",
+    syntax: keyvalSyntax(BlockExportOptions, {
+      impliedKey: QSD_IMPLIED_KEYS.export,
+      only: SERVED_EXPORT_TYPES,
+    }),
+    help: "export a block node over NBD (needs --nbd-server first)",
   },
   "monitor": {
     argument: true,
     early: false,
-    help: "[chardev=]ID[,mode=control][,pretty=on|off]\n" +
-      "a QMP monitor on a character device",
+    syntax: keyvalSyntax(MonitorOptions, { impliedKey: QSD_IMPLIED_KEYS.monitor }),
+    help: "a QMP monitor on a character device",
   },
   "nbd-server": {
     argument: true,
     early: false,
-    help: "addr.type=inet,addr.host=HOST,addr.port=PORT|addr.type=unix,addr.path=PATH\n" +
-      "[,max-connections=N][,tls-creds=ID][,tls-authz=ID]\n" +
-      "start the NBD server",
+    syntax: keyvalSyntax(NbdServerOptions, { impliedKey: QSD_IMPLIED_KEYS["nbd-server"] }),
+    help: "start the NBD server",
   },
   "object": {
     argument: true,
     early: false,
-    help: "[qom-type=]TYPE,id=ID[,PROP=VALUE...]\n" +
-      "create an object (iothread, tls-creds-*, authz-*, secret);\n" +
+    syntax: [["[qom-type=]TYPE,id=ID", "[,PROP=VALUE...]"]],
+    help: "create an object (iothread, tls-creds-*, authz-*, secret);\n" +
       "'help' lists the types, TYPE,help its properties",
   },
   "pidfile": { argument: true, value: "FILE", early: true, help: "write the process id to FILE" },
@@ -259,17 +264,22 @@ function splitOnce(text: string, separator: string): [string, string | undefined
   return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + separator.length)];
 }
 
+/** Width of the option column of --help. */
+const HELP_OPTION_WIDTH = 20;
+/** Width of the syntax lines of --help (80 columns in all, with their indent). */
+const HELP_SYNTAX_WIDTH = 56;
+
 /** The --help text. */
 function daemonHelp(): string {
-  const width = 20;
+  const indent = " ".repeat(HELP_OPTION_WIDTH + 2);
   const rows = Object.entries(DAEMON_OPTIONS).map(([name, spec]) => {
     const spelling = (spec.short ? `-${spec.short}, ` : "    ") + `--${name}` +
       (spec.value ? ` ${spec.value}` : "");
-    const [first, ...more] = spec.help.split("\n");
-    return [
-      `  ${spelling.padEnd(width)}${first}`,
-      ...more.map((line) => " ".repeat(width + 2) + line),
-    ]
+    const syntax = (spec.syntax ?? []).flatMap((form) =>
+      wrapSyntax(form, HELP_SYNTAX_WIDTH).map((line, i) => (i ? "  " : "") + line)
+    );
+    const [first, ...more] = [...syntax, ...spec.help.split("\n")];
+    return [`  ${spelling.padEnd(HELP_OPTION_WIDTH)}${first}`, ...more.map((line) => indent + line)]
       .join("\n");
   });
   return [
@@ -278,6 +288,12 @@ function daemonHelp(): string {
     "block nodes exported over NBD, driven from QMP monitors (see `denbd qmp`).",
     "",
     ...rows,
+    "",
+    "The forms of --blockdev, --export, --monitor and --nbd-server come from the QAPI",
+    "schema that checks them: [,KEY=VALUE] is optional, <type> stands for a value of",
+    "that type, A|B for a choice, KEY.N for the elements of a list, and KEY.*=<Type>",
+    "for the members of Type under KEY (file.driver=file,file.filename=PATH).",
+    "Each of them also takes a JSON object.",
     "",
     "Options are applied in the order given. QMP `quit`, SIGTERM, SIGINT or SIGHUP delete the",
     "exports (BLOCK_EXPORT_DELETED to the monitors) and exit 0.",

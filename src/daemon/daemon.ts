@@ -33,6 +33,9 @@ import type {
   SocketAddressValue,
 } from "./qapi-types.ts";
 
+/** The export types (of BlockExportType) denbd serves; the others are refused. */
+export const SERVED_EXPORT_TYPES: readonly string[] = ["nbd"];
+
 /** Options of nbd-server-start beyond the QAPI ones. */
 export interface NbdServerHooks {
   /** Called whenever a client disconnects, with the number still connected. */
@@ -128,7 +131,7 @@ export class Daemon {
 
   /** block-export-add (and --export): export a node over the running NBD server. */
   blockExportAdd(options: BlockExportOptionsValue): void {
-    if (options.type !== "nbd") {
+    if (!SERVED_EXPORT_TYPES.includes(options.type)) {
       throw new DenbdError(
         "not-supported",
         `${options.type} exports are not supported by denbd yet`,
