@@ -19,35 +19,33 @@ import { daemonCommands } from "../daemon/qmp-commands.ts";
 import {
   BlockdevOptions,
   BlockExportOptions,
+  MonitorOptions,
   NbdServerOptions,
   OBJECT_TYPES,
   ObjectOptions,
   ObjectType,
+  SERVED_EXPORT_TYPES,
 } from "../daemon/qapi-types.ts";
 import { validateInput } from "../qmp/input.ts";
 import { JsonStreamParser } from "../qmp/json-stream.ts";
 import type { JsonValue } from "../qmp/json-value.ts";
 import {
-  CHARDEV_OPT_TYPES,
   HELP_NOT_AVAILABLE,
   isJsonArgument,
   KeyvalError,
   parseKeyval,
   parseKeyvalHelp,
-  parseQemuOpts,
-  type QemuOptsResult,
   QSD_IMPLIED_KEYS,
 } from "../qmp/keyval.ts";
+import type { QapiStruct, QapiType, QapiUnion, QapiValue } from "../qmp/schema.ts";
+import { keyvalSyntax, wrapSyntax } from "../qmp/schema-help.ts";
 import {
-  BUILTIN,
-  enumeration,
-  member,
-  optional,
-  type QapiStruct,
-  type QapiType,
-  type QapiUnion,
-  struct,
-} from "../qmp/schema.ts";
+  CHARDEV_BACKENDS,
+  chardevHelp,
+  parseChardevOptions,
+  QEMU_CHARDEV_BACKENDS,
+  socketChardev,
+} from "./chardev.ts";
 import { writePidFile } from "./pid-file.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { VERSION } from "../version.ts";
@@ -55,44 +53,22 @@ import { VERSION } from "../version.ts";
 /** How the program names itself in messages. */
 const PROGRAM = "denbd daemon";
 
-/** The socket chardev backends and the null one are served; QEMU has more. */
-const CHARDEV_BACKENDS = ["socket", "null"] as const;
-
-/** Every chardev backend QEMU 7.2 knows (what `--chardev help` lists in qsd). */
-const QEMU_CHARDEV_BACKENDS: readonly string[] = [
-  "pty",
-  "udp",
-  "memory",
-  "file",
-  "socket",
-  "stdio",
-  "ringbuf",
-  "null",
-  "parallel",
-  "pipe",
-  "mux",
-  "serial",
-];
-
-/** --monitor's options (QEMU's MonitorOptions). */
-const MonitorOptions = struct("MonitorOptions", [
-  optional("id", BUILTIN.str),
-  optional("mode", enumeration("MonitorMode", ["readline", "control"])),
-  optional("pretty", BUILTIN.bool),
-  member("chardev", BUILTIN.str),
-]);
-
 /** What each option does; the order options are applied in is the command line's. */
 interface OptionSpec {
   /** One-letter spelling, if any. */
   readonly short?: string;
   /** The option takes an argument. */
   readonly argument: boolean;
-  /** Name of a plain argument in help (keyval options show their syntax in `help` instead). */
+  /** Name of a plain argument in help (keyval options show their `syntax` instead). */
   readonly value?: string;
   /** Handled in the first pass (before anything is created) rather than in order. */
   readonly early: boolean;
-  /** Help line. */
+  /**
+   * The forms the argument may take, each as the pieces {@link wrapSyntax}
+   * joins into lines: read off the QAPI type for options that have one.
+   */
+  readonly syntax?: readonly (readonly string[])[];
+  /** What the option does (the last lines of its help). */
   readonly help: string;
 }
 
@@ -115,42 +91,41 @@ const DAEMON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   "blockdev": {
     argument: true,
     early: false,
-    help: "[driver=]file|raw,node-name=NAME[,file=NODE|filename=PATH][,read-only=on|off]\n" +
-      "[,discard=ignore|unmap][,cache.direct=on|off][,cache.no-flush=on|off]\n" +
-      "configure a block node",
+    syntax: keyvalSyntax(BlockdevOptions, { impliedKey: QSD_IMPLIED_KEYS.blockdev }),
+    help: "configure a block node",
   },
   "chardev": {
     argument: true,
     early: false,
-    help: "socket,id=ID,path=PATH|host=HOST,port=PORT,server=on[,wait=off]\n" +
-      "configure a character device (a QMP socket)",
+    syntax: [["socket,id=ID,path=PATH|host=HOST,port=PORT,server=on", "[,wait=off]"]],
+    help: "configure a character device (a QMP socket)",
   },
   "export": {
     argument: true,
     early: false,
-    help: "[type=]nbd,id=ID,node-name=NAME[,name=NAME][,description=TEXT]\n" +
-      "[,writable=on|off][,writethrough=on|off][,bitmaps.N=BITMAP]\n" +
-      "[,allocation-depth=on|off]\n" +
-      "export a block node over NBD (needs --nbd-server first)",
+    syntax: keyvalSyntax(BlockExportOptions, {
+      impliedKey: QSD_IMPLIED_KEYS.export,
+      only: SERVED_EXPORT_TYPES,
+    }),
+    help: "export a block node over NBD (needs --nbd-server first)",
   },
   "monitor": {
     argument: true,
     early: false,
-    help: "[chardev=]ID[,mode=control][,pretty=on|off]\n" +
-      "a QMP monitor on a character device",
+    syntax: keyvalSyntax(MonitorOptions, { impliedKey: QSD_IMPLIED_KEYS.monitor }),
+    help: "a QMP monitor on a character device",
   },
   "nbd-server": {
     argument: true,
     early: false,
-    help: "addr.type=inet,addr.host=HOST,addr.port=PORT|addr.type=unix,addr.path=PATH\n" +
-      "[,max-connections=N][,tls-creds=ID][,tls-authz=ID]\n" +
-      "start the NBD server",
+    syntax: keyvalSyntax(NbdServerOptions, { impliedKey: QSD_IMPLIED_KEYS["nbd-server"] }),
+    help: "start the NBD server",
   },
   "object": {
     argument: true,
     early: false,
-    help: "[qom-type=]TYPE,id=ID[,PROP=VALUE...]\n" +
-      "create an object (iothread, tls-creds-*, authz-*, secret);\n" +
+    syntax: [["[qom-type=]TYPE,id=ID", "[,PROP=VALUE...]"]],
+    help: "create an object (iothread, tls-creds-*, authz-*, secret);\n" +
       "'help' lists the types, TYPE,help its properties",
   },
   "pidfile": { argument: true, value: "FILE", early: true, help: "write the process id to FILE" },
@@ -274,17 +249,22 @@ function splitOnce(text: string, separator: string): [string, string | undefined
   return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + separator.length)];
 }
 
+/** Width of the option column of --help. */
+const HELP_OPTION_WIDTH = 20;
+/** Width of the syntax lines of --help (80 columns in all, with their indent). */
+const HELP_SYNTAX_WIDTH = 56;
+
 /** The --help text. */
 function daemonHelp(): string {
-  const width = 20;
+  const indent = " ".repeat(HELP_OPTION_WIDTH + 2);
   const rows = Object.entries(DAEMON_OPTIONS).map(([name, spec]) => {
     const spelling = (spec.short ? `-${spec.short}, ` : "    ") + `--${name}` +
       (spec.value ? ` ${spec.value}` : "");
-    const [first, ...more] = spec.help.split("\n");
-    return [
-      `  ${spelling.padEnd(width)}${first}`,
-      ...more.map((line) => " ".repeat(width + 2) + line),
-    ]
+    const syntax = (spec.syntax ?? []).flatMap((form) =>
+      wrapSyntax(form, HELP_SYNTAX_WIDTH).map((line, i) => (i ? "  " : "") + line)
+    );
+    const [first, ...more] = [...syntax, ...spec.help.split("\n")];
+    return [`  ${spelling.padEnd(HELP_OPTION_WIDTH)}${first}`, ...more.map((line) => indent + line)]
       .join("\n");
   });
   return [
@@ -293,6 +273,12 @@ function daemonHelp(): string {
     "block nodes exported over NBD, driven from QMP monitors (see `denbd qmp`).",
     "",
     ...rows,
+    "",
+    "The forms of --blockdev, --export, --monitor and --nbd-server come from the QAPI",
+    "schema that checks them: [,KEY=VALUE] is optional, <type> stands for a value of",
+    "that type, A|B for a choice, KEY.N for the elements of a list, and KEY.*=<Type>",
+    "for the members of Type under KEY (file.driver=file,file.filename=PATH).",
+    "Each of them also takes a JSON object.",
     "",
     "Options are applied in the order given. QMP `quit`, SIGTERM, SIGINT or SIGHUP delete the",
     "exports (BLOCK_EXPORT_DELETED to the monitors) and exit 0.",
@@ -319,9 +305,14 @@ function optionValue(
   return { value: parseKeyval(text, implied) as JsonValue, mode: "keyval" };
 }
 
-function validated<T>(type: QapiType, text: string, implied: string | undefined): T {
+/** The value of an option's `text`, checked against its schema `type`. */
+function validated<T extends QapiType>(
+  type: T,
+  text: string,
+  implied: string | undefined,
+): QapiValue<T> {
   const { value, mode } = optionValue(text, implied);
-  return validateInput<T>(type, value, mode);
+  return validateInput(type, value, mode);
 }
 
 /** Thrown to end with a printed text and an exit code (help of --object). */
@@ -377,17 +368,13 @@ class CommandLineRunner {
   }
 
   #monitor(text: string): void {
-    const options = validated<{ chardev: string; mode?: string; pretty?: boolean }>(
-      MonitorOptions,
-      text,
-      QSD_IMPLIED_KEYS.monitor,
-    );
+    const options = validated(MonitorOptions, text, QSD_IMPLIED_KEYS.monitor);
     if (options.mode === "readline") throw new DenbdError("not-supported", "Only QMP is supported");
     this.#monitors.addMonitor(options.chardev, { pretty: options.pretty });
   }
 
   async #chardev(text: string): Promise<void> {
-    const parsed = parseQemuOpts(text, { impliedName: "backend", types: CHARDEV_OPT_TYPES });
+    const parsed = parseChardevOptions(text);
     for (const warning of parsed.warnings) {
       this.#log.warn(`--chardev ${text}: warning: ${warning.message}`);
       if (warning.hint) console.error(warning.hint);
@@ -415,33 +402,11 @@ class CommandLineRunner {
       );
     }
     await this.#monitors.addSocket(
-      { id: parsed.id, address: chardevAddress(parsed), wait: !isOff(parsed.values.wait) },
+      socketChardev(parsed.id, parsed),
       (where) =>
         this.#log.info(`--chardev ${text}: info: QEMU waiting for connection on: ${where}`),
     );
   }
-}
-
-/** The listening address of a socket chardev (servers only; denbd does not connect out). */
-function chardevAddress(parsed: QemuOptsResult) {
-  const values = parsed.values;
-  if (!isOn(values.server)) {
-    throw new DenbdError(
-      "not-supported",
-      "denbd serves QMP only on listening sockets: add server=on",
-    );
-  }
-  if (values.path !== undefined) return { type: "unix" as const, path: values.path };
-  if (values.port === undefined) throw new DenbdError("invalid", "chardev: socket: no port given");
-  return { type: "inet" as const, host: values.host ?? "0.0.0.0", port: Number(values.port) };
-}
-
-function isOn(value: string | undefined): boolean {
-  return value !== undefined && ["on", "yes", "true", "y"].includes(value);
-}
-
-function isOff(value: string | undefined): boolean {
-  return value !== undefined && ["off", "no", "false", "n"].includes(value);
 }
 
 /** `--object help` and `--object TYPE,help`. */
@@ -459,15 +424,6 @@ function objectHelp(type: unknown): string {
 
 function typeName(type: QapiType): string {
   return type.kind === "builtin" ? type.name : type.kind === "enum" ? type.name : type.kind;
-}
-
-/** `--chardev socket,help`: the options denbd reads. */
-function chardevHelp(): string {
-  return [
-    "chardev options:",
-    ...Object.entries(CHARDEV_OPT_TYPES).map(([name, kind]) => `  ${name}=<${kind}>`),
-  ]
-    .join("\n");
 }
 
 /** Resolves with why the daemon should stop: quit, or a signal. */

@@ -19,7 +19,7 @@ import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { NbdServer } from "../nbd/server/server.ts";
 import { listenOn, removeStaleSocket, type SocketAddress } from "../net/socket-address.ts";
 import { EventBus } from "../qmp/events.ts";
-import { isWellFormedId } from "../qmp/keyval.ts";
+import { isWellFormedId } from "../qmp/qemu-opts.ts";
 import { NodeGraph } from "./nodes.ts";
 import { ObjectRegistry } from "./objects.ts";
 import {
@@ -29,6 +29,7 @@ import {
   type BlockExportOptionsValue,
   type BlockExportRemoveModeValue,
   type DaemonEvent,
+  isServedExport,
   type NbdServerAddOptionsValue,
   type NbdServerOptionsValue,
   type ObjectOptionsValue,
@@ -130,7 +131,7 @@ export class Daemon {
 
   /** block-export-add (and --export): export a node over the running NBD server. */
   blockExportAdd(options: BlockExportOptionsValue): void {
-    if (options.type !== "nbd") {
+    if (!isServedExport(options)) {
       throw new DenbdError(
         "not-supported",
         `${options.type} exports are not supported by denbd yet`,

@@ -13,7 +13,7 @@ import { RawNode } from "../block/raw.ts";
 import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
 import type { DirtyBitmapInfo } from "../block/dirty-bitmap.ts";
 import { DenbdError } from "../errors.ts";
-import { isWellFormedId } from "../qmp/keyval.ts";
+import { isWellFormedId } from "../qmp/qemu-opts.ts";
 import { formatJson } from "../qmp/json-value.ts";
 import {
   type BlockdevOptionsValue,

@@ -10,7 +10,8 @@
 
 import { join } from "node:path";
 import { DenbdError, osErrorText } from "../errors.ts";
-import { ID_HINT, isWellFormedId, KeyvalError } from "../qmp/keyval.ts";
+import { KeyvalError } from "../qmp/keyval.ts";
+import { ID_HINT, isWellFormedId } from "../qmp/qemu-opts.ts";
 import { OBJECT_TYPES, type ObjectOptionsValue } from "./qapi-types.ts";
 
 /** Properties of iothreads that must lie in [0, 2^63 - 1]. */

@@ -386,6 +386,22 @@ export const BlockExportOptions = union(
 /** A BlockExportOptions value. */
 export type BlockExportOptionsValue = QapiValue<typeof BlockExportOptions>;
 
+/** The export types (of BlockExportType) denbd serves; the others are refused by name. */
+export const SERVED_EXPORT_TYPES = ["nbd"] as const;
+
+/** A BlockExportOptions value of a type denbd serves. */
+export type ServedBlockExportOptions = Extract<
+  BlockExportOptionsValue,
+  { readonly type: typeof SERVED_EXPORT_TYPES[number] }
+>;
+
+/** Whether denbd serves the export type `options` names. */
+export function isServedExport(
+  options: BlockExportOptionsValue,
+): options is ServedBlockExportOptions {
+  return (SERVED_EXPORT_TYPES as readonly string[]).includes(options.type);
+}
+
 /** block-export-del arguments. */
 export const BlockExportDelArguments = struct("block-export-del-arg", [
   member("id", str),
@@ -402,6 +418,17 @@ export const BlockExportInfo = struct("BlockExportInfo", [
 
 /** A BlockExportInfo value. */
 export type BlockExportInfoValue = QapiValue<typeof BlockExportInfo>;
+
+// ---------------------------------------------------------------------------
+// Monitors (qapi/control.json)
+
+/** MonitorOptions (--monitor). */
+export const MonitorOptions = struct("MonitorOptions", [
+  optional("id", str),
+  optional("mode", enumeration("MonitorMode", ["readline", "control"])),
+  optional("pretty", bool),
+  member("chardev", str),
+]);
 
 // ---------------------------------------------------------------------------
 // Objects (qapi/qom.json)

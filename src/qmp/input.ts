@@ -63,11 +63,6 @@ export function validateInput<T extends QapiType>(
   value: JsonValue,
   mode?: InputMode,
 ): QapiValue<T>;
-/**
- * Check `value` against `type`, a schema type known only as some QAPI type,
- * and return the value as the caller's type `R`.
- */
-export function validateInput<R>(type: QapiType, value: JsonValue, mode?: InputMode): R;
 export function validateInput(
   type: QapiType,
   value: JsonValue,

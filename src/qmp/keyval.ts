@@ -1,19 +1,13 @@
 /**
- * The two `key=value,...` option syntaxes of qemu-storage-daemon 7.2, with
- * QEMU's exact error messages.
- *
- * - {@link parseKeyval}: QEMU's keyval syntax (util/keyval.c), used by
- *   `--blockdev` (implied key `driver`), `--export` (`type`), `--monitor`
- *   (`chardev`), `--object` (`qom-type`) and `--nbd-server` (no implied key).
- *   Dotted keys build nested objects (`addr.type=unix`), numeric key
- *   fragments build lists (`bitmaps.0=a,bitmaps.1=b`), `,,` is a literal comma
- *   in a value, and every leaf is a string: the input visitor converts leaves
- *   to the schema's types later.
- * - {@link parseQemuOpts}: the older QemuOpts syntax, used by `--chardev`
- *   (implied name `backend`): flat names, repeated names (the last one wins),
- *   short-form booleans (`server` = `server=on`, `nowait` = `wait=off`, each
- *   with a deprecation warning), `id` pulled out up front, and values checked
- *   against a table of option types ({@link CHARDEV_OPT_TYPES}).
+ * QEMU's keyval syntax (util/keyval.c) as qemu-storage-daemon 7.2 reads it,
+ * with QEMU's exact error messages. qsd parses `--blockdev` (implied key
+ * `driver`), `--export` (`type`), `--monitor` (`chardev`), `--object`
+ * (`qom-type`) and `--nbd-server` (no implied key) with it: dotted keys build
+ * nested objects (`addr.type=unix`), numeric key fragments build lists
+ * (`bitmaps.0=a,bitmaps.1=b`), `,,` is a literal comma in a value, and every
+ * leaf is a string: the input visitor converts leaves to the schema's types
+ * later. `--chardev` uses the older QemuOpts syntax instead (./qemu-opts.ts),
+ * which reports its errors with the same {@link KeyvalError}.
  *
  * qsd reads an option argument that starts with `{` as JSON instead
  * ({@link isJsonArgument}); every option but `--chardev` accepts that form.
@@ -25,13 +19,16 @@
  * // { type: "nbd", id: "e0", "node-name": "n0", bitmaps: ["b0"] }
  * parseKeyval("addr.type=unix,addr.path=/tmp/nbd.sock");
  * // { addr: { type: "unix", path: "/tmp/nbd.sock" } }
- * parseKeyval("a.b=1,a=2"); // throws KeyvalError "Parameters 'a.*' used inconsistently"
+ * try {
+ *   parseKeyval("a.b=1,a=2");
+ * } catch (error) {
+ *   // KeyvalError: Parameters 'a.*' used inconsistently
+ * }
  * ```
  * @module
  */
 
 import { DenbdError } from "../errors.ts";
-import { isHexSizeWithSuffix, parseCInteger, parseSize } from "./c-number.ts";
 import { qdictBucket } from "./json-value.ts";
 
 /** A node of a parsed keyval tree: a string leaf, an object or a list. */
@@ -59,8 +56,9 @@ export interface OptionWarning {
 }
 
 /**
- * An option string QEMU rejects. `message` is QEMU's text without the
- * `qemu-storage-daemon: --blockdev ARG: ` prefix, which the caller adds.
+ * An option string QEMU rejects, in keyval or QemuOpts syntax. `message` is
+ * QEMU's text without the `qemu-storage-daemon: --blockdev ARG: ` prefix,
+ * which the caller adds.
  */
 export class KeyvalError extends DenbdError {
   /** A line QEMU prints after the message (without a prefix), if any. */
@@ -81,7 +79,7 @@ export class KeyvalError extends DenbdError {
  * The implied first key of each qsd 7.2 option parsed with keyval:
  * `--blockdev file,filename=x` means `driver=file,...`. `--nbd-server` has none
  * (`--nbd-server unix,...` fails with "Expected '=' after parameter 'unix'").
- * `--chardev` is QemuOpts, whose implied name is `backend` ({@link parseQemuOpts}).
+ * `--chardev` is QemuOpts (./qemu-opts.ts), whose implied name is `backend`.
  */
 export const QSD_IMPLIED_KEYS: Readonly<Record<string, string | undefined>> = {
   blockdev: "driver",
@@ -362,269 +360,4 @@ function listify(dict: Dict, path: readonly string[]): KeyvalObject | KeyvalValu
     list.push(element);
   }
   return list;
-}
-
-// ---------------------------------------------------------------------------
-// QemuOpts (--chardev)
-
-/** How QemuOpts checks a value: QEMU's QEMU_OPT_STRING, _BOOL, _NUMBER, _SIZE. */
-export type QemuOptType = "string" | "bool" | "number" | "size";
-
-/**
- * The options `--chardev` accepts in qsd 7.2 and their types (`--chardev
- * null,help` lists them). `id` is handled apart and is not in the table.
- */
-export const CHARDEV_OPT_TYPES: Readonly<Record<string, QemuOptType>> = {
-  abstract: "bool",
-  append: "bool",
-  backend: "string",
-  chardev: "string",
-  clipboard: "bool",
-  cols: "number",
-  debug: "number",
-  delay: "bool",
-  fd: "string",
-  height: "number",
-  host: "string",
-  ipv4: "bool",
-  ipv6: "bool",
-  localaddr: "string",
-  localport: "string",
-  logappend: "bool",
-  logfile: "string",
-  mouse: "bool",
-  mux: "bool",
-  name: "string",
-  nodelay: "bool",
-  path: "string",
-  port: "string",
-  reconnect: "number",
-  rows: "number",
-  server: "bool",
-  signal: "bool",
-  size: "size",
-  telnet: "bool",
-  tight: "bool",
-  "tls-authz": "string",
-  "tls-creds": "string",
-  tn3270: "bool",
-  to: "number",
-  wait: "bool",
-  websocket: "bool",
-  width: "number",
-};
-
-/** One `name=value` of a QemuOpts string, in the order given (`id` excluded). */
-export interface QemuOpt {
-  /** The option name (`server` for both `server=on` and the flag `server`). */
-  readonly name: string;
-  /** The value as written; `on`/`off` for short-form booleans. */
-  readonly value: string;
-}
-
-/** What {@link parseQemuOpts} returns. */
-export interface QemuOptsResult {
-  /** The first `id=` value (QemuOpts takes the first one), if any. */
-  readonly id?: string;
-  /** Every other element, in order; a repeated name keeps every occurrence. */
-  readonly opts: readonly QemuOpt[];
-  /** Each name's last value: what QEMU's qemu_opt_get returns. */
-  readonly values: Readonly<Record<string, string>>;
-  /** True when a `help` or `?` flag asked for the option list (parsing stopped there). */
-  readonly help: boolean;
-  /** Warnings to print (deprecated short-form booleans, hex sizes with a suffix). */
-  readonly warnings: readonly OptionWarning[];
-}
-
-/** Options of {@link parseQemuOpts}. */
-export interface QemuOptsOptions {
-  /** The name a first element without `=` stands for (`backend` for `--chardev`). */
-  readonly impliedName?: string;
-  /** Option types to check names and values against; absent: accept anything. */
-  readonly types?: Readonly<Record<string, QemuOptType>>;
-}
-
-/** The hint QEMU prints under an id it rejects. */
-export const ID_HINT =
-  "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.";
-
-const SIZE_HINT = "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
-  "and exabytes, respectively.";
-
-/** QEMU's id_wellformed: a letter, then letters, digits, `-`, `.` and `_`. */
-export function isWellFormedId(id: string): boolean {
-  if (!isAlpha(id[0])) return false;
-  for (let i = 1; i < id.length; i++) {
-    if (!isAlnum(id[i]) && !"-._".includes(id[i])) return false;
-  }
-  return true;
-}
-
-/** QemuOpts' value reader: up to a single comma, `,,` standing for one. */
-function readOptValue(text: string, pos: number): { value: string; next: number } {
-  let value = "";
-  let s = pos;
-  while (s < text.length) {
-    if (text[s] === ",") {
-      if (text[s + 1] !== ",") break;
-      s++;
-    }
-    value += text[s++];
-  }
-  return { value, next: s };
-}
-
-interface RawOpt {
-  name: string;
-  value: string;
-  /** Set for a short-form boolean: the flag as written (`nowait`). */
-  flag?: string;
-  /** Set when the flag is `help` or `?`. */
-  help?: boolean;
-}
-
-/** Split one QemuOpts element at `pos`, as QEMU's get_opt_name_value does. */
-function readOpt(
-  text: string,
-  pos: number,
-  firstName: string | undefined,
-): { opt: RawOpt; next: number } {
-  const len = spanUntil(text, pos, "=,");
-  let opt: RawOpt;
-  let next: number;
-  if (text[pos + len] !== "=") {
-    if (firstName !== undefined) {
-      const v = readOptValue(text, pos);
-      opt = { name: firstName, value: v.value };
-      next = v.next;
-    } else {
-      const written = text.slice(pos, pos + len);
-      if (written.startsWith("no")) {
-        opt = { name: written.slice(2), value: "off", flag: written };
-      } else {
-        const help = written === "help" || written === "?";
-        opt = { name: written, value: "on", flag: written, help };
-      }
-      next = pos + len;
-    }
-  } else {
-    const v = readOptValue(text, pos + len + 1);
-    opt = { name: text.slice(pos, pos + len), value: v.value };
-    next = v.next;
-  }
-  if (text[next] === ",") next++;
-  return { opt, next };
-}
-
-function flagWarning(opt: RawOpt): OptionWarning {
-  const flag = opt.flag!;
-  const hint = opt.name === "delay"
-    ? `Please use nodelay=${flag.startsWith("no") ? "on" : "off"} instead`
-    : `Please use ${opt.name}=${opt.value} instead`;
-  return { message: `short-form boolean option '${flag}' deprecated`, hint };
-}
-
-/** QAPI's boolean spellings (qapi_bool_parse), or undefined. */
-function parseBool(value: string): boolean | undefined {
-  if (["on", "yes", "true", "y"].includes(value)) return true;
-  if (["off", "no", "false", "n"].includes(value)) return false;
-  return undefined;
-}
-
-/** Check one option against `types` the way QEMU's opt_validate does; returns warnings. */
-function validateOpt(opt: RawOpt, types: Readonly<Record<string, QemuOptType>>): string[] {
-  const type = Object.hasOwn(types, opt.name) ? types[opt.name] : undefined;
-  if (type === undefined) throw new KeyvalError(`Invalid parameter '${opt.name}'`);
-  switch (type) {
-    case "string":
-      return [];
-    case "bool":
-      if (parseBool(opt.value) === undefined) {
-        throw new KeyvalError(`Parameter '${opt.name}' expects 'on' or 'off'`);
-      }
-      return [];
-    case "number": {
-      const n = parseCInteger(opt.value, "unsigned");
-      if (n === "range") {
-        throw new KeyvalError(`Value '${opt.value}' is too large for parameter '${opt.name}'`);
-      }
-      if (n === "invalid") throw new KeyvalError(`Parameter '${opt.name}' expects a number`);
-      return [];
-    }
-    case "size": {
-      const s = parseSize(opt.value);
-      if (s === "range") {
-        throw new KeyvalError(`Value '${opt.value}' is out of range for parameter '${opt.name}'`);
-      }
-      if (s === "invalid") {
-        throw new KeyvalError(
-          `Parameter '${opt.name}' expects a non-negative number below 2^64`,
-          SIZE_HINT,
-        );
-      }
-      return isHexSizeWithSuffix(opt.value)
-        ? [`Using a multiplier suffix on hex numbers is deprecated: ${opt.value}`]
-        : [];
-    }
-  }
-}
-
-/**
- * Parse `text` in QEMU's QemuOpts syntax, as qsd does for `--chardev`
- * (`parseQemuOpts(arg, { impliedName: "backend", types: CHARDEV_OPT_TYPES })`).
- *
- * The steps and their order are QEMU's: the first `id=` is taken out and
- * checked first ("Parameter 'id' expects an identifier", with {@link ID_HINT});
- * then each element in turn: a first element without `=` is the implied name's
- * value (`,,` escapes work there); any other element without `=` is a
- * short-form boolean (`server` = on, `noserver` = off) that earns a
- * deprecation warning, unless it is `help` or `?`, which stops parsing with
- * `help` set; with `types`, an unknown name or a bad value throws at once.
- *
- * @throws {KeyvalError} with QEMU's message (plus its hint and the warnings
- * printed before it) for a bad id, name or value.
- */
-export function parseQemuOpts(text: string, options: QemuOptsOptions = {}): QemuOptsResult {
-  let id: string | undefined;
-  for (let pos = 0; pos < text.length && id === undefined;) {
-    const { opt, next } = readOpt(text, pos, undefined);
-    if (opt.name === "id") id = opt.value;
-    pos = next;
-  }
-  if (id !== undefined && !isWellFormedId(id)) {
-    throw new KeyvalError("Parameter 'id' expects an identifier", ID_HINT);
-  }
-
-  const opts: QemuOpt[] = [];
-  const values: Record<string, string> = {};
-  const warnings: OptionWarning[] = [];
-  let firstName = options.impliedName;
-  for (let pos = 0; pos < text.length;) {
-    const { opt, next } = readOpt(text, pos, firstName);
-    pos = next;
-    firstName = undefined;
-    if (opt.help) return { id, opts, values, help: true, warnings };
-    if (opt.flag !== undefined) warnings.push(flagWarning(opt));
-    if (opt.name === "id") continue;
-    if (options.types) {
-      try {
-        for (const message of validateOpt(opt, options.types)) warnings.push({ message });
-      } catch (e) {
-        if (!(e instanceof KeyvalError)) throw e;
-        throw new KeyvalError(e.message, e.hint, warnings);
-      }
-    }
-    opts.push({ name: opt.name, value: opt.value });
-    setValue(values, opt.name, opt.value);
-  }
-  return { id, opts, values, help: false, warnings };
-}
-
-function setValue(values: Record<string, string>, name: string, value: string): void {
-  Object.defineProperty(values, name, {
-    value,
-    enumerable: true,
-    writable: true,
-    configurable: true,
-  });
 }

@@ -191,8 +191,30 @@ Deno.test(
         assert.ok(helps.qsd.stdout.includes(option));
         assert.ok(helps.denbd.stdout.includes(option), `denbd's help names ${option}`);
       }
+      // Every key qsd's help shows, denbd's shows too. (Not --export: qsd's help
+      // offers nbd's "bitmap=", which its block-export-add schema spells "bitmaps".)
+      for (const option of ["--blockdev", "--monitor", "--nbd-server"]) {
+        const qsdKeys = helpKeys(helps.qsd.stdout, option);
+        assert.ok(qsdKeys.size > 1, `qsd's help shows keys of ${option}`);
+        const denbdKeys = helpKeys(helps.denbd.stdout, option);
+        assert.deepEqual([...qsdKeys].filter((key) => !denbdKeys.has(key)), [], option);
+      }
     }),
 );
+
+/** The keys (`node-name`, `cache.direct`) the --help text `help` shows for `option`. */
+function helpKeys(help: string, option: string): Set<string> {
+  const keys = new Set<string>();
+  let inSection = false;
+  for (const line of help.split("\n")) {
+    const text = line.trimStart();
+    if (text.startsWith("-")) inSection = text.startsWith(`${option} `);
+    else if (!text || line === text) inSection = false;
+    if (!inSection) continue;
+    for (const match of text.matchAll(/([a-z][a-z0-9.-]*)=/g)) keys.add(match[1]);
+  }
+  return keys;
+}
 
 Deno.test(
   "command line, deliberate difference: a chardev that would connect out is refused",
