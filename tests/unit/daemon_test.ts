@@ -269,6 +269,19 @@ Deno.test("objects: QEMU's types not in qsd, types denbd lacks, secrets and cred
     await assert.rejects(add({ "qom-type": "tls-creds-psk", endpoint: "server" }), {
       message: "Missing 'dir' property value",
     });
+    await assert.rejects(
+      add({ "qom-type": "tls-creds-psk", endpoint: "server", username: "x", dir: "/none" }),
+      { message: "username should not be set when endpoint=server" },
+    );
+    await Deno.writeTextFile(join(dir, "keys.psk"), "alice:00112233\nbob:0011\n");
+    await assert.rejects(add({ "qom-type": "tls-creds-psk", dir }), {
+      message: `Username qemu not found in PSK file ${dir}/keys.psk`,
+    });
+    await assert.rejects(add({ "qom-type": "tls-creds-psk", dir, username: "bob" }), {
+      message: "Cannot set PSK client credentials: The request is invalid.",
+    });
+    await add({ "qom-type": "tls-creds-psk", dir, username: "alice" });
+    daemon.objectDel("o");
     await add({ "qom-type": "tls-creds-anon" });
     await daemon.objectAdd({ "qom-type": "secret", id: "s0", data: "x" });
   });
