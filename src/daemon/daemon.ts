@@ -48,16 +48,26 @@ interface RunningNbdServer {
   readonly maxConnections: number;
   /** The authorization object clients would be checked against (with TLS). */
   readonly tlsAuthz?: string;
+  /** Set once nbd-server-stop began: resolves when the server has stopped. */
+  stopping: Promise<void> | null;
 }
 
-/** An export and what it holds. */
+/**
+ * An export and what it holds. Its lifecycle is QEMU's: in use until its
+ * removal is requested, then shutting down (its name is free, its id is not)
+ * until its last client has gone, then deleted, with BLOCK_EXPORT_DELETED.
+ */
 interface ExportEntry {
   readonly id: string;
   readonly nodeName: string;
   readonly nbd: NbdExport;
+  /** The server its clients connect to. */
+  readonly server: NbdServer;
   /** The iothread object the export was put in, if any. */
   readonly iothread?: string;
   readonly releaseBitmaps: () => void;
+  /** Set once its removal was requested (it is shutting down): resolves when it is deleted. */
+  deletion: Promise<void> | null;
 }
 
 /** The daemon's state. */
@@ -116,17 +126,35 @@ export class Daemon {
       onDisconnect: hooks.onDisconnect,
     });
     server.listen(listener);
-    this.#nbd = { server, address: bound, maxConnections, tlsAuthz: options["tls-authz"] };
+    this.#nbd = {
+      server,
+      address: bound,
+      maxConnections,
+      tlsAuthz: options["tls-authz"],
+      stopping: null,
+    };
     return bound;
   }
 
-  /** nbd-server-stop: delete every NBD export (an event each), then stop listening. */
+  /**
+   * nbd-server-stop: remove every NBD export, dropping its clients, and wait
+   * until all are deleted (an event each), then stop listening. Meanwhile
+   * the server counts as not running.
+   */
   async nbdServerStop(): Promise<void> {
     const nbd = this.#runningServer();
-    for (const id of [...this.#exports.keys()]) await this.#deleteExport(id, "hard");
-    this.#nbd = null;
-    await nbd.server.close();
-    if (nbd.address.type === "unix") removeStaleSocket(nbd.address.path);
+    nbd.stopping = this.#stopServer(nbd);
+    await nbd.stopping;
+  }
+
+  async #stopServer(nbd: RunningNbdServer): Promise<void> {
+    try {
+      await Promise.all([...this.#exports.values()].map((entry) => this.#requestRemoval(entry)));
+      await nbd.server.close();
+      if (nbd.address.type === "unix") removeStaleSocket(nbd.address.path);
+    } finally {
+      this.#nbd = null;
+    }
   }
 
   /** block-export-add (and --export): export a node over the running NBD server. */
@@ -184,8 +212,10 @@ export class Daemon {
       id: options.id,
       nodeName,
       nbd: exported,
+      server: nbd.server,
       iothread: options.iothread,
       releaseBitmaps: claimed.release,
+      deletion: null,
     });
   }
 
@@ -212,27 +242,34 @@ export class Daemon {
   }
 
   /**
-   * block-export-del: remove an export. "safe" (the default) refuses while
-   * clients use it; "hard" drops them. BLOCK_EXPORT_DELETED is emitted
-   * before this resolves, and the id is free again once it has.
+   * block-export-del: request an export's removal. "safe" (the default)
+   * refuses while clients use it; "hard" drops them. As in QEMU, an export
+   * without clients is deleted (BLOCK_EXPORT_DELETED) before this returns;
+   * one whose clients are dropped is shutting down until they are gone
+   * (requests in flight finish first), and is deleted after this returns.
    */
-  async blockExportDel(id: string, mode: BlockExportRemoveModeValue = "safe"): Promise<void> {
-    if (!this.#exports.has(id)) throw new DenbdError("not-found", `Export '${id}' is not found`);
-    await this.#deleteExport(id, mode);
+  blockExportDel(id: string, mode: BlockExportRemoveModeValue = "safe"): void {
+    const entry = this.#exports.get(id);
+    if (!entry) throw new DenbdError("not-found", `Export '${id}' is not found`);
+    if (entry.deletion) throw new DenbdError("busy", `Export '${id}' is already shutting down`);
+    if (mode === "safe" && entry.server.clientsOf(entry.nbd) > 0) {
+      throw new DenbdError("busy", `export '${id}' still in use`);
+    }
+    void this.#requestRemoval(entry);
   }
 
   /** nbd-server-remove (deprecated): block-export-del of an NBD export by id. */
-  async nbdServerRemove(name: string, mode: BlockExportRemoveModeValue = "safe"): Promise<void> {
-    await this.blockExportDel(name, mode);
+  nbdServerRemove(name: string, mode: BlockExportRemoveModeValue = "safe"): void {
+    this.blockExportDel(name, mode);
   }
 
-  /** query-block-exports: every export, newest first. */
+  /** query-block-exports: every export, newest first, shutting down or not. */
   queryBlockExports(): BlockExportInfoValue[] {
     return [...this.#exports.values()].reverse().map((entry) => ({
       id: entry.id,
       type: "nbd",
       "node-name": entry.nodeName,
-      "shutting-down": false,
+      "shutting-down": entry.deletion !== null,
     }));
   }
 
@@ -248,34 +285,52 @@ export class Daemon {
 
   /**
    * Stop everything in order, as QEMU does on quit or a signal: every export
-   * is deleted (an event each, in creation order), the NBD server stops,
-   * then every node is flushed and closed.
+   * is deleted (an event each), the NBD server stops, then every node is
+   * flushed and closed.
    */
   async shutdown(): Promise<void> {
     await this.stopExporting();
     await this.nodes.closeAll();
   }
 
-  /** Delete every export (an event each, in creation order) and stop the NBD server, if running. */
+  /**
+   * Delete every export (an event each; those without clients at once, in
+   * creation order) and stop the NBD server, if running or stopping.
+   */
   async stopExporting(): Promise<void> {
-    if (this.#nbd) await this.nbdServerStop();
+    if (this.#nbd) await (this.#nbd.stopping ?? this.nbdServerStop());
   }
 
-  async #deleteExport(id: string, mode: BlockExportRemoveModeValue): Promise<void> {
-    const entry = this.#exports.get(id)!;
-    const server = this.#nbd!.server;
-    if (mode === "safe" && server.clientsOf(entry.nbd) > 0) {
-      throw new DenbdError("busy", `export '${id}' still in use`);
-    }
+  /**
+   * Start removing an export (QEMU's blk_exp_request_shutdown): new clients
+   * can no longer choose it, and it is deleted now if it has no clients, or
+   * else once the dropped clients' connections have ended. Resolves when it
+   * is deleted.
+   */
+  #requestRemoval(entry: ExportEntry): Promise<void> {
+    if (entry.deletion) return entry.deletion;
     this.#catalog.remove(entry.nbd.name);
-    await server.dropClients(entry.nbd);
-    entry.releaseBitmaps();
-    this.#exports.delete(id);
-    this.events.emit(BLOCK_EXPORT_DELETED, { id });
+    if (entry.server.clientsOf(entry.nbd) === 0) {
+      entry.deletion = Promise.resolve();
+      this.#delete(entry);
+    } else {
+      entry.deletion = entry.server.dropClients(entry.nbd).then(() => this.#delete(entry));
+    }
+    return entry.deletion;
   }
 
+  /** The end of an export's lifecycle: its bitmaps and id are free, the monitors told. */
+  #delete(entry: ExportEntry): void {
+    entry.releaseBitmaps();
+    this.#exports.delete(entry.id);
+    this.events.emit(BLOCK_EXPORT_DELETED, { id: entry.id });
+  }
+
+  /** The NBD server, unless it is not running or is being stopped. */
   #runningServer(): RunningNbdServer {
-    if (!this.#nbd) throw new DenbdError("invalid", "NBD server not running");
+    if (!this.#nbd || this.#nbd.stopping) {
+      throw new DenbdError("invalid", "NBD server not running");
+    }
     return this.#nbd;
   }
 

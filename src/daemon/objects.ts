@@ -17,6 +17,9 @@ import { OBJECT_TYPES, type ObjectOptionsValue } from "./qapi-types.ts";
 /** Properties of iothreads that must lie in [0, 2^63 - 1]. */
 const IOTHREAD_RANGED = ["poll-max-ns", "poll-grow", "poll-shrink"] as const;
 
+/** The shortest PSK key GnuTLS accepts, in bytes. */
+const MIN_PSK_KEY_BYTES = 4;
+
 /** A created object. */
 export interface DaemonObject {
   /** Its id. */
@@ -83,8 +86,9 @@ async function checkObject(type: string, properties: Record<string, unknown>): P
     case "secret":
       return await checkSecret(properties);
     case "tls-creds-x509":
+      return void await checkCredentialsDir(type, properties);
     case "tls-creds-psk":
-      return await checkCredentialsDir(type, properties);
+      return await checkPskCredentials(properties);
   }
 }
 
@@ -106,7 +110,8 @@ async function checkSecret(properties: Record<string, unknown>): Promise<void> {
   if (data === undefined && file === undefined) {
     throw new DenbdError("invalid", "Either 'file' or 'data' must be provided");
   }
-  if (typeof file === "string") await readSecretFile(file);
+  // Only whether the file reads matters until secrets are used (TLS).
+  if (typeof file === "string") await readFileAsGlib(file, `Unable to read ${file}`);
   if (keyid !== undefined) {
     throw new DenbdError(
       "not-supported",
@@ -115,36 +120,65 @@ async function checkSecret(properties: Record<string, unknown>): Promise<void> {
   }
 }
 
-/** Read a secret's file, failing with GLib's words for what went wrong (open or read). */
-async function readSecretFile(path: string): Promise<void> {
+/**
+ * Read a whole file as GLib's g_file_get_contents does, failing with GLib's
+ * words for what went wrong (open or read) after `prefix`.
+ */
+async function readFileAsGlib(path: string, prefix: string): Promise<string> {
   const fail = (what: string, error: unknown) =>
-    new DenbdError(
-      "not-found",
-      `Unable to read ${path}: ${what} \u201c${path}\u201d: ${osErrorText(error)}`,
-    );
+    new DenbdError("not-found", `${prefix}: ${what} \u201c${path}\u201d: ${osErrorText(error)}`);
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path);
   } catch (error) {
     throw fail("Failed to open file", error);
   }
+  const decoder = new TextDecoder();
+  let text = "";
   try {
-    const chunk = new Uint8Array(4096);
-    while (await file.read(chunk) !== null) {
-      // Only whether it reads matters until secrets are used (TLS).
+    for (let chunk = new Uint8Array(4096), count; (count = await file.read(chunk)) !== null;) {
+      text += decoder.decode(chunk.subarray(0, count), { stream: true });
     }
   } catch (error) {
     throw fail("Error reading file", error);
   } finally {
     file.close();
   }
+  return text + decoder.decode();
 }
 
-/** X.509 and PSK credentials need a directory holding their first file. */
+/**
+ * PSK credentials as QEMU loads them: a server takes no username; a client
+ * needs its username ("qemu" unless given) in the directory's keys.psk.
+ */
+async function checkPskCredentials(properties: Record<string, unknown>): Promise<void> {
+  const server = properties.endpoint === "server";
+  if (server && properties.username !== undefined) {
+    throw new DenbdError("invalid", "username should not be set when endpoint=server");
+  }
+  const keysFile = await checkCredentialsDir("tls-creds-psk", properties);
+  if (server) return;
+  const username = typeof properties.username === "string" ? properties.username : "qemu";
+  const keys = await readFileAsGlib(keysFile, `Cannot read PSK file ${keysFile}`);
+  const line = keys.split("\n").find((line) => line.startsWith(`${username}:`));
+  if (line === undefined) {
+    throw new DenbdError("not-found", `Username ${username} not found in PSK file ${keysFile}`);
+  }
+  const problem = pskKeyProblem(line.slice(username.length + 1));
+  if (problem) throw new DenbdError("invalid", `Cannot set PSK client credentials: ${problem}`);
+}
+
+/** What GnuTLS finds wrong with a hex PSK key (as GnuTLS words it), or null. */
+function pskKeyProblem(hex: string): string | null {
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(hex)) return "Error in parsing.";
+  return hex.length < 2 * MIN_PSK_KEY_BYTES ? "The request is invalid." : null;
+}
+
+/** X.509 and PSK credentials need a directory holding their first file; returns its path. */
 async function checkCredentialsDir(
   type: "tls-creds-x509" | "tls-creds-psk",
   properties: Record<string, unknown>,
-): Promise<void> {
+): Promise<string> {
   if (typeof properties.dir !== "string") {
     throw new DenbdError("invalid", "Missing 'dir' property value");
   }
@@ -157,4 +191,5 @@ async function checkCredentialsDir(
       `Unable to access credentials ${path}: ${osErrorText(error)}`,
     );
   }
+  return path;
 }

@@ -6,18 +6,22 @@
  * replies and transmission flags, `nbdinfo --list --json`, maps of every
  * metadata context, NBD_OPT_LIST_META_CONTEXT answers, the images' content,
  * bitmap counts, export removal with a client connected (safe refused, hard
- * drops it), and max-connections.
+ * drops it), the lifecycle of an export whose dropped client still has a
+ * request in flight (on an image made slow with nbdkit's delay filter and
+ * nbdfuse), and max-connections.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { makeSparseImage, needs, sha256File } from "./harness.ts";
 import {
+  type DaemonKind,
   type DaemonPair,
   type DaemonSpec,
   Differences,
   type Json,
   NODES,
+  normalise,
   type PairOptions,
   PythonHelper,
   qmp,
@@ -366,14 +370,10 @@ Deno.test(
           return await holders[daemon.kind].line();
         });
         differences.check("a read before the hard removal", before.qsd, before.denbd);
-        // The return and the event may come in either order.
+        // The return comes first; the event once the dropped client is gone.
         differences.add(
           await pair.script([
-            {
-              send: qmp("block-export-del", { id: "ad", mode: "hard" }),
-              events: 1,
-              anyOrder: true,
-            },
+            { send: qmp("block-export-del", { id: "ad", mode: "hard" }), events: 1 },
             qmp("query-block-exports"),
             qmp("block-export-add", { type: "nbd", id: "ad", "node-name": "r0", name: "ad" }),
           ]),
@@ -395,11 +395,7 @@ Deno.test(
           differences.add(
             await pair.script([
               qmp("nbd-server-remove", { name: "ad" }),
-              {
-                send: qmp("nbd-server-remove", { name: "ad", mode: "hard" }),
-                events: 1,
-                anyOrder: true,
-              },
+              { send: qmp("nbd-server-remove", { name: "ad", mode: "hard" }), events: 1 },
               qmp("query-block-exports"),
             ]),
           );
@@ -524,6 +520,189 @@ Deno.test(
         (await Deno.stat(daemon.fill("$DIR/d.img"))).blocks
       );
       differences.check("blocks allocated to the image", sizes.qsd, sizes.denbd);
+    });
+  },
+);
+
+/** Seconds each read of the slow image takes. */
+const SLOW_READ_S = 2;
+
+/**
+ * A 64 MiB read-only image whose every read takes SLOW_READ_S seconds
+ * (nbdkit's memory plugin behind its delay filter, mounted by nbdfuse), so a
+ * request can be kept in flight while its export is removed.
+ */
+async function withSlowImage(body: (image: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "denbd-slow-" });
+  const fuse = new Deno.Command("nbdfuse", {
+    args: [
+      "--readonly",
+      dir,
+      "--command",
+      "nbdkit",
+      "-s",
+      "--filter=delay",
+      "memory",
+      "64M",
+      `rdelay=${SLOW_READ_S}`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const image = join(dir, "nbd");
+    for (const deadline = Date.now() + 10_000; !(await exists(image));) {
+      assert.ok(Date.now() < deadline, "nbdfuse did not mount the slow image");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await body(image);
+  } finally {
+    fuse.kill("SIGTERM");
+    await fuse.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A libnbd client of export argv[2] that starts reading 4 KiB at offset
+ * argv[3], prints "sent", then prints how the read ended.
+ */
+const SLOW_READER_SCRIPT = String.raw`
+import nbd, sys
+h = nbd.NBD()
+h.set_export_name(sys.argv[2])
+h.connect_unix(sys.argv[1])
+cookie = h.aio_pread(nbd.Buffer(4096), int(sys.argv[3]))
+print("sent", flush=True)
+try:
+    while not h.aio_command_completed(cookie):
+        h.poll(-1)
+    print("read", flush=True)
+except nbd.Error as error:
+    print("error:", error.string, flush=True)
+`;
+
+/** Offsets of the slow image each daemon reads, apart so neither finds the other's in the page cache. */
+const SLOW_OFFSETS = { qsd: [8 * MiB, 24 * MiB], denbd: [40 * MiB, 56 * MiB] } as const;
+
+Deno.test(
+  "a hard removal with a read in flight: the return, shutting-down until the read ends, then the event",
+  needs(...PEERS, "nbdfuse", "nbdkit"),
+  async () => {
+    await withSlowImage(async (image) => {
+      const spec: DaemonSpec = {
+        args: [
+          "--blockdev",
+          `driver=file,node-name=slow,filename=${image},read-only=on`,
+          "--nbd-server",
+          `addr.type=unix,addr.path=${SOCKET}`,
+          "--export",
+          "nbd,id=e0,node-name=slow,name=e0",
+        ],
+      };
+      let stderr: Record<DaemonKind, string> = { qsd: "", denbd: "" };
+      await withDaemonPair(spec, async (pair) => {
+        const differences = new Differences();
+        /** A client of `name` on each daemon with a read in flight (the `round`th offset). */
+        const slowReaders = (name: string, round: 0 | 1) =>
+          pair.both(async (daemon) => {
+            const offset = SLOW_OFFSETS[daemon.kind][round];
+            const reader = new PythonHelper(SLOW_READER_SCRIPT, [
+              daemon.fill(SOCKET),
+              name,
+              String(offset),
+            ]);
+            assert.equal(await reader.line(), "sent", `${daemon.kind}: the read was sent`);
+            return reader;
+          });
+        const readEnds = async (readers: Record<DaemonKind, PythonHelper>, label: string) => {
+          const ends = await pair.both(async (daemon) => {
+            const line = await readers[daemon.kind].line(2 * SLOW_READ_S * 1000);
+            await readers[daemon.kind].finish();
+            return line;
+          });
+          differences.check(label, ends.qsd, ends.denbd);
+        };
+        const deleted = (id: string) => ({
+          timestamp: "TIMESTAMP",
+          event: "BLOCK_EXPORT_DELETED",
+          data: { id },
+        });
+
+        const first = await slowReaders("e0", 0);
+        // Time for the servers to start the read.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        differences.add(
+          await pair.script([
+            qmp("block-export-del", { id: "e0", mode: "hard" }),
+            qmp("query-block-exports"),
+            qmp("block-export-del", { id: "e0", mode: "hard" }),
+            qmp("block-export-del", { id: "e0" }),
+            qmp("nbd-server-remove", { name: "e0" }),
+            qmp("block-export-add", { type: "nbd", id: "e0", "node-name": "slow" }),
+            qmp("nbd-server-add", { device: "slow", name: "e0" }),
+            // The name is free at once.
+            qmp("block-export-add", { type: "nbd", id: "e1", "node-name": "slow", name: "e0" }),
+            qmp("query-block-exports"),
+            qmp("blockdev-del", { "node-name": "slow" }),
+          ]),
+        );
+        // Reported now: a daemon that deleted the export early has sent its event already.
+        differences.assertNone();
+        const events = await pair.both(async (daemon) =>
+          normalise(await pair.sessions[daemon.kind].next(2 * SLOW_READ_S * 1000), daemon.place)
+        );
+        assert.deepEqual(events.qsd, deleted("e0"), "qsd: the event once the read has ended");
+        differences.check("the event once the read has ended", events.qsd, events.denbd);
+        await readEnds(first, "the dropped client's read");
+        differences.add(
+          await pair.script([
+            qmp("query-block-exports"),
+            qmp("block-export-add", { type: "nbd", id: "e0", "node-name": "slow", name: "e2" }),
+          ]),
+        );
+
+        // nbd-server-stop waits for an export whose client has a read in flight.
+        const second = await slowReaders("e0", 1);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        differences.add(
+          await pair.script([
+            { send: qmp("nbd-server-stop"), events: 2 },
+            qmp("query-block-exports"),
+          ]),
+        );
+        await readEnds(second, "a read in flight at nbd-server-stop");
+        differences.assertNone();
+        stderr = { qsd: pair.qsd.stderr(), denbd: pair.denbd.stderr() };
+      }, { compareStderr: false });
+      // Deliberate difference: qsd reports each reply it could not send to a dropped client;
+      // denbd reports each such read as failed.
+      const lines = (line: (offset: number) => string, offsets: readonly number[]) =>
+        offsets.map((offset) => line(offset) + "\n").join("");
+      assert.equal(
+        stderr.qsd,
+        lines(
+          () =>
+            "PROG: Disconnect client, due to: Failed to send reply: " +
+            "Unable to write to socket: Broken pipe",
+          SLOW_OFFSETS.qsd,
+        ),
+      );
+      assert.equal(
+        stderr.denbd,
+        lines((offset) => `PROG: unix client: READ at ${offset} failed: Bad resource ID`, [
+          ...SLOW_OFFSETS.denbd,
+        ]),
+      );
     });
   },
 );

@@ -762,3 +762,48 @@ Deno.test(
     ]);
   },
 );
+
+Deno.test(
+  "tls-creds-psk: a server takes no username, a client's key is looked up and checked",
+  needs("qemu-storage-daemon"),
+  async () => {
+    const setup = async (dir: string) => {
+      await Deno.mkdir(join(dir, "psk"));
+      await Deno.writeTextFile(
+        join(dir, "psk", "keys.psk"),
+        [
+          "alice:0123456789abcdef0123456789abcdef",
+          "qemu:00112233",
+          "short:001122",
+          "odd:0011223",
+          "nothex:0011zz33",
+          "empty:",
+          "cr:00112233\r",
+          "",
+        ].join("\n"),
+      );
+      await Deno.mkdir(join(dir, "dir", "keys.psk"), { recursive: true });
+    };
+    const add = (args: Json) => qmp("object-add", { "qom-type": "tls-creds-psk", ...args });
+    const keys = "$DIR/psk";
+    await sameOnBoth({ args: [], setup }, [
+      // A server's username is refused before its directory is looked at.
+      add({ id: "s0", dir: keys, endpoint: "server", username: "alice" }),
+      add({ id: "s0", endpoint: "server", username: "" }),
+      add({ id: "s0", dir: "$DIR/none", endpoint: "server", username: "x" }),
+      add({ id: "s0", dir: "$DIR/none", endpoint: "server" }),
+      add({ id: "s0", dir: keys, endpoint: "server" }),
+      // A client's username ("qemu" by default) must be in keys.psk with a usable key.
+      add({ id: "c0", dir: "$DIR/none" }),
+      add({ id: "c0", dir: "$DIR/dir" }),
+      add({ id: "c0", dir: keys, username: "nobody" }),
+      add({ id: "c0", dir: keys, username: "alic" }),
+      add({ id: "c0", dir: keys, endpoint: "client", username: "" }),
+      ...["short", "odd", "nothex", "empty", "cr"].map((username) =>
+        add({ id: "c0", dir: keys, username })
+      ),
+      add({ id: "c0", dir: keys, username: "alice" }),
+      add({ id: "c1", dir: keys }),
+    ]);
+  },
+);

@@ -36,7 +36,7 @@ async function withDaemon(
   body: (
     daemon: Daemon,
     context: { dir: string; socket: string; events: QmpEvent[] },
-  ) => Promise<void>,
+  ) => void | Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "denbd-daemon-" });
   const daemon = new Daemon(new Logger({ prefix: "test" }));
@@ -123,7 +123,7 @@ Deno.test("blockdev-add: a raw node over a named file or an inline one; blockdev
     startServerFor(daemon, dir);
     daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "r0" });
     await assert.rejects(daemon.blockdevDel("r0"), /^DenbdError: Node r0 is in use$/);
-    await daemon.blockExportDel("e0");
+    daemon.blockExportDel("e0");
     await daemon.blockdevDel("r0");
     await daemon.blockdevDel("r1");
     await daemon.blockdevDel("f0");
@@ -172,7 +172,30 @@ Deno.test("block-export-add: QEMU's checks and messages", async () => {
   });
 });
 
-Deno.test("block-export-del: safe refuses while a client is connected, hard drops it; events", async () => {
+/** The next event the daemon emits. */
+function nextEvent(daemon: Daemon): Promise<QmpEvent> {
+  return new Promise((resolve) => {
+    const unsubscribe = daemon.events.subscribe((event) => {
+      unsubscribe();
+      resolve(event);
+    });
+  });
+}
+
+Deno.test("block-export-del: without clients the export is deleted before it returns", async () => {
+  await withDaemon((daemon, { socket, events }) => {
+    startServer(daemon, socket);
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" });
+    daemon.blockExportDel("e0");
+    assert.deepEqual(events.map((event) => [event.name, event.data]), [
+      ["BLOCK_EXPORT_DELETED", { id: "e0" }],
+    ]);
+    assert.deepEqual(daemon.queryBlockExports(), []);
+    assert.throws(() => daemon.blockExportDel("nope"), /Export 'nope' is not found/);
+  });
+});
+
+Deno.test("block-export-del: safe refuses while a client is connected; hard drops it, then the export goes", async () => {
   await withDaemon(async (daemon, { socket, events }) => {
     startServer(daemon, socket);
     daemon.blockExportAdd({
@@ -186,19 +209,64 @@ Deno.test("block-export-del: safe refuses while a client is connected, hard drop
       timeoutMs: 5000,
     });
     try {
-      await assert.rejects(daemon.blockExportDel("e0"), /^DenbdError: export 'e0' still in use$/);
-      await assert.rejects(daemon.nbdServerRemove("e0", "safe"), /export 'e0' still in use/);
+      assert.throws(() => daemon.blockExportDel("e0"), /^DenbdError: export 'e0' still in use$/);
+      assert.throws(() => daemon.nbdServerRemove("e0", "safe"), /export 'e0' still in use/);
+      const deleted = nextEvent(daemon);
+      daemon.blockExportDel("e0", "hard");
+      // Returned before the client is gone: shutting down, the id taken, the name free.
       assert.equal(events.length, 0);
-      await daemon.blockExportDel("e0", "hard");
-      assert.deepEqual(events.map((event) => [event.name, event.data]), [
-        ["BLOCK_EXPORT_DELETED", { id: "e0" }],
+      assert.deepEqual(daemon.queryBlockExports(), [
+        { id: "e0", type: "nbd", "node-name": "f0", "shutting-down": true },
+      ]);
+      for (const mode of ["safe", "hard"] as const) {
+        assert.throws(
+          () => daemon.blockExportDel("e0", mode),
+          /^DenbdError: Export 'e0' is already shutting down$/,
+        );
+      }
+      assert.throws(
+        () => daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" }),
+        /Block export id 'e0' is already in use/,
+      );
+      daemon.blockExportAdd({ type: "nbd", id: "e1", "node-name": "f0", name: "disk" });
+      await assert.rejects(daemon.blockdevDel("f0"), /Node f0 is in use/);
+      assert.deepEqual((await deleted).data, { id: "e0" });
+      assert.deepEqual(daemon.queryBlockExports(), [
+        { id: "e1", type: "nbd", "node-name": "f0", "shutting-down": false },
       ]);
       await assert.rejects(client.read(0, 512), { kind: "io" });
     } finally {
       await client.disconnect();
     }
+    daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0", name: "again" });
+  });
+});
+
+Deno.test("nbd-server-stop waits for exports shutting down; the server counts as stopped meanwhile", async () => {
+  await withDaemon(async (daemon, { socket, events }) => {
+    startServer(daemon, socket);
     daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0" });
-    await assert.rejects(daemon.blockExportDel("nope"), /Export 'nope' is not found/);
+    daemon.blockExportAdd({ type: "nbd", id: "e1", "node-name": "f0", name: "other" });
+    const client = await NbdClient.connect(`nbd+unix:///f0?socket=${socket}`, {
+      timeoutMs: 5000,
+    });
+    try {
+      const stopped = daemon.nbdServerStop();
+      // e1 has no client and went at once; e0 goes when its client has.
+      assert.deepEqual(events.map((event) => event.data.id), ["e1"]);
+      assert.throws(
+        () => daemon.blockExportAdd({ type: "nbd", id: "e2", "node-name": "f0" }),
+        /NBD server not running/,
+      );
+      await assert.rejects(daemon.nbdServerStop(), /NBD server not running/);
+      assert.throws(() => startServer(daemon, socket), /NBD server already running/);
+      await stopped;
+      assert.deepEqual(events.map((event) => event.data.id), ["e1", "e0"]);
+      assert.deepEqual(daemon.queryBlockExports(), []);
+    } finally {
+      await client.disconnect();
+    }
+    startServer(daemon, socket);
   });
 });
 
@@ -265,7 +333,7 @@ Deno.test("objects: ids, duplicates, TLS files, and no deletion while in use", a
     daemon.blockExportAdd({ type: "nbd", id: "e0", "node-name": "f0", iothread: "io0" });
     assert.throws(() => daemon.objectDel("io0"), /object 'io0' is in use by export 'e0'/);
     assert.throws(() => daemon.objectDel("nope"), /object 'nope' not found/);
-    await daemon.blockExportDel("e0");
+    daemon.blockExportDel("e0");
     daemon.objectDel("io0");
   });
 });
@@ -299,6 +367,19 @@ Deno.test("objects: QEMU's types not in qsd, types denbd lacks, secrets and cred
     await assert.rejects(add({ "qom-type": "tls-creds-psk", endpoint: "server" }), {
       message: "Missing 'dir' property value",
     });
+    await assert.rejects(
+      add({ "qom-type": "tls-creds-psk", endpoint: "server", username: "x", dir: "/none" }),
+      { message: "username should not be set when endpoint=server" },
+    );
+    await Deno.writeTextFile(join(dir, "keys.psk"), "alice:00112233\nbob:0011\n");
+    await assert.rejects(add({ "qom-type": "tls-creds-psk", dir }), {
+      message: `Username qemu not found in PSK file ${dir}/keys.psk`,
+    });
+    await assert.rejects(add({ "qom-type": "tls-creds-psk", dir, username: "bob" }), {
+      message: "Cannot set PSK client credentials: The request is invalid.",
+    });
+    await add({ "qom-type": "tls-creds-psk", dir, username: "alice" });
+    daemon.objectDel("o");
     await add({ "qom-type": "tls-creds-anon" });
     await daemon.objectAdd({ "qom-type": "secret", id: "s0", data: "x" });
   });
