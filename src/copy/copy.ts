@@ -13,7 +13,8 @@
  */
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import { type Destination, openDestination, openSource, type Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
+import { openDestination, openSource } from "./endpoints.ts";
 import type { ProgressReporter } from "./progress.ts";
 import { transfer } from "./transfer.ts";
 

@@ -24,7 +24,7 @@
  */
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import type { Destination, Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
 import { planCopy, sparseRuns, type Step, streamSteps } from "./plan.ts";
 
 /** How {@linkcode transfer} works. */
