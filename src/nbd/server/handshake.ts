@@ -264,11 +264,11 @@ function reply(option: number, type: number, message = ""): HandshakeStep {
   return { next: "continue", replies: [encodeOptionReply(option, type, encodeString(message))] };
 }
 
+/** No reply: the connection is to be closed, for `reason`. */
 function close(reason: string): HandshakeStep {
   return { next: "close", replies: [], reason };
 }
 
-/** Names matching LIST_META_CONTEXT `queries` (all contexts when there are none). */
 /**
  * Names matching LIST_META_CONTEXT `queries` (all contexts when there are
  * none), in the export's own order of contexts whatever the order of the
