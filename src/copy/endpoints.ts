@@ -10,12 +10,25 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openDestination, openSource } from "./endpoints.ts";
- * const source = await openSource("nbd://localhost/disk", { connections: 4 });
- * const destination = await openDestination("disk.img", {
+ * const path = await Deno.makeTempFile();
+ * await Deno.truncate(path, 65536);
+ * // Names may also be NBD URIs ("nbd://localhost/disk") or "-" for a stream.
+ * const source = await openSource(path, { connections: 4 });
+ * const destination = await openDestination(`${path}.copy`, {
  *   connections: 4,
  *   sourceSize: source.size,
  * });
+ * try {
+ *   assert.equal(source.size, 65536);
+ *   assert.equal(destination.startsZeroed, true); // a new file starts as one hole
+ * } finally {
+ *   await source.close();
+ *   await destination.close();
+ *   await Deno.remove(path);
+ *   await Deno.remove(`${path}.copy`);
+ * }
  * ```
  * @module
  */
