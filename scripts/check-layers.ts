@@ -13,10 +13,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { groupOf } from "./check-layers.ts";
- * console.assert(groupOf("src/nbd/server/handshake.ts")?.name === "nbd-server");
- * console.assert(groupOf("src/nbd/wire.ts")?.name === "nbd-protocol");
- * console.assert(groupOf("tests/unit/wire_test.ts") === undefined);
+ * assert.equal(groupOf("src/nbd/server/handshake.ts")?.name, "nbd-server");
+ * assert.equal(groupOf("src/nbd/wire.ts")?.name, "nbd-protocol");
+ * assert.equal(groupOf("tests/unit/wire_test.ts"), undefined);
  * ```
  *
  * @module
