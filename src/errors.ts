@@ -5,8 +5,10 @@
  *
  * @example
  * ```ts
- * import { DenbdError } from "./errors.ts";
- * throw new DenbdError("no-space", "write past the end of the export");
+ * import assert from "node:assert/strict";
+ * import { DenbdError, kindOf } from "./errors.ts";
+ * const error = new DenbdError("no-space", "write past the end of the export");
+ * assert.equal(kindOf(error), "no-space"); // NBD sends ENOSPC for it, QMP a GenericError
  * ```
  * @module
  */

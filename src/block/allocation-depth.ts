@@ -13,9 +13,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { allocationDepthOf } from "./allocation-depth.ts";
  * import { MemoryNode } from "./memory.ts";
- * await allocationDepthOf(new MemoryNode(4096), 0, 4096); // [{ length: 4096, depth: 1 }]
+ * assert.deepEqual(await allocationDepthOf(new MemoryNode(4096), 0, 4096), [
+ *   { length: 4096, depth: 1 },
+ * ]);
  * ```
  * @module
  */

@@ -11,11 +11,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DirtyBitmapSet } from "./dirty-bitmap.ts";
  * const bitmaps = new DirtyBitmapSet(1 << 20);
  * const b0 = bitmaps.create("b0", { granularity: 4096 });
  * bitmaps.markDirty(5000, 10);
- * b0.dirtyExtents(0, 1 << 20, 16); // [{4096 clean}, {4096 dirty}, {rest clean}]
+ * assert.deepEqual(b0.dirtyExtents(0, 1 << 20, 16), [
+ *   { length: 4096, dirty: false },
+ *   { length: 4096, dirty: true }, // the granule holding bytes 5000..5009
+ *   { length: (1 << 20) - 8192, dirty: false },
+ * ]);
  * ```
  * @module
  */

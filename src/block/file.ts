@@ -13,11 +13,14 @@
  * @example
  * ```ts
  * import { FileNode } from "./file.ts";
- * const node = await FileNode.open("disk.img", { discard: "unmap" });
+ * const path = await Deno.makeTempFile();
+ * await Deno.truncate(path, 1 << 20);
+ * const node = await FileNode.open(path, { discard: "unmap" });
  * try {
  *   await node.write(0, new Uint8Array(512).fill(1), { fua: true });
  * } finally {
  *   await node.close();
+ *   await Deno.remove(path);
  * }
  * ```
  * @module

@@ -17,9 +17,22 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { lockImage, WRITABLE_IMAGE } from "./image-lock.ts";
- * declare const fd: number; // from libc open(2)
- * lockImage(fd, "disk.img", WRITABLE_IMAGE); // throws kind "busy" when in use
+ * import { loadLibc, OpenFlag } from "./libc.ts";
+ * const path = await Deno.makeTempFile();
+ * const libc = loadLibc()!;
+ * const first = libc.open(path, OpenFlag.READ_WRITE | OpenFlag.CLOSE_ON_EXEC);
+ * const second = libc.open(path, OpenFlag.READ_WRITE | OpenFlag.CLOSE_ON_EXEC);
+ * try {
+ *   lockImage(first, path, WRITABLE_IMAGE);
+ *   // A second writer of the same image is refused, as QEMU refuses it.
+ *   assert.throws(() => lockImage(second, path, WRITABLE_IMAGE), /Failed to get "write" lock/);
+ * } finally {
+ *   libc.close(first);
+ *   libc.close(second);
+ *   await Deno.remove(path);
+ * }
  * ```
  * @module
  */

@@ -20,8 +20,11 @@
  * @example
  * ```ts
  * import { loadLibc, OpenFlag } from "./libc.ts";
- * const libc = loadLibc();
- * const fd = libc?.open("/etc/hostname", OpenFlag.READ_ONLY | OpenFlag.CLOSE_ON_EXEC);
+ * const libc = loadLibc(); // null where FFI is not permitted
+ * if (libc) {
+ *   const fd = libc.open("/etc/hostname", OpenFlag.READ_ONLY | OpenFlag.CLOSE_ON_EXEC);
+ *   if (fd >= 0) libc.close(fd);
+ * }
  * ```
  * @module
  */

@@ -4,9 +4,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { MemoryNode } from "./memory.ts";
  * const node = new MemoryNode(1 << 20);
  * await node.write(0, new TextEncoder().encode("hello"));
+ * const into = new Uint8Array(5);
+ * await node.read(0, into);
+ * assert.equal(new TextDecoder().decode(into), "hello");
  * ```
  * @module
  */

@@ -7,8 +7,26 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { probeServer } from "./export-probe.ts";
- * const { report, failures } = await probeServer("nbd://localhost/disk", { all: false });
+ * // A server to ask: denbd's own, exporting 1 MiB of memory as "disk".
+ * import { MemoryNode } from "../block/memory.ts";
+ * import { ExportTable, NbdExport } from "../nbd/server/export.ts";
+ * import { NbdServer } from "../nbd/server/server.ts";
+ * import { Logger } from "../log.ts";
+ * const catalog = new ExportTable();
+ * catalog.add(new NbdExport({ name: "disk", node: new MemoryNode(1 << 20) }));
+ * const server = new NbdServer({ catalog, log: new Logger() });
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * server.listen(listener);
+ * try {
+ *   const uri = `nbd://127.0.0.1:${listener.addr.port}/disk`;
+ *   const { report, failures } = await probeServer(uri, { all: false });
+ *   assert.equal(report.exports[0].size, 1 << 20);
+ *   assert.deepEqual(failures, []);
+ * } finally {
+ *   await server.close();
+ * }
  * ```
  * @module
  */

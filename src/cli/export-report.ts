@@ -5,6 +5,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatReportText, type ServerReport } from "./export-report.ts";
  * const report: ServerReport = {
  *   protocol: "newstyle-fixed",
@@ -12,7 +13,7 @@
  *   structured: true,
  *   exports: [{ name: "", size: 1024, uri: "nbd://localhost:10809/", contexts: null, flags: 1 }],
  * };
- * formatReportText(report).startsWith("protocol: newstyle-fixed without TLS"); // true
+ * assert.ok(formatReportText(report).startsWith("protocol: newstyle-fixed without TLS"));
  * ```
  * @module
  */

@@ -7,12 +7,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ExtentRuns, formatMapText } from "./extent-map.ts";
  * const runs = new ExtentRuns();
  * runs.add(4096, 0);
  * runs.add(4096, 3);
- * formatMapText("base:allocation", runs.runs);
- * // "         0        4096    0  data\n      4096        4096    3  hole,zero\n"
+ * assert.equal(
+ *   formatMapText("base:allocation", runs.runs),
+ *   "         0        4096    0  data\n      4096        4096    3  hole,zero\n",
+ * );
  * ```
  * @module
  */

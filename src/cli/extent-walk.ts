@@ -6,13 +6,34 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { walkExtents } from "./extent-walk.ts";
  * import { NbdClient } from "../nbd/client/client.ts";
- * const client = await NbdClient.connect("nbd://localhost/", { metaContexts: ["base:allocation"] });
- * for await (const { offset, length, flags } of walkExtents(client, "base:allocation", client.size)) {
- *   console.log(offset, length, flags);
+ * // A server to walk: denbd's own, exporting 1 MiB of memory with data at the start.
+ * import { MemoryNode } from "../block/memory.ts";
+ * import { ExportTable, NbdExport } from "../nbd/server/export.ts";
+ * import { NbdServer } from "../nbd/server/server.ts";
+ * import { Logger } from "../log.ts";
+ * const node = new MemoryNode(1 << 20);
+ * await node.write(0, new Uint8Array(65536).fill(1));
+ * const catalog = new ExportTable();
+ * catalog.add(new NbdExport({ name: "", node }));
+ * const server = new NbdServer({ catalog, log: new Logger() });
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * server.listen(listener);
+ * const client = await NbdClient.connect(`nbd://127.0.0.1:${listener.addr.port}/`, {
+ *   metaContexts: ["base:allocation"],
+ * });
+ * try {
+ *   const extents = [];
+ *   for await (const extent of walkExtents(client, "base:allocation", client.size)) {
+ *     extents.push(extent);
+ *   }
+ *   assert.deepEqual(extents[0], { offset: 0, length: 65536, flags: 0 }); // data, not zero
+ * } finally {
+ *   await client.disconnect();
+ *   await server.close();
  * }
- * await client.disconnect();
  * ```
  * @module
  */

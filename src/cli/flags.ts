@@ -6,9 +6,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseFlags } from "./flags.ts";
  * const table = { port: { short: "p", value: "PORT", help: "port", default: "10809" } };
  * const { values } = parseFlags(table, ["-p", "10810"]);
- * values.port; // "10810"
+ * assert.equal(values.port, "10810");
  * ```
  * @module
  */

@@ -9,11 +9,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hexdump } from "./hexdump.ts";
  * const dump = new Hexdump(4);
  * const parts = [dump.data(new TextEncoder().encode("hi")), dump.zeroes(2), dump.end()];
- * parts.map((part) => new TextDecoder().decode(part)).join("");
- * // "0000000000: 68 69 00 00                                      |hi..            |\n"
+ * assert.equal(
+ *   parts.map((part) => new TextDecoder().decode(part)).join(""),
+ *   "0000000000: 68 69 00 00                                      |hi..            |\n",
+ * );
  * ```
  * @module
  */

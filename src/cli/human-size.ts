@@ -4,9 +4,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { humanSize } from "./human-size.ts";
- * humanSize(64 * 1024 * 1024); // { text: "64M", scaled: true }
- * humanSize(1536); // { text: "1536", scaled: false }
+ * assert.deepEqual(humanSize(64 * 1024 * 1024), { text: "64M", scaled: true });
+ * assert.deepEqual(humanSize(1536), { text: "1536", scaled: false });
  * ```
  * @module
  */

@@ -5,8 +5,9 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { jsonString } from "./json-string.ts";
- * console.log(jsonString('a "b"')); // prints "a \"b\"" (quotes included)
+ * assert.equal(jsonString('a "b"'), '"a \\"b\\""');
  * ```
  * @module
  */

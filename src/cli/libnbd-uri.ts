@@ -6,9 +6,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { libnbdUri } from "./libnbd-uri.ts";
  * import { parseNbdUri } from "../nbd/client/uri.ts";
- * libnbdUri(parseNbdUri("nbd://localhost/a b"), "a b"); // "nbd://localhost:10809/a%20b"
+ * assert.equal(libnbdUri(parseNbdUri("nbd://localhost/a b"), "a b"), "nbd://localhost:10809/a%20b");
  * ```
  * @module
  */

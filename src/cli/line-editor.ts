@@ -7,7 +7,7 @@
  * empty one. The terminal is in raw mode only while a line is being read.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { LineEditor } from "./line-editor.ts";
  * const editor = new LineEditor("> ");
  * for (let line; (line = await editor.readLine()) !== null;) editor.print(`you said ${line}`);

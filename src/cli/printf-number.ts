@@ -6,9 +6,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { printfFixed, printfGeneral } from "./printf-number.ts";
- * printfFixed(0.25, 1); // "0.2"
- * printfGeneral(100 * 4096 / 67108864); // "0.00610352"
+ * assert.equal(printfFixed(0.25, 1), "0.2");
+ * assert.equal(printfGeneral(100 * 4096 / 67108864), "0.00610352");
  * ```
  * @module
  */

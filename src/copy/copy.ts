@@ -6,14 +6,26 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { copy } from "./copy.ts";
- * await copy("nbd://localhost/disk", "disk.img", { connections: 4 });
+ * const source = await Deno.makeTempFile();
+ * const destination = `${source}.copy`;
+ * await Deno.writeFile(source, new Uint8Array(1 << 20).fill(7));
+ * try {
+ *   // Names may also be NBD URIs (nbd://localhost/disk) or "-" for a stream.
+ *   await copy(source, destination, { connections: 4 });
+ *   assert.deepEqual(await Deno.readFile(destination), await Deno.readFile(source));
+ * } finally {
+ *   await Deno.remove(source);
+ *   await Deno.remove(destination).catch(() => {});
+ * }
  * ```
  * @module
  */
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import { type Destination, openDestination, openSource, type Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
+import { openDestination, openSource } from "./endpoints.ts";
 import type { ProgressReporter } from "./progress.ts";
 import { transfer } from "./transfer.ts";
 

@@ -1,20 +1,34 @@
 /**
- * The two ends of a copy behind one pair of interfaces, whatever they are:
- * an NBD export (by URI), a local file or block device, or a stream
- * (standard input or output, a pipe, a character device). The copy engine
- * only ever talks to a {@linkcode Source} and a {@linkcode Destination}.
+ * Opening the two ends of a copy by the names a user gives: an NBD export
+ * (by URI), a local file or block device, or a stream (standard input or
+ * output, a pipe, a character device), each behind the
+ * {@linkcode Source} and {@linkcode Destination} interfaces of
+ * `endpoint.ts`.
  *
  * How a name is read follows nbdcopy: `-` is the standard stream, a name
  * starting with an NBD URI scheme is an export, anything else a local path.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openDestination, openSource } from "./endpoints.ts";
- * const source = await openSource("nbd://localhost/disk", { connections: 4 });
- * const destination = await openDestination("disk.img", {
+ * const path = await Deno.makeTempFile();
+ * await Deno.truncate(path, 65536);
+ * // Names may also be NBD URIs ("nbd://localhost/disk") or "-" for a stream.
+ * const source = await openSource(path, { connections: 4 });
+ * const destination = await openDestination(`${path}.copy`, {
  *   connections: 4,
  *   sourceSize: source.size,
  * });
+ * try {
+ *   assert.equal(source.size, 65536);
+ *   assert.equal(destination.startsZeroed, true); // a new file starts as one hole
+ * } finally {
+ *   await source.close();
+ *   await destination.close();
+ *   await Deno.remove(path);
+ *   await Deno.remove(`${path}.copy`);
+ * }
  * ```
  * @module
  */
@@ -22,56 +36,8 @@
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
 import { openFileDestination, openFileSource } from "./file-endpoint.ts";
 import { NbdEndpoint } from "./nbd-endpoint.ts";
-import type { Extent } from "./plan.ts";
+import type { Destination, Source } from "./endpoint.ts";
 import { StreamDestination, StreamSource } from "./stream-endpoint.ts";
-
-/** What every end of a copy tells about itself. */
-export interface Endpoint {
-  /** The name the user gave (a URI, a path or "-"), for messages. */
-  readonly name: string;
-  /** Size in bytes; undefined for a stream, whose end is known only when it comes. */
-  readonly size: number | undefined;
-  /** Bytes must be transferred in order (a stream); otherwise at any offset, concurrently. */
-  readonly sequential: boolean;
-  /**
-   * Connections requests are spread over (an NBD client's count); Infinity
-   * where requests need no connection (files), 1 for streams.
-   */
-  readonly connections: number;
-  /** Largest read or write it takes in one request. */
-  readonly maxRequest: number;
-  /** Release everything it holds (connections, descriptors). */
-  close(): Promise<void>;
-}
-
-/** The end that is read. */
-export interface Source extends Endpoint {
-  /**
-   * The runs from `offset`: at least one, in order and without gaps,
-   * covering at least one byte; the last may reach past `length`.
-   */
-  extents(offset: number, length: number): Promise<Extent[]>;
-  /**
-   * Fill `into` with the bytes at `offset`; resolves to the count read,
-   * which is less than `into.length` only at the end of a stream.
-   */
-  read(offset: number, into: Uint8Array): Promise<number>;
-}
-
-/** The end that is written. */
-export interface Destination extends Endpoint {
-  /**
-   * Every byte reads as zero before the copy starts (a regular file created
-   * or truncated for it), so zero ranges need no request at all.
-   */
-  readonly startsZeroed: boolean;
-  /** Store `data` at `offset`. */
-  write(offset: number, data: Uint8Array): Promise<void>;
-  /** Make `length` bytes at `offset` read as zeroes, leaving holes where it can. */
-  zero(offset: number, length: number): Promise<void>;
-  /** Make everything written durable. */
-  flush(): Promise<void>;
-}
 
 /** How ends are opened. */
 export interface OpenOptions {

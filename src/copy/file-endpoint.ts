@@ -16,7 +16,7 @@
 
 import { FileNode } from "../block/file.ts";
 import { DenbdError, osErrorText } from "../errors.ts";
-import type { Destination, Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
 import type { Extent } from "./plan.ts";
 import { StreamDestination, StreamSource } from "./stream-endpoint.ts";
 import { WriteBehind } from "./write-behind.ts";

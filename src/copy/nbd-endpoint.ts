@@ -12,7 +12,7 @@
 import { DenbdError } from "../errors.ts";
 import { NbdClient } from "../nbd/client/client.ts";
 import { BASE_ALLOCATION, NBD_FLAG, NBD_STATE } from "../nbd/protocol.ts";
-import type { Destination, Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
 import type { Extent } from "./plan.ts";
 import { WriteBehind } from "./write-behind.ts";
 

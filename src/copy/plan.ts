@@ -8,10 +8,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { planSteps } from "./plan.ts";
- * planSteps([{ offset: 0, length: 8192, zero: false }, { offset: 8192, length: 4096, zero: true }], 4096);
- * // [{ kind: "data", offset: 0, length: 4096 }, { kind: "data", offset: 4096, length: 4096 },
- * //  { kind: "zero", offset: 8192, length: 4096 }]
+ * const extents = [
+ *   { offset: 0, length: 8192, zero: false },
+ *   { offset: 8192, length: 4096, zero: true },
+ * ];
+ * assert.deepEqual(planSteps(extents, 4096), [
+ *   { kind: "data", offset: 0, length: 4096 },
+ *   { kind: "data", offset: 4096, length: 4096 },
+ *   { kind: "zero", offset: 8192, length: 4096 },
+ * ]);
  * ```
  * @module
  */

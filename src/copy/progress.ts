@@ -7,9 +7,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatProgress } from "./progress.ts";
- * formatProgress({ done: 512 * 2 ** 20, total: 2 ** 30, seconds: 4 });
- * // " 50% [###############...............] 512.0 MiB of 1.0 GiB, 128.0 MiB/s, 0:04 left"
+ * assert.equal(
+ *   formatProgress({ done: 512 * 2 ** 20, total: 2 ** 30, seconds: 4 }),
+ *   " 50% [###############...............] 512.0 MiB of 1.0 GiB, 128.0 MiB/s, 0:04 left",
+ * );
  * ```
  * @module
  */

@@ -8,7 +8,7 @@
  */
 
 import { DenbdError } from "../errors.ts";
-import type { Destination, Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
 import type { Extent } from "./plan.ts";
 
 /** Largest write of zero bytes at once. */

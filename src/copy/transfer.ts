@@ -13,18 +13,32 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { transfer } from "./transfer.ts";
- * const bytes = await transfer(source, destination, {
- *   requestSize: 256 * 1024,
- *   maxInFlight: 64,
- *   sparseBlock: 4096,
- * });
+ * import { openFileDestination, openFileSource } from "./file-endpoint.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeFile(path, new Uint8Array(65536).fill(7));
+ * const source = await openFileSource(path);
+ * const destination = await openFileDestination(`${path}.copy`, source.size);
+ * try {
+ *   const bytes = await transfer(source, destination, {
+ *     requestSize: 16384,
+ *     maxInFlight: 4,
+ *     sparseBlock: 4096,
+ *   });
+ *   assert.equal(bytes, 65536);
+ * } finally {
+ *   await source.close();
+ *   await destination.close();
+ *   await Deno.remove(path);
+ *   await Deno.remove(`${path}.copy`);
+ * }
  * ```
  * @module
  */
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import type { Destination, Source } from "./endpoints.ts";
+import type { Destination, Source } from "./endpoint.ts";
 import { planCopy, sparseRuns, type Step, streamSteps } from "./plan.ts";
 
 /** How {@linkcode transfer} works. */

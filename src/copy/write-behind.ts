@@ -8,9 +8,14 @@
  * @example
  * ```ts
  * import { WriteBehind } from "./write-behind.ts";
- * const behind = new WriteBehind(() => node.flush());
- * await node.write(offset, data);
- * behind.written(data.length);
+ * import { MemoryNode } from "../block/memory.ts";
+ * const node = new MemoryNode(1 << 20);
+ * const chunk = new Uint8Array(65536).fill(1);
+ * const behind = new WriteBehind(() => node.flush(), 4 * chunk.length);
+ * for (let offset = 0; offset < node.size; offset += chunk.length) {
+ *   await node.write(offset, chunk);
+ *   behind.written(chunk.length); // every 4 chunks, a flush starts in the background
+ * }
  * // ... at the end:
  * await behind.settle();
  * await node.flush();

@@ -69,7 +69,11 @@ export class NodeGraph {
     return await this.#open(options, name);
   }
 
-  /** Close and forget the node named `name` (blockdev-del); `users` names what still uses it. */
+  /**
+   * Close and forget the node named `name` (blockdev-del). Refused while
+   * another node has it as a child, or while `usedByExport` (an export
+   * serves it).
+   */
   async delete(name: string, usedByExport: boolean): Promise<void> {
     const entry = this.#nodes.get(name);
     if (!entry || name.startsWith(GENERATED_PREFIX)) {

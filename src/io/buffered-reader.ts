@@ -4,9 +4,26 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { BufferedReader } from "./buffered-reader.ts";
- * const reader = new BufferedReader(conn);
- * const header = await reader.readExact(28); // a view, valid until the next read
+ * import type { ByteStream } from "./byte-stream.ts";
+ * // A stream whose one read brings two small messages at once (a Deno.Conn in real use).
+ * let arriving: Uint8Array | null = new Uint8Array([1, 2, 3, 4, 5, 6]);
+ * const stream: ByteStream = {
+ *   read(buffer) {
+ *     const bytes = arriving;
+ *     arriving = null;
+ *     if (bytes === null) return Promise.resolve(null);
+ *     buffer.set(bytes);
+ *     return Promise.resolve(bytes.length);
+ *   },
+ *   write: (data) => Promise.resolve(data.length),
+ *   close() {},
+ * };
+ * const reader = new BufferedReader(stream);
+ * assert.deepEqual(await reader.readExact(2), new Uint8Array([1, 2])); // a view, valid until the next read
+ * assert.deepEqual(await reader.readExact(4), new Uint8Array([3, 4, 5, 6]));
+ * assert.equal(await reader.readExactOrEof(2), null); // the stream ended between messages
  * ```
  * @module
  */

@@ -3,6 +3,23 @@
  * is one; a TLS session (added after STARTTLS) will be another, swapped in
  * under the same reader and writer in the middle of a connection.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ByteStream, writeAll } from "./byte-stream.ts";
+ * // A stream that takes at most 2 bytes a write, as a busy socket may.
+ * const written: number[] = [];
+ * const stream: ByteStream = {
+ *   read: () => Promise.resolve(null),
+ *   write(data) {
+ *     written.push(...data.subarray(0, 2));
+ *     return Promise.resolve(Math.min(2, data.length));
+ *   },
+ *   close() {},
+ * };
+ * await writeAll(stream, new Uint8Array([1, 2, 3, 4, 5]));
+ * assert.deepEqual(written, [1, 2, 3, 4, 5]);
+ * ```
  * @module
  */
 

@@ -6,9 +6,25 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { WriteQueue } from "./write-queue.ts";
- * const queue = new WriteQueue(conn);
- * await queue.send([header, payload]); // resolves once written
+ * import type { ByteStream } from "./byte-stream.ts";
+ * // A stream that records what reaches it (a Deno.Conn in real use).
+ * const written: number[] = [];
+ * const stream: ByteStream = {
+ *   read: () => Promise.resolve(null),
+ *   write(data) {
+ *     written.push(...data);
+ *     return Promise.resolve(data.length);
+ *   },
+ *   close() {},
+ * };
+ * const queue = new WriteQueue(stream);
+ * const header = new Uint8Array([1, 1]);
+ * const payload = new Uint8Array([2, 2, 2]);
+ * // Two senders at once: each message arrives whole, never interleaved.
+ * await Promise.all([queue.send([header, payload]), queue.send([new Uint8Array([9])])]);
+ * assert.deepEqual(written, [1, 1, 2, 2, 2, 9]);
  * ```
  * @module
  */

@@ -3,6 +3,14 @@
  * failure, the kind a client makes of each number it receives (derived from
  * the same table), and the text shown for each number.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { describeNbdError, kindOfNbdError, NBD_ERRNO_OF_KIND } from "./errors.ts";
+ * const errno = NBD_ERRNO_OF_KIND["no-space"]; // what the server sends
+ * assert.equal(describeNbdError(errno), "No space left on device"); // what a client prints
+ * assert.equal(kindOfNbdError(errno), "no-space"); // what a client makes of it
+ * ```
  * @module
  */
 

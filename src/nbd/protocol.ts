@@ -7,8 +7,9 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NBD_CMD, nameOf } from "./protocol.ts";
- * nameOf(NBD_CMD, 0); // "READ"
+ * assert.equal(nameOf(NBD_CMD, 0), "READ");
  * ```
  * @module
  */
@@ -193,8 +194,10 @@ export const BASE_ALLOCATION = "base:allocation";
  *
  * @example
  * ```ts
- * nameOf(NBD_OPT, 7); // "GO"
- * nameOf(NBD_OPT, 99); // "0x63"
+ * import assert from "node:assert/strict";
+ * import { NBD_OPT, nameOf } from "./protocol.ts";
+ * assert.equal(nameOf(NBD_OPT, 7), "GO");
+ * assert.equal(nameOf(NBD_OPT, 99), "0x63");
  * ```
  */
 export function nameOf(table: Readonly<Record<string, number>>, value: number): string {

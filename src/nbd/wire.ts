@@ -6,9 +6,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeRequestHeader, encodeRequestHeader } from "./wire.ts";
- * const bytes = encodeRequestHeader({ flags: 0, type: 0, cookie: 1n, offset: 0, length: 512 });
- * decodeRequestHeader(bytes).length; // 512
+ * import { NBD_CMD } from "./protocol.ts";
+ * const request = { flags: 0, type: NBD_CMD.READ, cookie: 1n, offset: 4096, length: 512 };
+ * const bytes = encodeRequestHeader(request);
+ * assert.equal(bytes.length, 28);
+ * assert.deepEqual(decodeRequestHeader(bytes), request);
  * ```
  * @module
  */

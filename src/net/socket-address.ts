@@ -3,6 +3,15 @@
  * same shape as QEMU's SocketAddress (type inet / unix), so QMP arguments and
  * command-line flags map onto it directly.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatAddress, listenOn } from "./socket-address.ts";
+ * assert.equal(formatAddress({ type: "inet", host: "::1", port: 10809 }), "[::1]:10809");
+ * const { listener, bound } = listenOn({ type: "inet", host: "127.0.0.1", port: 0 });
+ * assert.ok(bound.type === "inet" && bound.port > 0); // the port the system chose
+ * listener.close();
+ * ```
  * @module
  */
 

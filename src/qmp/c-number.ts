@@ -8,10 +8,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseCInteger, parseSize } from "./c-number.ts";
- * parseCInteger("0x10", "unsigned"); // 16n
- * parseCInteger("-1", "unsigned"); // 18446744073709551615n (strtoull wraps)
- * parseSize("1.5k"); // 1536n
+ * assert.equal(parseCInteger("0x10", "unsigned"), 16n);
+ * assert.equal(parseCInteger("-1", "unsigned"), 18446744073709551615n); // strtoull wraps
+ * assert.equal(parseSize("1.5k"), 1536n);
  * ```
  * @module
  */

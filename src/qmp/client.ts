@@ -4,11 +4,27 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { QmpClient } from "./client.ts";
- * const client = await QmpClient.connect({ transport: "unix", path: "/tmp/qmp.sock" });
+ * // A monitor to talk to: one with the core commands only (denbd daemon's has them all).
+ * import { CommandTable } from "./command.ts";
+ * import { coreCommands } from "./core-commands.ts";
+ * import { QmpServer } from "./monitor.ts";
+ * const server = new QmpServer({
+ *   commands: new CommandTable<undefined>(coreCommands()),
+ *   state: undefined,
+ *   requestQuit: () => {},
+ * });
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const serving = server.serve(listener);
+ *
+ * const client = await QmpClient.connect({ hostname: "127.0.0.1", port: listener.addr.port });
  * await client.execute("qmp_capabilities");
  * const reply = await client.execute("query-version");
+ * assert.match(String((reply.return as { package: string }).package), /^denbd /);
  * client.close();
+ * await server.close();
+ * await serving;
  * ```
  * @module
  */

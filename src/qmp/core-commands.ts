@@ -5,9 +5,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CommandTable } from "./command.ts";
  * import { coreCommands } from "./core-commands.ts";
- * const table = new CommandTable<MyDaemon>(coreCommands());
+ * const table = new CommandTable<undefined>(coreCommands());
+ * assert.equal(table.get("query-version")?.name, "query-version");
  * ```
  * @module
  */

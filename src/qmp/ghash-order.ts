@@ -8,8 +8,9 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { firstRemaining } from "./ghash-order.ts";
- * firstRemaining(["driver", "node-name", "x", "y"], ["driver", "node-name"]); // "y"
+ * assert.equal(firstRemaining(["driver", "node-name", "x", "y"], ["driver", "node-name"]), "y");
  * ```
  * @module
  */

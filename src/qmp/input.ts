@@ -24,11 +24,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { validateInput } from "./input.ts";
  * import { BUILTIN, optional, struct } from "./schema.ts";
  * const Args = struct("Args", [optional("max-connections", BUILTIN.uint32)]);
- * validateInput(Args, { "max-connections": "10" }, "keyval"); // { "max-connections": 10 }
- * validateInput(Args, { "max-connections": 1.5 }); // throws "Parameter 'max-connections' expects uint64"
+ * assert.deepEqual(validateInput(Args, { "max-connections": "10" }, "keyval"), {
+ *   "max-connections": 10,
+ * });
+ * assert.throws(
+ *   () => validateInput(Args, { "max-connections": 1.5 }),
+ *   /Parameter 'max-connections' expects uint64/,
+ * );
  * ```
  * @module
  */

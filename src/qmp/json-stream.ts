@@ -20,12 +20,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { JsonStreamParser } from "./json-stream.ts";
  * const parser = new JsonStreamParser();
- * parser.feed(new TextEncoder().encode('{"execute": "quit"} {"ex'));
- * // [{ value: { execute: "quit" } }]
- * parser.feed(new TextEncoder().encode("ecute\": 1}]"));
- * // [{ value: { execute: 1n } }, { error: "JSON parse error, expecting value" }]
+ * assert.deepEqual(parser.feed(new TextEncoder().encode('{"execute": "quit"} {"ex')), [
+ *   { value: { execute: "quit" } },
+ * ]);
+ * assert.deepEqual(parser.feed(new TextEncoder().encode('ecute": 1}]')), [
+ *   { value: { execute: 1n } },
+ *   { error: "JSON parse error, expecting value" },
+ * ]);
  * ```
  * @module
  */

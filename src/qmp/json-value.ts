@@ -13,9 +13,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatJson } from "./json-value.ts";
- * formatJson({ major: 7, minor: 2, micro: 0 }); // '{"micro": 0, "minor": 2, "major": 7}'
- * formatJson({ b: 1, a: [true, null] }, { order: "insertion" }); // '{"b": 1, "a": [true, null]}'
+ * assert.equal(formatJson({ major: 7, minor: 2, micro: 0 }), '{"micro": 0, "minor": 2, "major": 7}');
+ * assert.equal(
+ *   formatJson({ b: 1, a: [true, null] }, { order: "insertion" }),
+ *   '{"b": 1, "a": [true, null]}',
+ * );
  * ```
  * @module
  */

@@ -14,16 +14,18 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseKeyval } from "./keyval.ts";
- * parseKeyval("nbd,id=e0,node-name=n0,bitmaps.0=b0", "type");
- * // { type: "nbd", id: "e0", "node-name": "n0", bitmaps: ["b0"] }
- * parseKeyval("addr.type=unix,addr.path=/tmp/nbd.sock");
- * // { addr: { type: "unix", path: "/tmp/nbd.sock" } }
- * try {
- *   parseKeyval("a.b=1,a=2");
- * } catch (error) {
- *   // KeyvalError: Parameters 'a.*' used inconsistently
- * }
+ * assert.deepEqual(parseKeyval("nbd,id=e0,node-name=n0,bitmaps.0=b0", "type"), {
+ *   type: "nbd",
+ *   id: "e0",
+ *   "node-name": "n0",
+ *   bitmaps: ["b0"],
+ * });
+ * assert.deepEqual(parseKeyval("addr.type=unix,addr.path=/tmp/nbd.sock"), {
+ *   addr: { type: "unix", path: "/tmp/nbd.sock" },
+ * });
+ * assert.throws(() => parseKeyval("a.b=1,a=2"), /Parameters 'a\.\*' used inconsistently/);
  * ```
  * @module
  */

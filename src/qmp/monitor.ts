@@ -25,7 +25,10 @@
  *   state: null,
  *   requestQuit: () => server.close(),
  * });
- * server.serve(Deno.listen({ transport: "unix", path: "/tmp/qmp.sock" }));
+ * const serving = server.serve(Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+ * // ... clients connect, until `quit` or:
+ * await server.close();
+ * await serving;
  * ```
  * @module
  */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Destination, Source } from "../../src/copy/endpoints.ts";
+import type { Destination, Source } from "../../src/copy/endpoint.ts";
 import type { Extent } from "../../src/copy/plan.ts";
 import { transfer, type TransferSettings } from "../../src/copy/transfer.ts";
 

@@ -7,12 +7,27 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NbdClient } from "./client.ts";
- * const client = await NbdClient.connect("nbd://localhost/disk");
+ * // A server to talk to: denbd's own, exporting 1 MiB of memory as "disk".
+ * import { MemoryNode } from "../../block/memory.ts";
+ * import { ExportTable, NbdExport } from "../server/export.ts";
+ * import { NbdServer } from "../server/server.ts";
+ * import { Logger } from "../../log.ts";
+ * const catalog = new ExportTable();
+ * catalog.add(new NbdExport({ name: "disk", node: new MemoryNode(1 << 20) }));
+ * const server = new NbdServer({ catalog, log: new Logger() });
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * server.listen(listener);
+ *
+ * const client = await NbdClient.connect(`nbd://127.0.0.1:${listener.addr.port}/disk`);
  * try {
- *   const first = await client.read(0, 512);
+ *   await client.write(0, new TextEncoder().encode("hello"));
+ *   assert.equal(new TextDecoder().decode(await client.read(0, 5)), "hello");
+ *   assert.equal(client.size, 1 << 20);
  * } finally {
  *   await client.disconnect();
+ *   await server.close();
  * }
  * ```
  * @module

@@ -6,8 +6,9 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseNbdUri } from "./uri.ts";
- * parseNbdUri("nbd://localhost/disk").exportName; // "disk"
+ * assert.equal(parseNbdUri("nbd://localhost/disk").exportName, "disk");
  * ```
  * @module
  */

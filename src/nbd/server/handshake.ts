@@ -7,6 +7,25 @@
  * STARTTLS will hook in here: an outcome that asks the driver to swap the
  * byte stream, after which the state machine resets its negotiated state.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HandshakeState } from "./handshake.ts";
+ * import { ExportTable, NbdExport } from "./export.ts";
+ * import { MemoryNode } from "../../block/memory.ts";
+ * import { NBD_CLIENT_FLAG, NBD_OPT } from "../protocol.ts";
+ * const catalog = new ExportTable();
+ * catalog.add(new NbdExport({ name: "disk", node: new MemoryNode(1 << 20) }));
+ * const state = new HandshakeState(catalog);
+ * state.greeting(); // the bytes to send first
+ * state.acceptClientFlags(NBD_CLIENT_FLAG.FIXED_NEWSTYLE | NBD_CLIENT_FLAG.NO_ZEROES);
+ * const list = state.handleOption(NBD_OPT.LIST, new Uint8Array());
+ * assert.equal(list.next, "continue");
+ * assert.equal(list.replies.length, 2); // one NBD_REP_SERVER per export, then NBD_REP_ACK
+ * const chosen = state.handleOption(NBD_OPT.EXPORT_NAME, new TextEncoder().encode("disk"));
+ * assert.equal(chosen.next, "transmission");
+ * assert.equal(chosen.session.export.name, "disk");
+ * ```
  * @module
  */
 
@@ -264,11 +283,11 @@ function reply(option: number, type: number, message = ""): HandshakeStep {
   return { next: "continue", replies: [encodeOptionReply(option, type, encodeString(message))] };
 }
 
+/** No reply: the connection is to be closed, for `reason`. */
 function close(reason: string): HandshakeStep {
   return { next: "close", replies: [], reason };
 }
 
-/** Names matching LIST_META_CONTEXT `queries` (all contexts when there are none). */
 /**
  * Names matching LIST_META_CONTEXT `queries` (all contexts when there are
  * none), in the export's own order of contexts whatever the order of the

@@ -4,6 +4,19 @@
  * namespaces of an export; later namespaces (`qemu:` with dirty bitmaps and
  * allocation depth) plug in by implementing {@linkcode MetaContextNamespace}.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { baseNamespace } from "./meta-context.ts";
+ * import { MemoryNode } from "../../block/memory.ts";
+ * const node = new MemoryNode(1 << 20);
+ * await node.write(0, new Uint8Array(4096).fill(1));
+ * const base = baseNamespace(node);
+ * assert.deepEqual(base.list(""), ["base:allocation"]);
+ * const allocation = base.select("base:allocation")!;
+ * const [first] = await allocation.statusOf(0, 1 << 20, 16);
+ * assert.equal(first.flags, 0); // data, neither hole nor zero
+ * ```
  * @module
  */
 

@@ -5,8 +5,20 @@
  *
  * @example
  * ```ts
- * const server = new NbdServer({ catalog: table, log: new Logger() });
- * server.listen(Deno.listen({ hostname: "127.0.0.1", port: 10809 }));
+ * import assert from "node:assert/strict";
+ * import { NbdServer } from "./server.ts";
+ * import { ExportTable, NbdExport } from "./export.ts";
+ * import { MemoryNode } from "../../block/memory.ts";
+ * import { NbdClient } from "../client/client.ts";
+ * import { Logger } from "../../log.ts";
+ * const catalog = new ExportTable();
+ * catalog.add(new NbdExport({ name: "disk", node: new MemoryNode(1 << 20) }));
+ * const server = new NbdServer({ catalog, log: new Logger() });
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * server.listen(listener);
+ * const client = await NbdClient.connect(`nbd://127.0.0.1:${listener.addr.port}/disk`);
+ * assert.equal(client.size, 1 << 20);
+ * await client.disconnect();
  * await server.close();
  * ```
  * @module
