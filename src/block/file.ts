@@ -308,10 +308,11 @@ async function openWithLibc(
     }
     const alignment = await probeDirectAlignment(libc, fd);
     const direct = new LibcIo(libc, fd, false);
-    const tailStart = alignDown(size, alignment);
     // The last, partial block cannot be written with O_DIRECT without growing
-    // the file, so it goes through a buffered descriptor of its own.
-    const tail = tailStart < size ? new LibcIo(libc, openFd(libc, path, flags), true) : undefined;
+    // the file, so it (and anything past the end) goes through a buffered
+    // descriptor of its own.
+    const tail = new LibcIo(libc, openFd(libc, path, flags), true);
+    const tailStart = alignDown(size, alignment);
     return { io: new DirectIo(direct, tail, alignment, tailStart), size, alignment, native: true };
   } catch (error) {
     libc.close(fd);
@@ -482,18 +483,19 @@ class LibcIo implements FileIo {
  * O_DIRECT I/O at any offset and length: unaligned requests are completed
  * by read-modify-write of whole blocks through aligned bounce buffers, and
  * every change holds a lock on its blocks so that overlapping requests never
- * undo each other. Bytes from `tailStart` (the partial last block) go through
- * a buffered descriptor.
+ * undo each other. Bytes from `tailStart` (the partial last block, if any, and
+ * whatever lies past the end) go through a buffered descriptor, so they behave
+ * as they do without O_DIRECT.
  */
 class DirectIo implements FileIo {
   readonly #direct: LibcIo;
-  readonly #tail: LibcIo | undefined;
+  readonly #tail: LibcIo;
   readonly #alignment: number;
   readonly #tailStart: number;
   readonly #blocks = new RangeLock();
 
   /** Combine an O_DIRECT descriptor with the buffered one for bytes from `tailStart`. */
-  constructor(direct: LibcIo, tail: LibcIo | undefined, alignment: number, tailStart: number) {
+  constructor(direct: LibcIo, tail: LibcIo, alignment: number, tailStart: number) {
     this.#direct = direct;
     this.#tail = tail;
     this.#alignment = alignment;
@@ -503,7 +505,7 @@ class DirectIo implements FileIo {
   async read(offset: number, into: Uint8Array): Promise<void> {
     const split = this.#bytesBeforeTail(offset, into.length);
     if (split > 0) await this.#readBlocks(offset, into.subarray(0, split));
-    if (split < into.length) await this.#tail!.read(offset + split, into.subarray(split));
+    if (split < into.length) await this.#tail.read(offset + split, into.subarray(split));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -511,7 +513,7 @@ class DirectIo implements FileIo {
     try {
       const split = this.#bytesBeforeTail(offset, data.length);
       if (split > 0) await this.#writeBlocks(offset, data.subarray(0, split));
-      if (split < data.length) await this.#tail!.write(offset + split, data.subarray(split));
+      if (split < data.length) await this.#tail.write(offset + split, data.subarray(split));
     } finally {
       release();
     }
@@ -542,7 +544,7 @@ class DirectIo implements FileIo {
 
   async close(): Promise<void> {
     try {
-      await this.#tail?.close();
+      await this.#tail.close();
     } finally {
       await this.#direct.close();
     }

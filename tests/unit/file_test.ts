@@ -391,6 +391,25 @@ Deno.test("file node: cache=none keeps an unaligned file size and its last bytes
   });
 });
 
+Deno.test("file node: cache=none past the end of a block-aligned file behaves as cache=writeback", async () => {
+  await withTempDir(async (dir) => {
+    const size = 64 * KiB;
+    for (const direct of [false, true]) {
+      const path = `${dir}/disk-${direct}.img`;
+      await Deno.writeFile(path, pattern(size, 10));
+      await withNode(path, { direct }, async (node) => {
+        assert.equal(node.size, size);
+        assert.deepEqual(await readBack(node, size, 0), new Uint8Array(0));
+        await assert.rejects(() => readBack(node, size, 512), { kind: "io" }, `direct ${direct}`);
+        await assert.rejects(() => readBack(node, size - 1, 2), { kind: "io" }, `direct ${direct}`);
+        await node.write(size, pattern(10, 11));
+      });
+      const onDisk = await Deno.readFile(path);
+      assert.deepEqual(onDisk.subarray(size), pattern(10, 11), `direct ${direct}`);
+    }
+  });
+});
+
 Deno.test("file node: read-only refuses changes with kind read-only", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/disk.img`;
