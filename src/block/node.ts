@@ -41,9 +41,15 @@ export interface WriteOptions {
   readonly fua?: boolean;
 }
 
-/** Options of a zeroing request. */
+/**
+ * Options of a zeroing request. Every node follows the same contract: the
+ * range reads back as zeroes afterwards, and it stays allocated unless
+ * `mayTrim` is true (absent means false, as QEMU's BDRV_REQ_MAY_UNMAP is
+ * opt-in). With `mayTrim`, a node that can deallocate does so (a node may
+ * deallocate less than the whole range, e.g. only whole chunks).
+ */
 export interface ZeroOptions extends WriteOptions {
-  /** The range may be deallocated (punched) as long as it reads back as zeroes. */
+  /** The range may be deallocated (punched) as long as it reads back as zeroes; default false. */
   readonly mayTrim?: boolean;
   /** Fail with kind "not-supported" unless zeroing is faster than a write. */
   readonly fast?: boolean;
