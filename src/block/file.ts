@@ -92,9 +92,7 @@ export class FileNode implements BlockNode {
     this.#discard = options.discard;
     this.capabilities = {
       writable: !options.readOnly,
-      flush: this.#flushes,
       trim: opened.native && options.discard === "unmap",
-      zero: opened.native,
       fastZero: opened.native,
       cache: opened.native && !options.direct,
       multiConn: true,

@@ -25,9 +25,7 @@ export const MEMORY_CHUNK = 64 * 1024;
 
 const CAPABILITIES: NodeCapabilities = {
   writable: true,
-  flush: false,
   trim: true,
-  zero: true,
   fastZero: true,
   cache: false,
   multiConn: true,
