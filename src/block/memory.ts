@@ -29,9 +29,7 @@ export const MEMORY_CHUNK = 64 * 1024;
 
 const CAPABILITIES: NodeCapabilities = {
   writable: true,
-  flush: false,
   trim: true,
-  zero: true,
   fastZero: true,
   cache: false,
   multiConn: true,
@@ -75,14 +73,14 @@ export class MemoryNode implements BlockNode {
     });
   }
 
-  /** Zero a range; whole chunks become holes, partial ones are cleared. */
+  /** Zero a range; with `mayTrim` whole chunks become holes, the rest is cleared in place. */
   writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
     return Promise.try(() => {
       this.#checkWritable();
       this.#forEachPiece(offset, length, (chunk, within, pieceLength, _done, index) => {
         if (!chunk) return;
         const whole = within === 0 && pieceLength === chunkLength(this.size, index);
-        if (whole && options.mayTrim !== false) this.#chunks.delete(index);
+        if (whole && options.mayTrim) this.#chunks.delete(index);
         else chunk.fill(0, within, within + pieceLength);
       });
     });

@@ -11,19 +11,24 @@
  * @module
  */
 
-/** What a node can do; export flags are derived from these answers. */
+/**
+ * What a node can do. Exports derive their transmission flags from these
+ * answers (src/nbd/server/export.ts), format nodes from their child's.
+ * Apart from `writable`, the answers tell how well a request is served, not
+ * whether it is: every node accepts every request of {@linkcode BlockNode}.
+ */
 export interface NodeCapabilities {
-  /** Writes, zeroing and discards are accepted. */
+  /** Writes, zeroing and discards are accepted (otherwise they fail with kind "read-only"). */
   readonly writable: boolean;
-  /** Flush makes earlier writes durable (false where it would be a no-op by design). */
-  readonly flush: boolean;
   /** Discard may actually free space (otherwise it is accepted and ignored). */
   readonly trim: boolean;
-  /** Zeroing is done without writing a buffer of zeroes. */
-  readonly zero: boolean;
-  /** A zero request can be refused quickly when it would not be fast. */
+  /**
+   * Zeroing can be done without writing zeroes (a hole, fallocate), so a
+   * zero request that must be fast may succeed; without it, such a request
+   * always fails with kind "not-supported".
+   */
   readonly fastZero: boolean;
-  /** Cache (prefetch) hints have an effect. */
+  /** Cache (prefetch) hints have an effect (otherwise they are accepted and ignored). */
   readonly cache: boolean;
   /**
    * The node keeps no per-connection state or cache: writes made through one
@@ -41,9 +46,15 @@ export interface WriteOptions {
   readonly fua?: boolean;
 }
 
-/** Options of a zeroing request. */
+/**
+ * Options of a zeroing request. Every node follows the same contract: the
+ * range reads back as zeroes afterwards, and it stays allocated unless
+ * `mayTrim` is true (absent means false, as QEMU's BDRV_REQ_MAY_UNMAP is
+ * opt-in). With `mayTrim`, a node that can deallocate does so (a node may
+ * deallocate less than the whole range, e.g. only whole chunks).
+ */
 export interface ZeroOptions extends WriteOptions {
-  /** The range may be deallocated (punched) as long as it reads back as zeroes. */
+  /** The range may be deallocated (punched) as long as it reads back as zeroes; default false. */
   readonly mayTrim?: boolean;
   /** Fail with kind "not-supported" unless zeroing is faster than a write. */
   readonly fast?: boolean;

@@ -147,7 +147,6 @@ Deno.test("file node: FUA and flush work with every cache option", async () => {
       await makeSparseFile(path, MiB);
       const label = JSON.stringify(cache);
       await withNode(path, { ...cache, discard: "unmap" }, async (node) => {
-        assert.equal(node.capabilities.flush, !cache.noFlush, label);
         await node.write(4096, pattern(8192, 1), { fua: true });
         await node.write(3, pattern(5, 2), { fua: false });
         await node.writeZeroes(65536, 65536, { fua: true });
@@ -167,9 +166,7 @@ Deno.test("file node: capabilities follow the options", async () => {
     await withNode(path, { readOnly: true }, (node) => {
       assert.deepEqual(node.capabilities, {
         writable: false,
-        flush: true,
         trim: false,
-        zero: true,
         fastZero: true,
         cache: true,
         multiConn: true,
@@ -391,6 +388,25 @@ Deno.test("file node: cache=none keeps an unaligned file size and its last bytes
   });
 });
 
+Deno.test("file node: cache=none past the end of a block-aligned file behaves as cache=writeback", async () => {
+  await withTempDir(async (dir) => {
+    const size = 64 * KiB;
+    for (const direct of [false, true]) {
+      const path = `${dir}/disk-${direct}.img`;
+      await Deno.writeFile(path, pattern(size, 10));
+      await withNode(path, { direct }, async (node) => {
+        assert.equal(node.size, size);
+        assert.deepEqual(await readBack(node, size, 0), new Uint8Array(0));
+        await assert.rejects(() => readBack(node, size, 512), { kind: "io" }, `direct ${direct}`);
+        await assert.rejects(() => readBack(node, size - 1, 2), { kind: "io" }, `direct ${direct}`);
+        await node.write(size, pattern(10, 11));
+      });
+      const onDisk = await Deno.readFile(path);
+      assert.deepEqual(onDisk.subarray(size), pattern(10, 11), `direct ${direct}`);
+    }
+  });
+});
+
 Deno.test("file node: read-only refuses changes with kind read-only", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/disk.img`;
@@ -497,9 +513,7 @@ await node.close();
     const result = JSON.parse(new TextDecoder().decode(output.stdout));
     assert.deepEqual(result.caps, {
       writable: true,
-      flush: true,
       trim: false,
-      zero: false,
       fastZero: false,
       cache: false,
       multiConn: true,

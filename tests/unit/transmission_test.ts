@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Transmission } from "../../src/nbd/server/transmission.ts";
-import { NbdExport } from "../../src/nbd/server/export.ts";
+import { NbdExport, type NbdExportOptions } from "../../src/nbd/server/export.ts";
 import type { NegotiatedSession } from "../../src/nbd/server/handshake.ts";
 import { NbdConnection } from "../../src/nbd/server/connection.ts";
 import { ExportTable } from "../../src/nbd/server/export.ts";
@@ -9,7 +9,8 @@ import { BufferedReader } from "../../src/io/buffered-reader.ts";
 import { WriteQueue } from "../../src/io/write-queue.ts";
 import type { ByteStream } from "../../src/io/byte-stream.ts";
 import { Logger } from "../../src/log.ts";
-import { NBD_CMD, NBD_ERROR } from "../../src/nbd/protocol.ts";
+import { NBD_CMD, NBD_CMD_FLAG, NBD_ERROR, NBD_FLAG } from "../../src/nbd/protocol.ts";
+import type { NodeCapabilities } from "../../src/block/node.ts";
 import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/nbd/wire.ts";
 
 /** One direction of an in-memory pipe. */
@@ -51,17 +52,48 @@ class GatedNode extends MemoryNode {
   releaseOne() {
     this.#gates.shift()?.();
   }
+  releaseLast() {
+    this.#gates.pop()?.();
+  }
   releaseAll() {
     for (const open of this.#gates.splice(0)) open();
   }
 }
 
+/** A memory node that claims other capabilities. */
+class ClaimingNode extends MemoryNode {
+  override readonly capabilities: NodeCapabilities;
+  constructor(size: number, claims: Partial<NodeCapabilities>) {
+    super(size);
+    this.capabilities = { ...new MemoryNode(1).capabilities, ...claims };
+  }
+}
+
 const tick = () => new Promise((resolve) => setTimeout(resolve, 10));
 
-function harness(
-  node: MemoryNode,
-  limits = { maxRequests: 2, maxBytes: 1 << 20, maxDescriptors: 16 },
-) {
+/** `promise`'s value, or "timed out" when it takes longer than `ms`. */
+async function within<T>(ms: number, promise: Promise<T>): Promise<T | "timed out"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timed out">((resolve) => {
+    timer = setTimeout(() => resolve("timed out"), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** How a test connection is set up; everything is optional. */
+interface HarnessOptions {
+  /** Export options besides the name and node. */
+  readonly exported?: Partial<NbdExportOptions>;
+  /** Transmission flags the client was sent (default: the export's). */
+  readonly flags?: number;
+}
+
+function harness(node: MemoryNode, options: HarnessOptions = {}) {
+  const limits = { maxRequests: 2, maxBytes: 1 << 20, maxDescriptors: 16 };
   const toServer = new Channel();
   const toClient = new Channel();
   const serverSide: ByteStream = {
@@ -72,10 +104,11 @@ function harness(
     },
     close: () => toClient.end(),
   };
+  const exported = new NbdExport({ ...options.exported, name: "", node });
   const session: NegotiatedSession = {
-    export: new NbdExport({ name: "", node }),
+    export: exported,
     structured: false,
-    flags: 0,
+    flags: options.flags ?? exported.transmissionFlags(false),
     contexts: [],
   };
   const transmission = new Transmission(
@@ -95,7 +128,13 @@ function harness(
     toServer.push(new Uint8Array(length).fill(Number(cookie)));
   };
   const nextReply = async () => decodeSimpleReplyHeader((await replies.readExact(16)).slice());
-  return { transmission, toServer, write, nextReply };
+  /** Send one request (with a payload of `length` bytes for a write) and read its reply. */
+  const ask = async (type: number, flags: number, offset = 0, length = 512) => {
+    toServer.push(encodeRequestHeader({ flags, type, cookie: 9n, offset, length }));
+    if (type === NBD_CMD.WRITE) toServer.push(new Uint8Array(length));
+    return (await nextReply()).error;
+  };
+  return { transmission, toServer, write, nextReply, ask };
 }
 
 Deno.test("reading pauses while the request limit is in flight", async () => {
@@ -124,9 +163,15 @@ Deno.test("replies complete out of order without interleaving", async () => {
   write(1n, 0, 4096);
   write(2n, 4096, 4096);
   await tick();
+  assert.equal(node.writes, 2, "both writes are in flight");
+  node.releaseLast();
+  assert.deepEqual(
+    await within(1000, nextReply()),
+    { error: 0, cookie: 2n },
+    "the later request answers first, without waiting for the earlier one",
+  );
   node.releaseAll();
-  const cookies = [(await nextReply()).cookie, (await nextReply()).cookie].sort();
-  assert.deepEqual(cookies, [1n, 2n]);
+  assert.deepEqual(await nextReply(), { error: 0, cookie: 1n });
   toServer.end();
   await running;
 });
@@ -147,6 +192,82 @@ Deno.test("after stop() new requests get ESHUTDOWN; those in flight complete", a
   await stopped;
   toServer.end();
   await running;
+});
+
+const { EINVAL, EPERM } = NBD_ERROR;
+const { READ, WRITE, FLUSH, TRIM, CACHE, WRITE_ZEROES } = NBD_CMD;
+const { FUA, NO_HOLE, DF, FAST_ZERO } = NBD_CMD_FLAG;
+
+/** [what, node claims, export options, command, command flags, expected error (0: served)] */
+const ADMISSION_CASES: [
+  string,
+  Partial<NodeCapabilities>,
+  Partial<NbdExportOptions>,
+  number,
+  number,
+  number,
+][] = [
+  ["cache where prefetching has no effect", { cache: false }, {}, CACHE, 0, EINVAL],
+  ["cache where it has", { cache: true }, {}, CACHE, 0, 0],
+  [
+    "fast zero where zeroing cannot be fast",
+    { fastZero: false },
+    {},
+    WRITE_ZEROES,
+    FAST_ZERO,
+    EINVAL,
+  ],
+  ["fast zero where it can", { fastZero: true }, {}, WRITE_ZEROES, FAST_ZERO, 0],
+  ["zero keeping the storage", {}, {}, WRITE_ZEROES, NO_HOLE | FUA, 0],
+  ["trim where discards are ignored", { trim: false }, {}, TRIM, FUA, 0],
+  ["unfragmented read without structured replies", {}, {}, READ, DF, EINVAL],
+  ["read with FUA", {}, {}, READ, FUA, 0],
+  ["write with a flag it does not take", {}, {}, WRITE, NO_HOLE, EINVAL],
+  ["write to a read-only export", {}, { readOnly: true }, WRITE, FUA, EPERM],
+  ["trim on a read-only export", {}, { readOnly: true }, TRIM, 0, EPERM],
+  ["zero on a read-only export", {}, { readOnly: true }, WRITE_ZEROES, 0, EPERM],
+  [
+    "zero with NO_HOLE on a read-only export",
+    {},
+    { readOnly: true },
+    WRITE_ZEROES,
+    NO_HOLE,
+    EINVAL,
+  ],
+  ["flush on a read-only export", {}, { readOnly: true }, FLUSH, FUA, 0],
+];
+
+Deno.test("requests are admitted by the command table and the flags sent", async () => {
+  for (const [what, claims, exported, type, flags, expected] of ADMISSION_CASES) {
+    const { transmission, toServer, ask } = harness(new ClaimingNode(1 << 20, claims), {
+      exported,
+    });
+    const running = transmission.run();
+    assert.equal(await ask(type, flags), expected, what);
+    toServer.end();
+    await running;
+  }
+});
+
+Deno.test("admission follows the flags sent to the client, not a second opinion", async () => {
+  const node = new MemoryNode(1 << 20);
+  const sent = new NbdExport({ name: "", node }).transmissionFlags(false);
+  for (
+    const [type, flags, withheld] of [
+      [TRIM, 0, NBD_FLAG.SEND_TRIM],
+      [FLUSH, 0, NBD_FLAG.SEND_FLUSH],
+      [WRITE_ZEROES, 0, NBD_FLAG.SEND_WRITE_ZEROES],
+      [WRITE, FUA, NBD_FLAG.SEND_FUA],
+    ]
+  ) {
+    for (const flagsSent of [sent, sent & ~withheld]) {
+      const { transmission, toServer, ask } = harness(node, { flags: flagsSent });
+      const running = transmission.run();
+      assert.equal(await ask(type, flags), flagsSent === sent ? 0 : EINVAL, `${type} ${withheld}`);
+      toServer.end();
+      await running;
+    }
+  }
 });
 
 Deno.test("a client that never finishes the handshake is dropped after the timeout", async () => {

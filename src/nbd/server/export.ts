@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { BlockNode } from "../../block/node.ts";
+import type { BlockNode, NodeCapabilities } from "../../block/node.ts";
 import { NBD_FLAG, NBD_LIMIT } from "../protocol.ts";
 import { baseNamespace, type MetaContextNamespace, splitContextName } from "./meta-context.ts";
 
@@ -27,6 +27,62 @@ export interface NbdExportOptions {
   readonly writethrough?: boolean;
   /** Namespaces offered besides `base:`. */
   readonly extraNamespaces?: readonly MetaContextNamespace[];
+}
+
+/** Everything an export's transmission flags depend on. */
+export interface ExportFlagInputs {
+  /** The exported node's capabilities. */
+  readonly can: NodeCapabilities;
+  /** The export refuses writes (it was asked to, or the node is not writable). */
+  readonly readOnly: boolean;
+  /** Several clients may connect at once. */
+  readonly allowMultiConn: boolean;
+  /** The client negotiated structured replies. */
+  readonly structured: boolean;
+}
+
+/** Whether one transmission flag is advertised. */
+type FlagRule = (inputs: ExportFlagInputs) => boolean;
+
+/**
+ * When each transmission flag is advertised: one rule for every flag of
+ * {@linkcode NBD_FLAG}. The rules follow the node's capabilities except
+ * where a QEMU compatibility choice is written next to the rule; those
+ * requests are then accepted and served as well as the node can (the spec
+ * lets a server flush, discard or prefetch with no effect).
+ */
+const FLAG_POLICY: Readonly<Record<keyof typeof NBD_FLAG, FlagRule>> = {
+  HAS_FLAGS: () => true,
+  READ_ONLY: ({ readOnly }) => readOnly,
+  // QEMU: always, read-only exports included, even where a flush does
+  // nothing (cache=unsafe, memory nodes).
+  SEND_FLUSH: () => true,
+  SEND_FUA: () => true,
+  // Nodes do not know; qemu-nbd 7.2 does not send it for files either.
+  ROTATIONAL: () => false,
+  // QEMU: on every writable export, even where discards are ignored
+  // (discard=ignore: `can.trim` is false).
+  SEND_TRIM: ({ readOnly }) => !readOnly,
+  // Every node zeroes, writing zeroes where it has no better way.
+  SEND_WRITE_ZEROES: ({ readOnly }) => !readOnly,
+  SEND_DF: ({ structured }) => structured,
+  CAN_MULTI_CONN: ({ can, allowMultiConn }) => can.multiConn && allowMultiConn,
+  // Exports never change size.
+  SEND_RESIZE: () => false,
+  // qemu-nbd sends it always; denbd only where a prefetch has an effect.
+  SEND_CACHE: ({ can }) => can.cache,
+  // qemu-nbd sends it on every writable export; denbd only where a fast
+  // zero can succeed.
+  SEND_FAST_ZERO: ({ can, readOnly }) => !readOnly && can.fastZero,
+};
+
+/** The transmission flags of an export, by {@linkcode FLAG_POLICY}. */
+export function transmissionFlagsOf(inputs: ExportFlagInputs): number {
+  let flags = 0;
+  for (const [name, advertised] of Object.entries(FLAG_POLICY)) {
+    if (advertised(inputs)) flags |= NBD_FLAG[name as keyof typeof NBD_FLAG];
+  }
+  return flags;
 }
 
 /** Block size constraints announced in NBD_INFO_BLOCK_SIZE. */
@@ -53,17 +109,31 @@ export class NbdExport {
   readonly writethrough: boolean;
   /** Metadata namespaces, `base:` first. */
   readonly namespaces: readonly MetaContextNamespace[];
-  readonly #allowMultiConn: boolean;
+  /** Structured reads may send holes as OFFSET_HOLE chunks: the node's block status knows them. */
+  readonly sparseReads: boolean;
+  readonly #simpleFlags: number;
+  readonly #structuredFlags: number;
 
-  /** Export `options.node` as described by `options`. */
+  /**
+   * Export `options.node` as described by `options`. The node's capabilities
+   * are read once, here: the export's flags do not follow later changes.
+   */
   constructor(options: NbdExportOptions) {
+    const can = options.node.capabilities;
     this.name = options.name;
     this.description = options.description;
     this.node = options.node;
-    this.readOnly = Boolean(options.readOnly) || !options.node.capabilities.writable;
+    this.readOnly = Boolean(options.readOnly) || !can.writable;
     this.writethrough = Boolean(options.writethrough);
-    this.#allowMultiConn = Boolean(options.allowMultiConn);
     this.namespaces = [baseNamespace(options.node), ...(options.extraNamespaces ?? [])];
+    this.sparseReads = can.blockStatus;
+    const inputs = {
+      can,
+      readOnly: this.readOnly,
+      allowMultiConn: Boolean(options.allowMultiConn),
+    };
+    this.#simpleFlags = transmissionFlagsOf({ ...inputs, structured: false });
+    this.#structuredFlags = transmissionFlagsOf({ ...inputs, structured: true });
   }
 
   /** The namespace of a context name or query ("ns:leaf"), if this export offers it. */
@@ -79,17 +149,7 @@ export class NbdExport {
 
   /** Transmission flags for a client that did (or did not) negotiate structured replies. */
   transmissionFlags(structured: boolean): number {
-    const can = this.node.capabilities;
-    let flags = NBD_FLAG.HAS_FLAGS | NBD_FLAG.SEND_FLUSH | NBD_FLAG.SEND_FUA;
-    if (this.readOnly) flags |= NBD_FLAG.READ_ONLY;
-    else {
-      flags |= NBD_FLAG.SEND_TRIM | NBD_FLAG.SEND_WRITE_ZEROES;
-      if (can.fastZero) flags |= NBD_FLAG.SEND_FAST_ZERO;
-    }
-    if (can.cache) flags |= NBD_FLAG.SEND_CACHE;
-    if (structured) flags |= NBD_FLAG.SEND_DF;
-    if (can.multiConn && this.#allowMultiConn) flags |= NBD_FLAG.CAN_MULTI_CONN;
-    return flags;
+    return structured ? this.#structuredFlags : this.#simpleFlags;
   }
 
   /**

@@ -11,6 +11,7 @@
 import { DenbdError, kindOf, messageOf } from "../../errors.ts";
 import { NBD_ERRNO_OF_KIND } from "../errors.ts";
 import {
+  flagNames,
   nameOf,
   NBD_CMD,
   NBD_CMD_FLAG,
@@ -61,45 +62,109 @@ const MAX_READ_EXTENTS = 256;
 
 /** How each command is validated. */
 interface CommandRule {
-  /** Command flags the command accepts (further limited by what was negotiated). */
+  /** The transmission flag the client must have been sent to use the command; 0 when none. */
+  readonly needs: number;
+  /** Command flags the command accepts (each also needs its flag in COMMAND_FLAG_NEEDS). */
   readonly flags: number;
-  /** It changes the export's contents. */
+  /** It changes the export's contents: refused with EPERM when READ_ONLY was sent. */
   readonly writes: boolean;
   /** Error for a range beyond the end; null when offset and length are not a range. */
   readonly beyondEnd: number | null;
 }
 
-/** The validation table of every command this server serves. */
+/**
+ * The validation table of every command this server serves. BLOCK_STATUS
+ * needs no transmission flag but a negotiated metadata context instead.
+ */
 const COMMAND_RULES: Readonly<Record<number, CommandRule>> = {
   [NBD_CMD.READ]: {
+    needs: 0,
     flags: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.DF,
     writes: false,
     beyondEnd: NBD_ERROR.EINVAL,
   },
-  [NBD_CMD.WRITE]: { flags: NBD_CMD_FLAG.FUA, writes: true, beyondEnd: NBD_ERROR.ENOSPC },
-  [NBD_CMD.FLUSH]: { flags: NBD_CMD_FLAG.FUA, writes: false, beyondEnd: null },
-  [NBD_CMD.TRIM]: { flags: NBD_CMD_FLAG.FUA, writes: true, beyondEnd: NBD_ERROR.EINVAL },
-  [NBD_CMD.CACHE]: { flags: NBD_CMD_FLAG.FUA, writes: false, beyondEnd: NBD_ERROR.EINVAL },
+  [NBD_CMD.WRITE]: {
+    needs: 0,
+    flags: NBD_CMD_FLAG.FUA,
+    writes: true,
+    beyondEnd: NBD_ERROR.ENOSPC,
+  },
+  [NBD_CMD.FLUSH]: {
+    needs: NBD_FLAG.SEND_FLUSH,
+    flags: NBD_CMD_FLAG.FUA,
+    writes: false,
+    beyondEnd: null,
+  },
+  [NBD_CMD.TRIM]: {
+    needs: NBD_FLAG.SEND_TRIM,
+    flags: NBD_CMD_FLAG.FUA,
+    writes: true,
+    beyondEnd: NBD_ERROR.EINVAL,
+  },
+  [NBD_CMD.CACHE]: {
+    needs: NBD_FLAG.SEND_CACHE,
+    flags: NBD_CMD_FLAG.FUA,
+    writes: false,
+    beyondEnd: NBD_ERROR.EINVAL,
+  },
   [NBD_CMD.WRITE_ZEROES]: {
+    needs: NBD_FLAG.SEND_WRITE_ZEROES,
     flags: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.NO_HOLE | NBD_CMD_FLAG.FAST_ZERO,
     writes: true,
     beyondEnd: NBD_ERROR.ENOSPC,
   },
   [NBD_CMD.BLOCK_STATUS]: {
+    needs: 0,
     flags: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.REQ_ONE,
     writes: false,
     beyondEnd: NBD_ERROR.EINVAL,
   },
 };
 
-/** Command flags a client may use, given the transmission flags it was sent. */
-function negotiatedCommandFlags(transmissionFlags: number): number {
-  let flags = NBD_CMD_FLAG.REQ_ONE;
-  if (transmissionFlags & NBD_FLAG.SEND_FUA) flags |= NBD_CMD_FLAG.FUA;
-  if (transmissionFlags & NBD_FLAG.SEND_DF) flags |= NBD_CMD_FLAG.DF;
-  if (transmissionFlags & NBD_FLAG.SEND_WRITE_ZEROES) flags |= NBD_CMD_FLAG.NO_HOLE;
-  if (transmissionFlags & NBD_FLAG.SEND_FAST_ZERO) flags |= NBD_CMD_FLAG.FAST_ZERO;
-  return flags;
+/**
+ * The transmission flag the client must have been sent to use each command
+ * flag; 0 when none (REQ_ONE comes with BLOCK_STATUS, which needs a
+ * metadata context).
+ */
+const COMMAND_FLAG_NEEDS: Readonly<Record<keyof typeof NBD_CMD_FLAG, number>> = {
+  FUA: NBD_FLAG.SEND_FUA,
+  NO_HOLE: NBD_FLAG.SEND_WRITE_ZEROES,
+  DF: NBD_FLAG.SEND_DF,
+  REQ_ONE: 0,
+  FAST_ZERO: NBD_FLAG.SEND_FAST_ZERO,
+};
+
+/** What one connection allows of a command, from its rule and the transmission flags sent. */
+interface Admission {
+  /** The command's rule. */
+  readonly rule: CommandRule;
+  /** Command flags the client may set on it. */
+  readonly flags: number;
+  /** Refused with EPERM: it writes and the export was announced read-only. */
+  readonly readOnly: boolean;
+  /** The transmission flag it needs was sent (or it needs none). */
+  readonly advertised: boolean;
+}
+
+/** The admission of every command in {@linkcode COMMAND_RULES}, given the flags a client was sent. */
+function admissionsFor(transmissionFlags: number): ReadonlyMap<number, Admission> {
+  let usableFlags = 0;
+  for (const [name, needs] of Object.entries(COMMAND_FLAG_NEEDS)) {
+    if ((transmissionFlags & needs) === needs) {
+      usableFlags |= NBD_CMD_FLAG[name as keyof typeof NBD_CMD_FLAG];
+    }
+  }
+  const readOnly = (transmissionFlags & NBD_FLAG.READ_ONLY) !== 0;
+  const admissions = new Map<number, Admission>();
+  for (const [type, rule] of Object.entries(COMMAND_RULES)) {
+    admissions.set(Number(type), {
+      rule,
+      flags: rule.flags & usableFlags,
+      readOnly: rule.writes && readOnly,
+      advertised: (transmissionFlags & rule.needs) === rule.needs,
+    });
+  }
+  return admissions;
 }
 
 /** A rejected request: the error number and a message for the client. */
@@ -116,7 +181,7 @@ export class Transmission {
   readonly #session: NegotiatedSession;
   readonly #limits: TransmissionLimits;
   readonly #log: Logger;
-  readonly #allowedFlags: number;
+  readonly #admissions: ReadonlyMap<number, Admission>;
   #inFlightRequests = 0;
   #inFlightBytes = 0;
   #waiters: (() => void)[] = [];
@@ -135,7 +200,7 @@ export class Transmission {
     this.#session = session;
     this.#limits = limits;
     this.#log = log;
-    this.#allowedFlags = negotiatedCommandFlags(session.flags);
+    this.#admissions = admissionsFor(session.flags);
   }
 
   /**
@@ -201,17 +266,24 @@ export class Transmission {
     const { type, flags, offset, length } = request;
     const name = () => nameOf(NBD_CMD, type);
     if (this.#stopping) return new RequestRejected(NBD_ERROR.ESHUTDOWN, "server shutting down");
-    const rule = COMMAND_RULES[type];
-    if (!rule) return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${name()}`);
-    const badFlags = flags & ~(rule.flags & this.#allowedFlags);
+    const admission = this.#admissions.get(type);
+    if (!admission) return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${name()}`);
+    const badFlags = flags & ~admission.flags;
     if (badFlags) {
       return new RequestRejected(
         NBD_ERROR.EINVAL,
         `flags 0x${badFlags.toString(16)} not valid for ${name()}`,
       );
     }
-    if (rule.writes && this.#session.export.readOnly) {
+    if (admission.readOnly) {
       return new RequestRejected(NBD_ERROR.EPERM, `${name()} on a read-only export`);
+    }
+    const rule = admission.rule;
+    if (!admission.advertised) {
+      return new RequestRejected(
+        NBD_ERROR.EINVAL,
+        `${name()} needs ${flagNames(NBD_FLAG, rule.needs)}, which this export does not send`,
+      );
     }
     if (rule.beyondEnd !== null && offset + length > this.#session.export.size) {
       return new RequestRejected(
@@ -380,7 +452,7 @@ export class Transmission {
   /** OFFSET_DATA / OFFSET_HOLE chunks (without the DONE flag) covering a range. */
   async #sparseChunks(cookie: bigint, offset: number, length: number): Promise<Uint8Array[]> {
     const node = this.#session.export.node;
-    if (!node.capabilities.blockStatus) {
+    if (!this.#session.export.sparseReads) {
       return [await this.#dataChunk(cookie, offset, length, false)];
     }
     const chunks: Promise<Uint8Array>[] = [];

@@ -1,0 +1,138 @@
+/**
+ * The BlockNode contract (src/block/node.ts), checked the same way on every
+ * node: what a node does with zeroing and its options, and how a read-only
+ * node refuses changes, must not depend on which node it is.
+ */
+import assert from "node:assert/strict";
+import type { BlockNode } from "../../src/block/node.ts";
+import { MemoryNode } from "../../src/block/memory.ts";
+import { FileNode } from "../../src/block/file.ts";
+import { RawNode } from "../../src/block/raw.ts";
+
+const CHUNK = 64 * 1024;
+const SIZE = 4 * CHUNK;
+
+/** A node under test, with its own measure of the storage it occupies. */
+interface Opened {
+  readonly node: BlockNode;
+  /** Bytes of storage allocated (memory chunks, file system blocks). */
+  allocatedBytes(): Promise<number>;
+}
+
+/** A way to open a node of SIZE bytes (all zero) in `dir`. */
+interface Subject {
+  readonly name: string;
+  open(dir: string, readOnly: boolean): Promise<Opened>;
+}
+
+async function fileOf(dir: string): Promise<string> {
+  const path = `${dir}/disk.img`;
+  using file = await Deno.open(path, { create: true, write: true });
+  await file.truncate(SIZE);
+  return path;
+}
+
+/** Storage of a file: its 512-byte blocks on disk. */
+function blocksOf(path: string) {
+  return async () => ((await Deno.stat(path)).blocks ?? 0) * 512;
+}
+
+/** Storage of a memory node: the bytes its block status calls data. */
+function dataOf(node: BlockNode) {
+  return async () =>
+    (await node.blockStatus(0, node.size)).reduce((sum, e) => sum + (e.data ? e.length : 0), 0);
+}
+
+const SUBJECTS: Subject[] = [
+  {
+    name: "memory",
+    open: (_dir, readOnly) => {
+      const node = new MemoryNode(SIZE, { readOnly });
+      return Promise.resolve({ node, allocatedBytes: dataOf(node) });
+    },
+  },
+  {
+    name: "file",
+    open: async (dir, readOnly) => {
+      const path = await fileOf(dir);
+      const node = await FileNode.open(path, { readOnly, discard: "unmap" });
+      return { node, allocatedBytes: blocksOf(path) };
+    },
+  },
+  {
+    name: "file, cache=none",
+    open: async (dir, readOnly) => {
+      const path = await fileOf(dir);
+      const node = await FileNode.open(path, { readOnly, discard: "unmap", direct: true });
+      return { node, allocatedBytes: blocksOf(path) };
+    },
+  },
+  {
+    name: "raw over file",
+    open: async (dir, readOnly) => {
+      const path = await fileOf(dir);
+      const file = await FileNode.open(path, { readOnly, discard: "unmap" });
+      const node = RawNode.open(file, { discard: "unmap", ownsChild: true });
+      return { node, allocatedBytes: blocksOf(path) };
+    },
+  },
+];
+
+/** Open `subject` in a fresh directory, run `body`, close and clean up. */
+async function withSubject(
+  subject: Subject,
+  readOnly: boolean,
+  body: (opened: Opened) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "denbd-contract-" });
+  try {
+    const opened = await subject.open(dir, readOnly);
+    try {
+      await body(opened);
+    } finally {
+      await opened.node.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function pattern(length: number): Uint8Array {
+  return new Uint8Array(length).map((_, i) => (i % 251) + 1);
+}
+
+for (const subject of SUBJECTS) {
+  Deno.test(`node contract (${subject.name}): zeroing deallocates only with mayTrim`, async () => {
+    await withSubject(subject, false, async ({ node, allocatedBytes }) => {
+      const data = pattern(SIZE);
+      await node.write(0, data);
+      await node.flush();
+      const full = await allocatedBytes();
+      assert.ok(full >= SIZE, "written data is allocated");
+      await node.writeZeroes(0, CHUNK);
+      await node.writeZeroes(CHUNK, CHUNK, { mayTrim: false });
+      assert.equal(await allocatedBytes(), full, "zeroing without mayTrim keeps the storage");
+      await node.writeZeroes(2 * CHUNK, CHUNK, { mayTrim: true });
+      assert.ok(await allocatedBytes() <= full - CHUNK, "zeroing with mayTrim frees it");
+      const back = new Uint8Array(SIZE);
+      await node.read(0, back);
+      assert.ok(back.subarray(0, 3 * CHUNK).every((byte) => byte === 0), "zeroed ranges read 0");
+      assert.deepEqual(back.subarray(3 * CHUNK), data.subarray(3 * CHUNK));
+      assert.deepEqual(await node.blockStatus(2 * CHUNK, CHUNK), [
+        { length: CHUNK, data: false, zero: true },
+      ]);
+    });
+  });
+
+  Deno.test(`node contract (${subject.name}): read-only refuses changes`, async () => {
+    await withSubject(subject, true, async ({ node }) => {
+      assert.equal(node.capabilities.writable, false);
+      await assert.rejects(() => node.write(0, new Uint8Array(1)), { kind: "read-only" });
+      await assert.rejects(() => node.writeZeroes(0, 512), { kind: "read-only" });
+      await assert.rejects(() => node.trim(0, 512), { kind: "read-only" });
+      const back = new Uint8Array(512);
+      await node.read(0, back);
+      assert.ok(back.every((byte) => byte === 0));
+    });
+  });
+}
