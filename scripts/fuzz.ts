@@ -667,13 +667,21 @@ async function probeQmp(socket: string): Promise<void> {
   }
 }
 
-/** What went wrong, or null when the target is alive, answers and stays small. */
-export async function probe(running: RunningTarget): Promise<string | null> {
+/**
+ * What went wrong, or null when the target is alive, answers within
+ * `bounds.timeoutMs` and its resident set stays within `bounds.maxRss`.
+ */
+export async function probe(
+  running: RunningTarget,
+  bounds: { timeoutMs?: number; maxRss?: number } = {},
+): Promise<string | null> {
+  const timeoutMs = bounds.timeoutMs ?? PROBE_TIMEOUT_MS;
+  const maxRss = bounds.maxRss ?? MAX_RSS_BYTES;
   if (running.exited()) return `crash: the ${running.target} process exited`;
   try {
     await within(
       (async () => {
-        const client = await NbdClient.connect(running.nbdUri, { timeoutMs: PROBE_TIMEOUT_MS });
+        const client = await NbdClient.connect(running.nbdUri, { timeoutMs });
         try {
           const data = await client.read(IMAGE_SIZE - 4096, 4096);
           if (data.length !== 4096) throw new Error("NBD probe: short read");
@@ -681,16 +689,16 @@ export async function probe(running: RunningTarget): Promise<string | null> {
           await client.disconnect();
         }
       })(),
-      PROBE_TIMEOUT_MS,
+      timeoutMs,
       "NBD probe",
     );
-    if (running.qmpSocket) await within(probeQmp(running.qmpSocket), PROBE_TIMEOUT_MS, "QMP probe");
+    if (running.qmpSocket) await within(probeQmp(running.qmpSocket), timeoutMs, "QMP probe");
   } catch (error) {
     if (running.exited()) return `crash: the ${running.target} process exited`;
     return `hang: ${(error as Error).message}`;
   }
   const rss = residentBytes(running.child.pid);
-  if (rss > MAX_RSS_BYTES) return `growth: resident set ${rss} bytes > ${MAX_RSS_BYTES}`;
+  if (rss > maxRss) return `growth: resident set ${rss} bytes > ${maxRss}`;
   return null;
 }
 

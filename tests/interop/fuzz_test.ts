@@ -67,11 +67,18 @@ Deno.test("every kept regression case replays without crash, hang or growth", as
   });
 });
 
-Deno.test("the harness reports a server that died as a crash", async () => {
+Deno.test("the harness reports a server that died, hangs or grows", async () => {
   await withTempDir(async (dir) => {
     const running = await startTarget("serve", dir);
     try {
       assert.equal(await probe(running), null);
+      assert.match((await probe(running, { maxRss: 1 << 20 }))!, /^growth: /);
+      running.child.kill("SIGSTOP");
+      try {
+        assert.match((await probe(running, { timeoutMs: 500 }))!, /^hang: /);
+      } finally {
+        running.child.kill("SIGCONT");
+      }
       running.child.kill("SIGKILL");
       await running.child.status;
       assert.match((await probe(running))!, /^crash: /);
