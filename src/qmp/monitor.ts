@@ -11,9 +11,11 @@
  * 'qmp_capabilities'"); afterwards events from the EventBus (events.ts) are
  * delivered too. Replies and events are single lines ending in "\r\n", formatted as
  * QEMU formats them. A session that sends garbage, floods or disconnects
- * affects only itself: input is read only while fewer than 8 requests wait,
- * a command in progress when the peer leaves runs to its end, and a peer
- * that stops reading while events pile up is disconnected.
+ * affects only itself: input is read only while fewer than 8 requests wait
+ * and less than 256 KiB of replies and events wait to be written (so a peer
+ * that never reads its replies holds at most that plus one reply), a command
+ * in progress when the peer leaves runs to its end, and a peer that stops
+ * reading while events pile up is disconnected.
  *
  * @example
  * ```ts
@@ -68,13 +70,18 @@ export interface MonitorOptions<S> {
 const OFFERED_CAPABILITIES = ["oob"];
 /** Requests read ahead of the one running; reading pauses beyond this (QEMU's queue length). */
 const MAX_QUEUED_REQUESTS = 8;
-/** Replies handed to the writer before the next request waits for them to be written. */
-const MAX_UNCONFIRMED_REPLIES = 32;
+/**
+ * Bytes of replies and events handed to the writer and not yet written
+ * beyond which no further request is read or answered until they are.
+ */
+const MAX_UNSENT_BYTES = 256 * 1024;
 /** Events waiting to be written before a peer that does not read is disconnected. */
 const MAX_PENDING_EVENTS = 1024;
 /** How long {@linkcode QmpMonitor.close} waits for a running command's reply to be written. */
 const CLOSE_GRACE_MS = 5000;
 const READ_SIZE = 64 * 1024;
+/** Input is parsed this much at a time, so one read of garbage queues at most this many errors. */
+const PARSE_SLICE = 4 * 1024;
 const encoder = new TextEncoder();
 
 /** A failure of the request's framing, replied as GenericError. */
@@ -92,7 +99,8 @@ export class QmpMonitor<S> {
   /** Input read and not yet answered: `#queue` from index `#head` on. */
   #queue: JsonStreamItem[] = [];
   #head = 0;
-  #wake: (() => void) | null = null;
+  /** Loops waiting for a change (input read, request taken, output written, closing). */
+  #waiters: (() => void)[] = [];
   #readDone = false;
   #negotiated = false;
   #oob = false;
@@ -100,7 +108,8 @@ export class QmpMonitor<S> {
   #closing = false;
   #closed = false;
   #pendingEvents = 0;
-  #unconfirmed = 0;
+  /** Bytes handed to the writer and not yet written. */
+  #unsentBytes = 0;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #unsubscribe: (() => void) | null = null;
 
@@ -171,35 +180,43 @@ export class QmpMonitor<S> {
   }
 
   #wakeUp(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
   }
 
   #waitForWake(): Promise<void> {
-    return new Promise((resolve) => this.#wake = resolve);
+    return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
   async #readLoop(): Promise<void> {
     const buffer = new Uint8Array(READ_SIZE);
     try {
       while (!this.#closed) {
-        if (this.#queue.length - this.#head >= MAX_QUEUED_REQUESTS) {
-          await this.#waitForWake();
-          continue;
-        }
         const count = await this.#stream.read(buffer);
         if (count === null) break;
-        const items = this.#parser.feed(buffer.subarray(0, count));
-        this.#queue = this.#queue.slice(this.#head).concat(items);
-        this.#head = 0;
-        this.#wakeUp();
+        for (let start = 0; start < count && !this.#closed; start += PARSE_SLICE) {
+          while (this.#saturated() && !this.#closed) await this.#waitForWake();
+          const items = this.#parser.feed(
+            buffer.subarray(start, Math.min(count, start + PARSE_SLICE)),
+          );
+          this.#queue = this.#queue.slice(this.#head).concat(items);
+          this.#head = 0;
+          this.#wakeUp();
+        }
+        while (this.#saturated() && !this.#closed) await this.#waitForWake();
       }
     } catch {
       // A reset connection, or the stream closed under a pending read: both end the input.
     }
     this.#readDone = true;
     this.#wakeUp();
+  }
+
+  /** Whether input must wait: enough requests queued, or enough output unwritten. */
+  #saturated(): boolean {
+    return this.#queue.length - this.#head >= MAX_QUEUED_REQUESTS ||
+      this.#unsentBytes > MAX_UNSENT_BYTES;
   }
 
   async #processLoop(): Promise<void> {
@@ -215,10 +232,8 @@ export class QmpMonitor<S> {
       this.#busy = true;
       try {
         const sending = this.#send(await this.#answer(item));
-        this.#unconfirmed++;
-        sending.then(() => this.#unconfirmed--, () => {});
-        // Replies to a burst of input are written in batches, a few at a time.
-        if (this.#head === this.#queue.length || this.#unconfirmed >= MAX_UNCONFIRMED_REPLIES) {
+        // Replies to a burst of input are written in batches, up to MAX_UNSENT_BYTES at a time.
+        if (this.#head === this.#queue.length || this.#unsentBytes > MAX_UNSENT_BYTES) {
           await sending;
         }
       } finally {
@@ -290,9 +305,18 @@ export class QmpMonitor<S> {
     this.#send(message).then(() => this.#pendingEvents--, () => {});
   }
 
+  /** Queue `message` for writing; resolves once written, and wakes input when below the cap. */
   #send(message: unknown): Promise<void> {
     const text = formatJson(message, this.#options.pretty ? { indent: 4 } : {});
-    return this.#writer.send([encoder.encode(text + "\r\n")]);
+    const bytes = encoder.encode(text + "\r\n");
+    this.#unsentBytes += bytes.length;
+    const written = () => {
+      this.#unsentBytes -= bytes.length;
+      this.#wakeUp();
+    };
+    const sending = this.#writer.send([bytes]);
+    sending.then(written, written);
+    return sending;
   }
 }
 

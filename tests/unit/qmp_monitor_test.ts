@@ -67,6 +67,14 @@ const TEST_COMMANDS = [
     },
   }),
   testCommand({
+    name: "x-big",
+    args: struct("x-big-arg", [member("bytes", BUILTIN.uint32)]),
+    run(context, args) {
+      context.state.finished.push("big");
+      return "x".repeat(args.bytes);
+    },
+  }),
+  testCommand({
     name: "x-list",
     args: EMPTY_STRUCT,
     run: () => [1, "two", { three: 3 }],
@@ -443,6 +451,7 @@ Deno.test("query-version and query-commands", async () => {
     assert.deepEqual(await client.ask('{"execute": "query-commands"}'), {
       return: [
         "x-list",
+        "x-big",
         "x-emit",
         "x-fail",
         "x-sleep",
@@ -485,5 +494,24 @@ Deno.test("one client per monitor socket at a time: the next is greeted when it 
     first.close();
     assert.match((await greeting)!, /^\{"QMP": /);
     second.close();
+  });
+});
+
+Deno.test("a peer that never reads its replies is no longer answered once 256 KiB wait", async () => {
+  await withServer(async ({ path, state }) => {
+    const client = await Client.ready(path);
+    // 40 small requests in one write, each answered with a reply of about 1 MB.
+    await client.send('{"execute": "x-big", "arguments": {"bytes": 1000000}}\n'.repeat(40));
+    await until(() => state.finished.length > 0);
+    await sleep(300);
+    // The first reply alone exceeds the bound: nothing more is answered until it is written
+    // (without the bound, 32 replies, 32 MB, were made and held for a peer that never reads).
+    assert.equal(state.finished.length, 1, "commands run while the peer does not read");
+    for (let i = 0; i < 40; i++) {
+      const line = await client.line();
+      assert.equal(line?.length, '{"return": ""}'.length + 1_000_000);
+    }
+    assert.equal(state.finished.length, 40);
+    client.close();
   });
 });
