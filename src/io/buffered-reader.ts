@@ -1,6 +1,9 @@
 /**
  * Exact reads from a byte stream through one reusable buffer, so that many
  * small protocol headers arriving together cost one read from the socket.
+ * The buffer starts small and is sized by {@linkcode BufferSizing}: it grows
+ * while reads keep filling it and shrinks again when the stream goes quiet,
+ * so an idle connection holds 1 KiB and a busy one needs few system calls.
  *
  * @example
  * ```ts
@@ -29,6 +32,7 @@
  */
 
 import type { ByteStream } from "./byte-stream.ts";
+import { type BufferSizeRange, BufferSizing } from "./buffer-sizing.ts";
 
 /** Thrown when the stream ends before the bytes a message needs arrived. */
 export class UnexpectedEof extends Error {
@@ -39,25 +43,32 @@ export class UnexpectedEof extends Error {
   }
 }
 
-/** Default size of the internal buffer. */
-export const READ_BUFFER_SIZE = 256 * 1024;
+/** Default sizes of the internal buffer: 1 KiB when idle, up to 256 KiB when busy. */
+export const READ_BUFFER_SIZES: BufferSizeRange = { initial: 1024, maximum: 256 * 1024 };
 
 /** A reader that hands out exact byte counts from a stream. */
 export class BufferedReader {
   #stream: ByteStream;
-  readonly #buffer: Uint8Array;
+  readonly #sizing: BufferSizing;
+  #buffer: Uint8Array;
   #start = 0;
   #end = 0;
 
-  /** Read from `stream` through a buffer of `bufferSize` bytes. */
-  constructor(stream: ByteStream, bufferSize = READ_BUFFER_SIZE) {
+  /** Read from `stream` through a buffer sized within `sizes`. */
+  constructor(stream: ByteStream, sizes: BufferSizeRange = READ_BUFFER_SIZES) {
     this.#stream = stream;
-    this.#buffer = new Uint8Array(bufferSize);
+    this.#sizing = new BufferSizing(sizes);
+    this.#buffer = new Uint8Array(this.#sizing.size);
   }
 
   /** Bytes already received and not yet consumed. */
   get buffered(): number {
     return this.#end - this.#start;
+  }
+
+  /** Bytes the internal buffer holds now (what this reader costs in memory). */
+  get capacity(): number {
+    return this.#buffer.length;
   }
 
   /**
@@ -71,20 +82,24 @@ export class BufferedReader {
 
   /**
    * Resolve to the next `length` bytes as a view into the internal buffer,
-   * valid only until the next call. `length` must not exceed the buffer size.
-   * Resolves to null if the stream ends cleanly before any byte arrived;
-   * throws {@linkcode UnexpectedEof} if it ends part-way.
+   * valid only until the next call. `length` must not exceed the largest
+   * buffer size. Resolves to null if the stream ends cleanly before any byte
+   * arrived; throws {@linkcode UnexpectedEof} if it ends part-way.
    */
   async readExactOrEof(length: number): Promise<Uint8Array | null> {
-    if (length > this.#buffer.length) throw new RangeError(`read of ${length} exceeds buffer`);
+    if (length > this.#sizing.range.maximum) {
+      throw new RangeError(`read of ${length} exceeds buffer`);
+    }
     while (this.buffered < length) {
-      if (this.#start > 0 && this.#buffer.length - this.#start < length) this.#compact();
+      this.#prepareRead(length);
+      const room = this.#buffer.length - this.#end;
       const count = await this.#stream.read(this.#buffer.subarray(this.#end));
       if (count === null) {
         if (this.buffered === 0) return null;
         throw new UnexpectedEof(length, this.buffered);
       }
       this.#end += count;
+      this.#sizing.record(count, room);
     }
     const view = this.#buffer.subarray(this.#start, this.#start + length);
     this.#start += length;
@@ -128,9 +143,19 @@ export class BufferedReader {
     return count;
   }
 
-  /** Move the unread bytes to the front of the buffer. */
-  #compact(): void {
-    this.#buffer.copyWithin(0, this.#start, this.#end);
+  /**
+   * Before reading from the stream: move the unread bytes to the front of a
+   * buffer of the size wanted now, big enough for a message of `length`.
+   */
+  #prepareRead(length: number): void {
+    this.#sizing.fit(length); // at least `length`, so above what is buffered
+    if (this.#sizing.size !== this.#buffer.length) {
+      const resized = new Uint8Array(this.#sizing.size);
+      resized.set(this.#buffer.subarray(this.#start, this.#end));
+      this.#buffer = resized;
+    } else if (this.#start > 0) {
+      this.#buffer.copyWithin(0, this.#start, this.#end);
+    }
     this.#end -= this.#start;
     this.#start = 0;
   }

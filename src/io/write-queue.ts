@@ -30,11 +30,15 @@
  */
 
 import { type ByteStream, writeAll } from "./byte-stream.ts";
+import { type BufferSizeRange, BufferSizing } from "./buffer-sizing.ts";
 
 /** Chunks at least this large are written directly instead of being copied. */
 const DIRECT_WRITE_THRESHOLD = 64 * 1024;
-/** Size of the buffer small chunks are coalesced into. */
-const COALESCE_BUFFER_SIZE = 256 * 1024;
+/**
+ * Sizes of the buffer small chunks are coalesced into: allocated at the first
+ * write, grown while batches overflow it, shrunk again when they stay small.
+ */
+const COALESCE_BUFFER_SIZES: BufferSizeRange = { initial: 4 * 1024, maximum: 256 * 1024 };
 
 interface QueuedMessage {
   readonly chunks: readonly Uint8Array[];
@@ -48,8 +52,11 @@ export class WriteQueue {
   #pending: QueuedMessage[] = [];
   #writing: Promise<void> | null = null;
   #failure: unknown = null;
-  readonly #scratch = new Uint8Array(COALESCE_BUFFER_SIZE);
+  readonly #scratchSizing = new BufferSizing(COALESCE_BUFFER_SIZES);
+  #scratch: Uint8Array | null = null;
   #scratchUsed = 0;
+  /** A small chunk not yet copied to the scratch buffer, since it may be written alone. */
+  #lone: Uint8Array | null = null;
 
   /** Write messages to `stream`. */
   constructor(stream: ByteStream) {
@@ -99,21 +106,62 @@ export class WriteQueue {
     this.#writing = null;
   }
 
+  /**
+   * Add `chunk` to the current write: a large one is written directly, a
+   * small one alone is kept as it is (written without a copy if nothing
+   * joins it), small ones together are coalesced into the scratch buffer.
+   */
   async #append(chunk: Uint8Array): Promise<void> {
     if (chunk.length >= DIRECT_WRITE_THRESHOLD) {
       await this.#flushScratch();
       await writeAll(this.#stream, chunk);
       return;
     }
-    if (this.#scratchUsed + chunk.length > this.#scratch.length) await this.#flushScratch();
+    if (this.#scratchUsed === 0 && this.#lone === null) {
+      this.#lone = chunk;
+      return;
+    }
+    if (this.#lone) {
+      const lone = this.#lone;
+      this.#lone = null;
+      await this.#copyToScratch(lone);
+    }
+    await this.#copyToScratch(chunk);
+  }
+
+  /** Copy `chunk` after what the scratch buffer holds, writing that out first if it is full. */
+  async #copyToScratch(chunk: Uint8Array): Promise<void> {
+    const scratch = this.#scratch;
+    if (scratch && this.#scratchUsed + chunk.length > scratch.length) {
+      await this.#flushScratch(true);
+      if (chunk.length > scratch.length) this.#scratch = null;
+    }
+    if (!this.#scratch) {
+      this.#scratchSizing.fit(chunk.length);
+      this.#scratch = new Uint8Array(this.#scratchSizing.size);
+    }
     this.#scratch.set(chunk, this.#scratchUsed);
     this.#scratchUsed += chunk.length;
   }
 
-  async #flushScratch(): Promise<void> {
-    if (this.#scratchUsed === 0) return;
+  /**
+   * Write the chunk kept alone or what the scratch buffer holds,
+   * `overflowing` when the buffer is too small for the next chunk; a buffer
+   * of another size is allocated at the next use if its sizing changed.
+   */
+  async #flushScratch(overflowing = false): Promise<void> {
+    const lone = this.#lone;
+    if (lone) {
+      this.#lone = null;
+      await writeAll(this.#stream, lone);
+      return;
+    }
+    const scratch = this.#scratch;
+    if (!scratch || this.#scratchUsed === 0) return;
     const used = this.#scratchUsed;
     this.#scratchUsed = 0;
-    await writeAll(this.#stream, this.#scratch.subarray(0, used));
+    this.#scratchSizing.record(overflowing ? scratch.length : used, scratch.length);
+    if (this.#scratchSizing.size !== scratch.length) this.#scratch = null;
+    await writeAll(this.#stream, scratch.subarray(0, used));
   }
 }

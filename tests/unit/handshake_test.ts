@@ -1,11 +1,20 @@
 import assert from "node:assert/strict";
-import { HandshakeState, type HandshakeStep } from "../../src/nbd/server/handshake.ts";
+import {
+  HandshakeState,
+  type HandshakeStep,
+  MAX_SKIPPED_OPTION_LENGTH,
+  negotiate,
+} from "../../src/nbd/server/handshake.ts";
 import { ExportTable, NbdExport } from "../../src/nbd/server/export.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
+import { BufferedReader } from "../../src/io/buffered-reader.ts";
+import { WriteQueue } from "../../src/io/write-queue.ts";
+import type { ByteStream } from "../../src/io/byte-stream.ts";
 import {
   NBD_CLIENT_FLAG,
   NBD_FLAG,
   NBD_INFO,
+  NBD_LIMIT,
   NBD_OPT,
   NBD_REP,
   NBD_SIZE,
@@ -16,8 +25,10 @@ import {
   decodeOptionReplyHeader,
   decodeRepMetaContext,
   decodeRepServer,
+  encodeClientFlags,
   encodeInfoRequest,
   encodeMetaContextRequest,
+  encodeOption,
   encodeString,
   type InfoReply,
   ProtocolError,
@@ -284,4 +295,143 @@ Deno.test("SET_META_CONTEXT then GO on the same export carries the contexts; a f
   const step = again.handleOption(NBD_OPT.GO, go("disk"));
   if (step.next !== "transmission") throw new Error("expected transmission");
   assert.equal(step.session.contexts[0].context.name, "base:allocation");
+});
+
+Deno.test("an option with too much data is refused as malformed data is", () => {
+  const length = NBD_LIMIT.MAX_OPTION_LENGTH + 1;
+  const state = setup();
+  for (const option of [NBD_OPT.LIST, NBD_OPT.GO, NBD_OPT.INFO, NBD_OPT.STRUCTURED_REPLY]) {
+    const step = state.handleOversizedOption(option, length);
+    assert.equal(step.next, "continue");
+    assert.deepEqual(replies(step).map((r) => r.type), [NBD_REP.ERR_INVALID]);
+  }
+  assert.deepEqual(replies(state.handleOversizedOption(99, length)).map((r) => r.type), [
+    NBD_REP.ERR_UNSUP,
+  ]);
+  const exportName = state.handleOversizedOption(NBD_OPT.EXPORT_NAME, length);
+  assert.equal(exportName.next, "close");
+  assert.match(exportName.next === "close" && exportName.reason || "", /over the limit/);
+
+  const oldstyle = new HandshakeState(new ExportTable());
+  oldstyle.acceptClientFlags(0);
+  assert.equal(oldstyle.handleOversizedOption(NBD_OPT.LIST, length).next, "close");
+});
+
+Deno.test("an oversized SET_META_CONTEXT clears the contexts selected before", () => {
+  const state = setup();
+  state.handleOption(NBD_OPT.STRUCTURED_REPLY, new Uint8Array());
+  state.handleOption(
+    NBD_OPT.SET_META_CONTEXT,
+    encodeMetaContextRequest({ exportName: "disk", queries: ["base:allocation"] }),
+  );
+  state.handleOversizedOption(NBD_OPT.SET_META_CONTEXT, NBD_LIMIT.MAX_OPTION_LENGTH + 1);
+  const step = state.handleOption(NBD_OPT.GO, go("disk"));
+  if (step.next !== "transmission") throw new Error("expected transmission");
+  assert.deepEqual(step.session.contexts, []);
+});
+
+/**
+ * A client's side of a handshake as a stream: it sends `messages` (one read
+ * at most each) and records every byte the server writes.
+ */
+function scriptedClient(messages: Uint8Array[]) {
+  const queue = [...messages];
+  const written: number[] = [];
+  let delivered = 0;
+  const stream: ByteStream = {
+    read(buffer) {
+      const next = queue.shift();
+      if (!next) return Promise.resolve(null);
+      const count = Math.min(next.length, buffer.length);
+      buffer.set(next.subarray(0, count));
+      if (count < next.length) queue.unshift(next.subarray(count));
+      delivered += count;
+      return Promise.resolve(count);
+    },
+    write(data) {
+      written.push(...data);
+      return Promise.resolve(data.length);
+    },
+    close() {},
+  };
+  return { stream, written, delivered: () => delivered };
+}
+
+/** The option reply headers in `bytes`, in order. */
+function replyHeaders(bytes: number[]) {
+  const all = new Uint8Array(bytes).subarray(18); // after the greeting
+  const headers = [];
+  for (let offset = 0; offset < all.length;) {
+    const header = decodeOptionReplyHeader(all.subarray(offset, offset + 20));
+    headers.push(header);
+    offset += 20 + header.length;
+  }
+  return headers;
+}
+
+Deno.test("negotiate discards option data over the limit and goes on; far over it, drops the client", async () => {
+  const table = new ExportTable();
+  table.add(new NbdExport({ name: "", node: new MemoryNode(4096) }));
+  const huge = new Uint8Array(4 * 1024 * 1024);
+  const client = scriptedClient([
+    encodeClientFlags(FIXED),
+    encodeOption(NBD_OPT.LIST, huge),
+    encodeOption(77, huge.subarray(0, NBD_LIMIT.MAX_OPTION_LENGTH + 1)),
+    encodeOption(NBD_OPT.GO, go("")),
+  ]);
+  const reader = new BufferedReader(client.stream);
+  const session = await negotiate({ reader, writer: new WriteQueue(client.stream) }, table);
+  assert.equal(session?.export.name, "");
+  const types = replyHeaders(client.written).map((header) => [header.option, header.type]);
+  assert.deepEqual(types.slice(0, 2), [[NBD_OPT.LIST, NBD_REP.ERR_INVALID], [
+    77,
+    NBD_REP.ERR_UNSUP,
+  ]]);
+  assert.deepEqual(types.at(-1), [NBD_OPT.GO, NBD_REP.ACK]);
+  assert.ok(reader.capacity <= 256 * 1024, `reader grew to ${reader.capacity} bytes`);
+
+  const header = encodeOption(NBD_OPT.LIST);
+  new DataView(header.buffer).setUint32(12, MAX_SKIPPED_OPTION_LENGTH + 1);
+  const liar = scriptedClient([encodeClientFlags(FIXED), header, new Uint8Array(1000)]);
+  await assert.rejects(
+    negotiate(
+      { reader: new BufferedReader(liar.stream), writer: new WriteQueue(liar.stream) },
+      table,
+    ),
+    (error: Error) =>
+      error instanceof ProtocolError && /over the limit of 33554432/.test(error.message),
+  );
+  assert.equal(liar.delivered(), 4 + 16, "the announced data was not read");
+
+  const longName = scriptedClient([
+    encodeClientFlags(FIXED),
+    encodeOption(NBD_OPT.EXPORT_NAME, new Uint8Array(NBD_LIMIT.MAX_OPTION_LENGTH + 1)),
+  ]);
+  await assert.rejects(
+    negotiate({
+      reader: new BufferedReader(longName.stream),
+      writer: new WriteQueue(longName.stream),
+    }, table),
+    /EXPORT_NAME has 65537 bytes of data, over the limit/,
+  );
+  assert.ok(longName.delivered() < 8192, "a client dropped anyway is not read further");
+});
+
+Deno.test("option data arriving in small pieces is reassembled in order", async () => {
+  const table = new ExportTable();
+  table.add(new NbdExport({ name: "x".repeat(4000), node: new MemoryNode(4096) }));
+  const request = encodeOption(
+    NBD_OPT.GO,
+    encodeInfoRequest({ name: "x".repeat(4000), infos: Array(3000).fill(NBD_INFO.NAME) }),
+  );
+  const pieces = [];
+  for (let offset = 0; offset < request.length; offset += 1000) {
+    pieces.push(request.subarray(offset, offset + 1000));
+  }
+  const client = scriptedClient([encodeClientFlags(FIXED), ...pieces]);
+  const session = await negotiate(
+    { reader: new BufferedReader(client.stream), writer: new WriteQueue(client.stream) },
+    table,
+  );
+  assert.equal(session?.export.name, "x".repeat(4000));
 });

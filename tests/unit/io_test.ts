@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { BufferedReader, UnexpectedEof } from "../../src/io/buffered-reader.ts";
+import { BufferedReader, READ_BUFFER_SIZES, UnexpectedEof } from "../../src/io/buffered-reader.ts";
+import { BufferSizing } from "../../src/io/buffer-sizing.ts";
 import { WriteQueue } from "../../src/io/write-queue.ts";
 import type { ByteStream } from "../../src/io/byte-stream.ts";
 
@@ -15,6 +16,29 @@ function pieces(...parts: number[][]): ByteStream & { reads: number } {
       const count = Math.min(next.length, buffer.length);
       buffer.set(next.subarray(0, count));
       if (count < next.length) queue.unshift(next.subarray(count));
+      return Promise.resolve(count);
+    },
+    write: () => Promise.reject(new Error("read-only stream")),
+    close() {},
+  };
+}
+
+/** A buffer size range of one size. */
+function fixed(size: number) {
+  return { initial: size, maximum: size };
+}
+
+/** A stream of `total` bytes (byte i is i % 251) that hands out as much as each read asks for. */
+function flood(total: number): ByteStream & { reads: number } {
+  let sent = 0;
+  return {
+    reads: 0,
+    read(buffer) {
+      this.reads++;
+      if (sent === total) return Promise.resolve(null);
+      const count = Math.min(buffer.length, total - sent);
+      for (let i = 0; i < count; i++) buffer[i] = (sent + i) % 251;
+      sent += count;
       return Promise.resolve(count);
     },
     write: () => Promise.reject(new Error("read-only stream")),
@@ -42,7 +66,7 @@ function sink(step = Infinity) {
 
 Deno.test("readExact assembles messages split across reads and serves many from one read", async () => {
   const stream = pieces([1, 2], [3, 4, 5, 6, 7, 8]);
-  const reader = new BufferedReader(stream, 16);
+  const reader = new BufferedReader(stream, fixed(16));
   assert.deepEqual([...await reader.readExact(3)], [1, 2, 3]);
   assert.deepEqual([...await reader.readExact(2)], [4, 5]);
   assert.deepEqual([...await reader.readExact(3)], [6, 7, 8]);
@@ -51,13 +75,13 @@ Deno.test("readExact assembles messages split across reads and serves many from 
 });
 
 Deno.test("the end of the stream mid-message is UnexpectedEof", async () => {
-  const reader = new BufferedReader(pieces([1, 2]), 16);
+  const reader = new BufferedReader(pieces([1, 2]), fixed(16));
   await assert.rejects(reader.readExact(4), UnexpectedEof);
   await assert.rejects(new BufferedReader(pieces()).readExact(1), UnexpectedEof);
 });
 
 Deno.test("readInto takes buffered bytes first, then reads the rest directly", async () => {
-  const reader = new BufferedReader(pieces([1, 2, 3], [4, 5, 6, 7]), 4);
+  const reader = new BufferedReader(pieces([1, 2, 3], [4, 5, 6, 7]), fixed(4));
   assert.deepEqual([...await reader.readExact(1)], [1]);
   const target = new Uint8Array(6);
   await reader.readInto(target);
@@ -66,17 +90,78 @@ Deno.test("readInto takes buffered bytes first, then reads the rest directly", a
 });
 
 Deno.test("skip drops bytes without keeping them; compaction keeps order", async () => {
-  const reader = new BufferedReader(pieces([1, 2, 3, 4, 5], [6, 7, 8, 9]), 4);
+  const reader = new BufferedReader(pieces([1, 2, 3, 4, 5], [6, 7, 8, 9]), fixed(4));
   await reader.skip(3);
   assert.deepEqual([...await reader.readExact(4)], [4, 5, 6, 7]);
   assert.deepEqual([...await reader.readExact(2)], [8, 9]);
 });
 
 Deno.test("reads larger than the buffer are refused; stream swaps need an empty buffer", async () => {
-  const reader = new BufferedReader(pieces([1, 2, 3]), 2);
+  const reader = new BufferedReader(pieces([1, 2, 3]), fixed(2));
   await assert.rejects(reader.readExact(3), RangeError);
   await reader.readExact(1);
   assert.throws(() => reader.replaceStream(pieces()), /unread bytes/);
+});
+
+Deno.test("a reader starts with 1 KiB and grows while reads fill it, up to its maximum", async () => {
+  const stream = flood(8 * READ_BUFFER_SIZES.maximum);
+  const reader = new BufferedReader(stream);
+  assert.ok(reader.capacity <= 1024, `a fresh reader holds ${reader.capacity} bytes`);
+  const message = 100;
+  for (let offset = 0; offset < 8 * READ_BUFFER_SIZES.maximum; offset += message) {
+    const view = await reader.readExact(Math.min(message, 8 * READ_BUFFER_SIZES.maximum - offset));
+    assert.equal(view[0], offset % 251);
+  }
+  assert.equal(reader.capacity, READ_BUFFER_SIZES.maximum);
+  // Doubling from 1 KiB reaches 256 KiB in 9 reads (511 KiB); the other 1.5 MiB takes 7 more.
+  assert.ok(stream.reads <= 9 + 7, `${stream.reads} reads for 2 MiB of small messages`);
+});
+
+Deno.test("a reader gives its memory back after a run of small reads", async () => {
+  const sizes = { initial: 16, maximum: 1024 };
+  const big = Array.from({ length: 4000 }, (_, i) => i % 251);
+  // Halving from 1024 to 16 takes six runs of sparse reads.
+  const small = Array.from({ length: BufferSizing.SHRINK_AFTER_SPARSE_USES * 6 }, () => [7]);
+  const reader = new BufferedReader(pieces(big, ...small), sizes);
+  for (let offset = 0; offset < big.length; offset += 100) {
+    assert.equal((await reader.readExact(100))[0], offset % 251);
+  }
+  assert.equal(reader.capacity, sizes.maximum, "reads that filled the buffer grew it");
+  for (const _ of small) assert.deepEqual([...await reader.readExact(1)], [7]);
+  assert.equal(await reader.readExactOrEof(1), null); // the buffer is resized before a read
+  assert.equal(reader.capacity, sizes.initial);
+});
+
+Deno.test("a message longer than the current buffer is read whole, in order", async () => {
+  const reader = new BufferedReader(pieces([1, 2, 3], [4, 5, 6, 7, 8, 9, 10]), {
+    initial: 2,
+    maximum: 16,
+  });
+  assert.deepEqual([...await reader.readExact(1)], [1]);
+  assert.deepEqual([...await reader.readExact(9)], [2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.ok(reader.capacity >= 9 && reader.capacity <= 16);
+});
+
+Deno.test("buffer sizing doubles on full uses, fits a message and halves after sparse ones", () => {
+  const sizing = new BufferSizing({ initial: 8, maximum: 64 });
+  sizing.record(8, 8);
+  assert.equal(sizing.size, 16);
+  sizing.record(10, 16); // neither full nor sparse: no change
+  sizing.fit(40);
+  assert.equal(sizing.size, 64);
+  sizing.fit(1000); // never beyond the maximum
+  assert.equal(sizing.size, 64);
+  for (let use = 1; use < BufferSizing.SHRINK_AFTER_SPARSE_USES; use++) sizing.record(8, 64);
+  assert.equal(sizing.size, 64);
+  sizing.record(30, 64); // a fuller use breaks the run
+  for (let use = 1; use < BufferSizing.SHRINK_AFTER_SPARSE_USES; use++) sizing.record(8, 64);
+  assert.equal(sizing.size, 64);
+  sizing.record(8, 64);
+  assert.equal(sizing.size, 32);
+  for (let use = 0; use < 10 * BufferSizing.SHRINK_AFTER_SPARSE_USES; use++) sizing.record(0, 8);
+  assert.equal(sizing.size, 8); // never below the initial size
+  assert.throws(() => new BufferSizing({ initial: 0, maximum: 8 }), RangeError);
+  assert.throws(() => new BufferSizing({ initial: 16, maximum: 8 }), RangeError);
 });
 
 Deno.test("messages are written whole, in order, coalesced while a write is under way", async () => {
@@ -100,6 +185,40 @@ Deno.test("short writes are continued and large chunks are written directly", as
   assert.equal(written[0], 7);
   assert.deepEqual(written.slice(1, 5), [0, 1, 2, 3]);
   await queue.drain();
+});
+
+Deno.test("chunks larger than the first coalescing buffer are still written whole, in order", async () => {
+  const { stream, written, calls } = sink();
+  const queue = new WriteQueue(stream);
+  const messages = [1, 10_000, 3, 60_000, 5000, 2].map((length, index) =>
+    new Uint8Array(length).fill(index + 1)
+  );
+  await Promise.all(messages.map((message) => queue.send([message])));
+  const expected = messages.flatMap((message) => [...message]);
+  assert.equal(written.length, expected.length);
+  assert.ok(written.every((byte, i) => byte === expected[i]), "bytes out of order");
+  await Promise.all(messages.map((message) => queue.send([message])));
+  assert.ok(calls() <= 8, `expected coalesced writes once the buffer grew, got ${calls()}`);
+});
+
+Deno.test("a small message alone in its write goes out as it is, without a copy", async () => {
+  const seen: Uint8Array[] = [];
+  const stream: ByteStream = {
+    read: () => Promise.resolve(null),
+    write(data) {
+      seen.push(data);
+      return Promise.resolve(data.length);
+    },
+    close() {},
+  };
+  const queue = new WriteQueue(stream);
+  const greeting = new Uint8Array(18).fill(3);
+  await queue.send([greeting]);
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].buffer, greeting.buffer, "the lone chunk was copied");
+  const [a, b] = [new Uint8Array([1]), new Uint8Array([2])];
+  await queue.send([a, b]);
+  assert.deepEqual([...seen[1]], [1, 2]);
 });
 
 Deno.test("after a failed write every pending and later send rejects", async () => {

@@ -58,7 +58,7 @@ import {
 } from "../wire.ts";
 import type { ExportCatalog, NbdExport } from "./export.ts";
 import { type MetaContext, splitContextName } from "./meta-context.ts";
-import type { BufferedReader } from "../../io/buffered-reader.ts";
+import { type BufferedReader, READ_BUFFER_SIZES } from "../../io/buffered-reader.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 
 /** Handshake flags this server announces. */
@@ -66,6 +66,19 @@ export const SERVER_HANDSHAKE_FLAGS = NBD_HANDSHAKE_FLAG.FIXED_NEWSTYLE |
   NBD_HANDSHAKE_FLAG.NO_ZEROES;
 
 const KNOWN_CLIENT_FLAGS = NBD_CLIENT_FLAG.FIXED_NEWSTYLE | NBD_CLIENT_FLAG.NO_ZEROES;
+
+/**
+ * Longest option data read and discarded (then the option is refused)
+ * before the client is dropped instead: QEMU's limit too (32 MiB).
+ * Data up to {@linkcode NBD_LIMIT.MAX_OPTION_LENGTH} is kept and parsed.
+ */
+export const MAX_SKIPPED_OPTION_LENGTH = NBD_LIMIT.MAX_PAYLOAD;
+
+/**
+ * Option data is gathered in pieces the size of a fresh reader's buffer, so
+ * memory is spent only on data that arrived and the reader does not grow.
+ */
+const OPTION_DATA_PIECE = READ_BUFFER_SIZES.initial;
 
 /** A metadata context selected for transmission, with the id the client was given. */
 export interface SelectedContext {
@@ -155,8 +168,23 @@ export class HandshakeState {
       case NBD_OPT.SET_META_CONTEXT:
         return this.#metaContext(option, data);
       default:
-        return reply(option, NBD_REP.ERR_UNSUP, `option ${nameOf(NBD_OPT, option)} unsupported`);
+        return unsupported(option);
     }
+  }
+
+  /**
+   * Answer an option with `length` bytes of data, over
+   * {@linkcode NBD_LIMIT.MAX_OPTION_LENGTH}, that is not kept: refused as
+   * malformed data is (ERR_UNSUP if the option is unknown anyway), after
+   * the driver discarded the data unless the answer is to close.
+   */
+  handleOversizedOption(option: number, length: number): HandshakeStep {
+    const problem = `option ${nameOf(NBD_OPT, option)} has ${length} bytes of data, ` +
+      `over the limit of ${NBD_LIMIT.MAX_OPTION_LENGTH}`;
+    if (option === NBD_OPT.EXPORT_NAME || !this.#fixedNewstyle) return close(problem);
+    if (option === NBD_OPT.SET_META_CONTEXT) this.#selection = null;
+    if (!(Object.values(NBD_OPT) as number[]).includes(option)) return unsupported(option);
+    return reply(option, NBD_REP.ERR_INVALID, problem);
   }
 
   #exportName(data: Uint8Array): HandshakeStep {
@@ -283,6 +311,11 @@ function reply(option: number, type: number, message = ""): HandshakeStep {
   return { next: "continue", replies: [encodeOptionReply(option, type, encodeString(message))] };
 }
 
+/** ERR_UNSUP for an option this server does not implement, then continue. */
+function unsupported(option: number): HandshakeStep {
+  return reply(option, NBD_REP.ERR_UNSUP, `option ${nameOf(NBD_OPT, option)} unsupported`);
+}
+
 /** No reply: the connection is to be closed, for `reason`. */
 function close(reason: string): HandshakeStep {
   return { next: "close", replies: [], reason };
@@ -344,15 +377,20 @@ export async function negotiate(
     const headerBytes = await channel.reader.readExactOrEof(NBD_SIZE.OPTION_HEADER);
     if (headerBytes === null) return null;
     const header = decodeOptionHeader(headerBytes);
-    if (header.length > NBD_LIMIT.MAX_OPTION_LENGTH) {
+    if (header.length > MAX_SKIPPED_OPTION_LENGTH) {
       throw new ProtocolError(
         `option ${nameOf(NBD_OPT, header.option)} claims ${header.length} bytes of data, ` +
-          `over the limit of ${NBD_LIMIT.MAX_OPTION_LENGTH}`,
+          `over the limit of ${MAX_SKIPPED_OPTION_LENGTH}`,
       );
     }
-    const data = new Uint8Array(header.length);
-    await channel.reader.readInto(data);
-    const step = state.handleOption(header.option, data);
+    let step: HandshakeStep;
+    if (header.length > NBD_LIMIT.MAX_OPTION_LENGTH) {
+      step = state.handleOversizedOption(header.option, header.length);
+      // The data is discarded before the refusal is sent, unless the client is dropped anyway.
+      if (step.next !== "close") await channel.reader.skip(header.length);
+    } else {
+      step = state.handleOption(header.option, await readOptionData(channel.reader, header.length));
+    }
     if (step.next === "close" && !step.reason) {
       // ABORT: the spec lets the client leave without reading our ACK.
       await channel.writer.send(step.replies).catch(() => {});
@@ -365,4 +403,16 @@ export async function negotiate(
       return null;
     }
   }
+}
+
+/** The `length` bytes of an option's data, allocated piece by piece as they arrive. */
+async function readOptionData(reader: BufferedReader, length: number): Promise<Uint8Array> {
+  const pieces: Uint8Array[] = [];
+  for (let left = length; left > 0; left -= OPTION_DATA_PIECE) {
+    pieces.push((await reader.readExact(Math.min(left, OPTION_DATA_PIECE))).slice());
+  }
+  if (pieces.length === 1) return pieces[0];
+  const data = new Uint8Array(length);
+  pieces.forEach((piece, index) => data.set(piece, index * OPTION_DATA_PIECE));
+  return data;
 }
