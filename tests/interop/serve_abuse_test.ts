@@ -27,7 +27,7 @@ const MiB = 1024 * 1024;
 const BLOCK = 4096;
 /** How long another client may wait for an answer while one abuses the server (qemu-nbd: 0.1-0.6 s). */
 const ANSWER_BOUND_MS = 2000;
-/** Resident memory the server may gain while a client never reads its block status replies. */
+/** Resident memory the server may gain while a client never reads its replies (the budget is 64 MiB). */
 const RSS_GROWTH_BOUND_MB = 100;
 
 /** A client past the handshake, speaking raw requests; `peer` is how the server's log names it. */
@@ -210,6 +210,49 @@ Deno.test(
                 1,
                 `one line for the connection, got:\n${lines.slice(0, 5).join("\n")}`,
               );
+            } finally {
+              clearInterval(sampler);
+            }
+            assert.ok(
+              peak - baseline < RSS_GROWTH_BOUND_MB,
+              `RSS grew from ${baseline.toFixed(0)} MB to ${peak.toFixed(0)} MB`,
+            );
+          } finally {
+            await bystander.disconnect();
+          }
+        },
+      );
+    });
+  },
+);
+
+Deno.test(
+  "a client that pipelines the largest reads and never reads holds the in-flight budget at most",
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, 64 * MiB, [[0, 64 * MiB]]);
+      await withServer(
+        startDenbd,
+        { args: ["-r", "-f", "raw", "-t", "-e", "0", image] },
+        async (server) => {
+          const pid = server.child.pid;
+          const bystander = await NbdClient.connect(server.uri);
+          try {
+            const baseline = rssMb(pid);
+            let peak = baseline;
+            const sampler = setInterval(() => peak = Math.max(peak, rssMb(pid)), 20);
+            try {
+              const abuser = await transmissionClient(server);
+              const requests = pipeline(200, NBD_CMD.READ, 32 * MiB, (i) => (i % 2) * 32 * MiB);
+              const sending = sendUnread(abuser.conn, requests);
+              await waitAtMost(2000, sending);
+              const waited = await timed(() => bystander.read(0, BLOCK));
+              assert.ok(waited < ANSWER_BOUND_MS, `another client waited ${waited.toFixed(0)} ms`);
+              await new Promise((resolve) => setTimeout(resolve, 1000));
+              abuser.conn.close();
+              await sending;
+              await connectionClosed(server, abuser.peer);
             } finally {
               clearInterval(sampler);
             }
