@@ -38,6 +38,7 @@ import { errnoError, FallocateMode, type Libc, loadLibc, OpenFlag, Whence } from
 import { LibcIo } from "./libc-io.ts";
 import { PortableIo } from "./portable-io.ts";
 import { lockImage, READ_ONLY_IMAGE, WRITABLE_IMAGE } from "./image-lock.ts";
+import { setImmediate } from "node:timers";
 
 /** qemu-nbd's `--discard` modes. */
 export type DiscardMode = "ignore" | "unmap";
@@ -64,6 +65,13 @@ const DISCARD_MODES: readonly DiscardMode[] = ["ignore", "unmap"];
 
 /** Most extents one block status answer returns (the caller asks again for the rest). */
 const MAX_EXTENTS = 1024;
+/**
+ * lseek calls (SEEK_HOLE/SEEK_DATA, synchronous on the event loop) made in
+ * one turn of the event loop, by every file node together: scanning a
+ * fragmented file waits for the next turn beyond this, so other clients' I/O
+ * goes on in between.
+ */
+const SEEKS_PER_TURN = 64;
 /** Size of each write when zeroes must be written as data. */
 const ZERO_CHUNK = 1 << 20;
 const PUNCH_HOLE = FallocateMode.PUNCH_HOLE | FallocateMode.KEEP_SIZE;
@@ -169,17 +177,20 @@ export class FileNode implements BlockNode {
   /**
    * Holes (zero, unallocated) and data from SEEK_HOLE/SEEK_DATA, at most
    * {@linkcode MAX_EXTENTS} of them; everything is data where the file
-   * system cannot tell.
+   * system cannot tell. At most {@linkcode SEEKS_PER_TURN} lseek calls run
+   * per turn of the event loop (across all file nodes), so a long scan
+   * never holds up other work.
    */
-  // deno-lint-ignore require-await -- async so that a closed file rejects instead of throwing
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const end = offset + length;
     const extents: BlockExtent[] = [];
     let position = offset;
     while (position < end && extents.length < MAX_EXTENTS) {
+      await seekTurn();
       const hole = this.#io.seek(position, Whence.HOLE);
       if (hole === undefined) break;
       const data = hole > position;
+      if (!data) await seekTurn();
       const next = data ? hole : this.#io.seek(position, Whence.DATA);
       if (next === undefined || next <= position) break;
       const stop = Math.min(next, end);
@@ -222,6 +233,28 @@ export class FileNode implements BlockNode {
       await this.#io.write(offset + done, zeroes.subarray(0, piece));
     }
   }
+}
+
+/** lseek calls left in this turn of the event loop. */
+let seeksLeft = SEEKS_PER_TURN;
+/** Resolves at the next turn, once the lseek budget is spent. */
+let nextTurn: Promise<void> | null = null;
+
+/** Take one lseek call from this turn's budget, waiting for the next turn when it is spent. */
+async function seekTurn(): Promise<void> {
+  while (seeksLeft === 0) {
+    // setImmediate runs after the loop has polled I/O, and without the
+    // millisecond clamp of setTimeout.
+    nextTurn ??= new Promise((resolve) =>
+      setImmediate(() => {
+        seeksLeft = SEEKS_PER_TURN;
+        nextTurn = null;
+        resolve();
+      })
+    );
+    await nextTurn;
+  }
+  seeksLeft--;
 }
 
 function settleOptions(options: FileNodeOptions): Required<FileNodeOptions> {

@@ -96,7 +96,10 @@ export interface BlockNode {
   /**
    * The allocation status from `offset`: at least one extent, together
    * covering at least one byte and at most `length` bytes (fewer when the
-   * node stops early), in order and without gaps.
+   * node stops early), in order and without gaps. A node bounds the work of
+   * one call by stopping early (a file node after 1024 extents), and one
+   * that scans synchronously lets other work run between batches; callers
+   * ask again from where the answer ended.
    */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
   /** Release every resource (file descriptors, locks). Idempotent. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Transmission } from "../../src/nbd/server/transmission.ts";
+import { Transmission, type TransmissionLimits } from "../../src/nbd/server/transmission.ts";
 import { NbdExport, type NbdExportOptions } from "../../src/nbd/server/export.ts";
 import type { NegotiatedSession } from "../../src/nbd/server/handshake.ts";
 import { NbdConnection } from "../../src/nbd/server/connection.ts";
@@ -12,6 +12,8 @@ import { Logger } from "../../src/log.ts";
 import { NBD_CMD, NBD_CMD_FLAG, NBD_ERROR, NBD_FLAG } from "../../src/nbd/protocol.ts";
 import type { NodeCapabilities } from "../../src/block/node.ts";
 import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/nbd/wire.ts";
+import { baseNamespace, type MetaContext } from "../../src/nbd/server/meta-context.ts";
+import { messageOf } from "../../src/errors.ts";
 
 /** One direction of an in-memory pipe. */
 class Channel {
@@ -60,6 +62,29 @@ class GatedNode extends MemoryNode {
   }
 }
 
+/** A memory node counting the reads it was asked for. */
+class CountingNode extends MemoryNode {
+  reads = 0;
+  override read(offset: number, into: Uint8Array): Promise<void> {
+    this.reads++;
+    return super.read(offset, into);
+  }
+}
+
+/** A logger that keeps its lines instead of printing them. */
+class CapturingLogger extends Logger {
+  readonly lines: string[] = [];
+  override debug(message: string): void {
+    this.lines.push(message);
+  }
+  override info(message: string): void {
+    this.lines.push(message);
+  }
+  override warn(message: string): void {
+    this.lines.push(message);
+  }
+}
+
 /** A memory node that claims other capabilities. */
 class ClaimingNode extends MemoryNode {
   override readonly capabilities: NodeCapabilities;
@@ -90,32 +115,46 @@ interface HarnessOptions {
   readonly exported?: Partial<NbdExportOptions>;
   /** Transmission flags the client was sent (default: the export's). */
   readonly flags?: number;
+  /** Structured replies with these contexts selected (default: simple replies). */
+  readonly contexts?: readonly MetaContext[];
+  /** What becomes of the server's replies: delivered (default), failing (the client left) or unread. */
+  readonly replies?: "delivered" | "failing" | "unread";
+  /** Limits other than the harness's small ones. */
+  readonly limits?: Partial<TransmissionLimits>;
+  /** Where the transmission logs. */
+  readonly log?: Logger;
 }
 
 function harness(node: MemoryNode, options: HarnessOptions = {}) {
-  const limits = { maxRequests: 2, maxBytes: 1 << 20, maxDescriptors: 16 };
+  const limits = { maxRequests: 2, maxBytes: 1 << 20, maxDescriptors: 16, ...options.limits };
   const toServer = new Channel();
   const toClient = new Channel();
+  const fate = options.replies ?? "delivered";
   const serverSide: ByteStream = {
     read: (buffer) => toServer.read(buffer),
     write: (data) => {
+      if (fate === "failing") {
+        return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
+      }
+      if (fate === "unread") return new Promise<number>(() => {});
       toClient.push(data);
       return Promise.resolve(data.length);
     },
     close: () => toClient.end(),
   };
   const exported = new NbdExport({ ...options.exported, name: "", node });
+  const contexts = options.contexts ?? [];
   const session: NegotiatedSession = {
     export: exported,
-    structured: false,
-    flags: options.flags ?? exported.transmissionFlags(false),
-    contexts: [],
+    structured: options.contexts !== undefined,
+    flags: options.flags ?? exported.transmissionFlags(options.contexts !== undefined),
+    contexts: contexts.map((context, index) => ({ id: index + 1, context })),
   };
   const transmission = new Transmission(
     new BufferedReader(serverSide),
     new WriteQueue(serverSide),
     session,
-    new Logger(),
+    options.log ?? new Logger(),
     limits,
   );
   const replies = new BufferedReader({
@@ -192,6 +231,74 @@ Deno.test("after stop() new requests get ESHUTDOWN; those in flight complete", a
   await stopped;
   toServer.end();
   await running;
+});
+
+Deno.test("once a reply cannot be sent, reading stops and nothing more is started", async () => {
+  const node = new CountingNode(1 << 20);
+  const log = new CapturingLogger();
+  const { transmission, toServer } = harness(node, { replies: "failing", log });
+  for (let cookie = 1n; cookie <= 50n; cookie++) {
+    toServer.push(
+      encodeRequestHeader({ flags: 0, type: NBD_CMD.READ, cookie, offset: 0, length: 4096 }),
+    );
+  }
+  // The client's side stays open: the transmission must end by itself.
+  const outcome = await within(
+    2000,
+    transmission.run().then(() => "ended without an error", messageOf),
+  );
+  assert.match(outcome, /^reply failed: Broken pipe; \d+ requests? not answered$/);
+  assert.ok(node.reads <= 2, `${node.reads} of 50 reads were served for a client that is gone`);
+  assert.deepEqual(log.lines, [], "nothing is logged per request");
+});
+
+Deno.test("a write stored but not acknowledged is a reply failure, not a failed write", async () => {
+  const node = new MemoryNode(1 << 20);
+  const log = new CapturingLogger();
+  const { transmission, toServer, write } = harness(node, { replies: "failing", log });
+  write(7n, 0, 4096);
+  toServer.end();
+  await assert.rejects(
+    transmission.run(),
+    /^DenbdError: reply failed: Broken pipe; 1 request not answered$/,
+  );
+  assert.deepEqual(log.lines, [], "no WRITE is reported as failed");
+  const stored = new Uint8Array(4096);
+  await node.read(0, stored);
+  assert.deepEqual(stored, new Uint8Array(4096).fill(7));
+});
+
+Deno.test("block status holds its reply's size of the byte budget until the reply is sent", async () => {
+  const node = new MemoryNode(1 << 20);
+  const allocation = baseNamespace(node).select("base:allocation")!;
+  let scans = 0;
+  const counted: MetaContext = {
+    name: allocation.name,
+    statusOf: (...args) => {
+      scans++;
+      return allocation.statusOf(...args);
+    },
+  };
+  // A reply of at most 16 descriptors is 20 + 4 + 16 * 8 = 152 bytes: 6 fit in 1000.
+  const { transmission, toServer } = harness(node, {
+    contexts: [counted],
+    replies: "unread",
+    limits: { maxRequests: 64, maxBytes: 1000, maxDescriptors: 16 },
+  });
+  void transmission.run();
+  for (let cookie = 1n; cookie <= 64n; cookie++) {
+    toServer.push(
+      encodeRequestHeader({
+        flags: 0,
+        type: NBD_CMD.BLOCK_STATUS,
+        cookie,
+        offset: 0,
+        length: 1 << 20,
+      }),
+    );
+  }
+  await tick();
+  assert.equal(scans, 6, "requests beyond the byte budget wait for their turn");
 });
 
 const { EINVAL, EPERM } = NBD_ERROR;

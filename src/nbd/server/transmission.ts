@@ -3,12 +3,21 @@
  * the export, and send each reply whole (replies may complete out of order
  * but never interleave). Memory per connection is bounded: a request's
  * payload is never larger than the advertised maximum, and reading pauses
- * while the bytes in flight exceed a cap.
+ * while the requests or bytes in flight exceed a cap. A request stays in
+ * flight until its reply is written, and its bytes count the largest reply
+ * it may send (a read's data, a block status reply's descriptors), so a
+ * client that never reads its replies holds at most that cap in unsent
+ * replies.
+ *
+ * Once a reply cannot be sent (the client went away or reset the
+ * connection), the connection is over: no further request is read or
+ * started, those already running finish without a reply attempt, and the
+ * transmission ends with one error saying so.
  *
  * @module
  */
 
-import { DenbdError, kindOf, messageOf } from "../../errors.ts";
+import { DenbdError, kindOf, messageOf, osErrorText } from "../../errors.ts";
 import { NBD_ERRNO_OF_KIND } from "../errors.ts";
 import {
   flagNames,
@@ -42,9 +51,13 @@ import type { Logger } from "../../log.ts";
 export interface TransmissionLimits {
   /** Requests being served at once. */
   readonly maxRequests: number;
-  /** Payload and reply bytes held at once (at least one maximum payload). */
+  /** Payload and reply bytes held at once, unsent replies included (at least one maximum payload). */
   readonly maxBytes: number;
-  /** Descriptors in one block status chunk. */
+  /**
+   * Descriptors in one block status chunk: a reply covers less than asked
+   * once it has this many (as the NBD protocol allows), which bounds each
+   * request's memory and its time spent scanning.
+   */
   readonly maxDescriptors: number;
 }
 
@@ -52,7 +65,7 @@ export interface TransmissionLimits {
 export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
   maxRequests: 128,
   maxBytes: 2 * NBD_LIMIT.MAX_PAYLOAD,
-  maxDescriptors: 128 * 1024,
+  maxDescriptors: 4096,
 };
 
 /** Streamed reads larger than the maximum payload are sent in pieces of this size. */
@@ -186,6 +199,14 @@ export class Transmission {
   #inFlightBytes = 0;
   #waiters: (() => void)[] = [];
   #stopping = false;
+  /** Why a reply could not be sent; once set, nothing more is read, started or answered. */
+  #replyFailure: unknown = null;
+  /** Ends the pending read of a request header as if the stream had ended. */
+  #interruptRead: ((end: null) => void) | null = null;
+  /** Requests read but never answered because a reply failed. */
+  #unanswered = 0;
+  /** Settles when the block status requests started so far have been gathered. */
+  #statusTurn: Promise<void> = Promise.resolve();
 
   /** Serve `session` over `reader` / `writer` within `limits`. */
   constructor(
@@ -207,20 +228,40 @@ export class Transmission {
    * Read and serve requests until the client disconnects (NBD_CMD_DISC or
    * end of stream), then wait for every request in flight to be answered.
    * Throws on malformed data or a stream failure; requests already read are
-   * still completed first.
+   * still completed first. When a reply could not be sent, reading stops at
+   * once and, after the requests running have finished, throws one
+   * DenbdError ("reply failed: ...") for the whole connection.
    */
   async run(): Promise<void> {
     try {
       while (true) {
-        const headerBytes = await this.#reader.readExactOrEof(NBD_SIZE.REQUEST_HEADER);
-        if (headerBytes === null) return;
+        const headerBytes = await this.#nextHeader();
+        if (headerBytes === null) break;
         const request = decodeRequestHeader(headerBytes);
-        if (request.type === NBD_CMD.DISC) return;
+        if (request.type === NBD_CMD.DISC) break;
         await this.#accept(request);
       }
     } finally {
       await this.settled();
     }
+    if (this.#replyFailure !== null) {
+      const why = osErrorText(this.#replyFailure);
+      const requests = this.#unanswered === 1 ? "request" : "requests";
+      const message = `reply failed: ${why}; ${this.#unanswered} ${requests} not answered`;
+      throw new DenbdError("io", message, { cause: this.#replyFailure });
+    }
+  }
+
+  /**
+   * The next request header; null at the end of the stream, or once a reply
+   * has failed (even while the read is still waiting for bytes).
+   */
+  #nextHeader(): Promise<Uint8Array | null> {
+    if (this.#replyFailure !== null) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      this.#interruptRead = resolve;
+      this.#reader.readExactOrEof(NBD_SIZE.REQUEST_HEADER).then(resolve, reject);
+    });
   }
 
   /**
@@ -238,20 +279,23 @@ export class Transmission {
     await this.#writer.drain();
   }
 
-  /** Validate `request`, read its payload, and start serving it. */
+  /**
+   * Validate `request`, read its payload, and start serving it; drop it
+   * (unanswered) when a reply failed while it waited for room.
+   */
   async #accept(request: RequestHeader): Promise<void> {
     const payloadLength = request.type === NBD_CMD.WRITE ? request.length : 0;
     const rejection = this.#validate(request);
     if (rejection) {
       await this.#reader.skip(payloadLength);
       await this.#reserve(0);
+      if (this.#dropped()) return;
       void this.#start(request, 0, () => Promise.reject(rejection));
       return;
     }
-    const cost = request.type === NBD_CMD.WRITE || request.type === NBD_CMD.READ
-      ? Math.min(request.length, NBD_LIMIT.MAX_PAYLOAD)
-      : 0;
+    const cost = this.#costOf(request);
     await this.#reserve(cost);
+    if (this.#dropped()) return;
     if (request.type === NBD_CMD.WRITE) {
       const payload = new Uint8Array(request.length);
       await this.#reader.readInto(payload);
@@ -259,6 +303,32 @@ export class Transmission {
     } else {
       void this.#start(request, cost, () => this.#serve(request));
     }
+  }
+
+  /**
+   * The bytes `request` holds while in flight: its payload or the largest
+   * reply it may send; 0 for requests whose reply is a header.
+   */
+  #costOf({ type, length, flags }: RequestHeader): number {
+    switch (type) {
+      case NBD_CMD.WRITE:
+      case NBD_CMD.READ:
+        return Math.min(length, NBD_LIMIT.MAX_PAYLOAD);
+      case NBD_CMD.BLOCK_STATUS: {
+        const descriptors = flags & NBD_CMD_FLAG.REQ_ONE ? 1 : this.#limits.maxDescriptors;
+        const chunk = NBD_SIZE.STRUCTURED_REPLY_HEADER + 4 + 8 * descriptors;
+        return this.#session.contexts.length * chunk;
+      }
+      default:
+        return 0;
+    }
+  }
+
+  /** Whether a reply has failed, so that a request just read is dropped unanswered. */
+  #dropped(): boolean {
+    if (this.#replyFailure === null) return false;
+    this.#unanswered++;
+    return true;
   }
 
   /** Why `request` must be refused, or null if it may be served. */
@@ -334,15 +404,24 @@ export class Transmission {
       (this.#inFlightBytes > 0 && this.#inFlightBytes + cost > this.#limits.maxBytes);
   }
 
-  /** Run `serve` in the background, counted in flight, answering with an error if it fails. */
+  /**
+   * Run `serve` in the background, counted in flight, answering with an
+   * error if it fails. Once a reply has failed (this one's or another's),
+   * nothing is sent or logged for it: it is counted as not answered.
+   */
   async #start(request: RequestHeader, cost: number, serve: () => Promise<void>): Promise<void> {
     this.#inFlightRequests++;
     this.#inFlightBytes += cost;
+    let answered = false;
     try {
-      await serve().catch((error) => this.#sendError(request, error));
+      await serve();
+      answered = true;
     } catch (error) {
-      this.#log.debug(`reply to ${request.cookie} not sent: ${messageOf(error)}`);
+      if (this.#replyFailure === null) {
+        answered = await this.#sendError(request, error).then(() => true, () => false);
+      }
     } finally {
+      if (!answered) this.#unanswered++;
       this.#inFlightRequests--;
       this.#inFlightBytes -= cost;
       const waiters = this.#waiters;
@@ -358,10 +437,10 @@ export class Transmission {
     if (error instanceof RequestRejected) this.#log.debug(`${command} refused: ${message}`);
     else this.#log.warn(`${command} at ${request.offset} failed: ${message}`);
     if (!this.#session.structured) {
-      return this.#writer.send([encodeSimpleReplyHeader(errno, request.cookie)]);
+      return this.#send([encodeSimpleReplyHeader(errno, request.cookie)]);
     }
     const payload = encodeErrorChunk(errno, message);
-    return this.#writer.send([
+    return this.#send([
       this.#chunkHeader(request.cookie, NBD_REPLY_TYPE.ERROR, payload.length, true),
       payload,
     ]);
@@ -373,7 +452,23 @@ export class Transmission {
   }
 
   #sendOk(cookie: bigint): Promise<void> {
-    return this.#writer.send([encodeSimpleReplyHeader(0, cookie)]);
+    return this.#send([encodeSimpleReplyHeader(0, cookie)]);
+  }
+
+  /**
+   * Queue one whole reply. Its failure is the connection's: the first one
+   * is kept, and reading stops.
+   */
+  async #send(chunks: readonly Uint8Array[]): Promise<void> {
+    try {
+      await this.#writer.send(chunks);
+    } catch (error) {
+      if (this.#replyFailure === null) {
+        this.#replyFailure = error;
+        this.#interruptRead?.(null);
+      }
+      throw error;
+    }
   }
 
   async #write(request: RequestHeader, payload: Uint8Array): Promise<void> {
@@ -427,7 +522,7 @@ export class Transmission {
     const reply = new Uint8Array(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
     await this.#session.export.node.read(offset, reply.subarray(NBD_SIZE.SIMPLE_REPLY_HEADER));
     encodeSimpleReplyHeader(0, cookie, reply);
-    await this.#writer.send([reply]);
+    await this.#send([reply]);
   }
 
   /**
@@ -436,16 +531,17 @@ export class Transmission {
    */
   async #structuredRead({ offset, length, cookie, flags }: RequestHeader): Promise<void> {
     if (length === 0) {
-      return this.#writer.send([this.#chunkHeader(cookie, NBD_REPLY_TYPE.NONE, 0, true)]);
+      return this.#send([this.#chunkHeader(cookie, NBD_REPLY_TYPE.NONE, 0, true)]);
     }
     if (flags & NBD_CMD_FLAG.DF) {
-      return this.#writer.send([await this.#dataChunk(cookie, offset, length, true)]);
+      return this.#send([await this.#dataChunk(cookie, offset, length, true)]);
     }
     for (let done = 0; done < length; done += READ_PIECE) {
+      if (this.#replyFailure !== null) throw this.#replyFailure;
       const pieceLength = Math.min(READ_PIECE, length - done);
       const chunks = await this.#sparseChunks(cookie, offset + done, pieceLength);
       if (done + pieceLength === length) markChunkDone(chunks.at(-1)!);
-      await this.#writer.send(chunks);
+      await this.#send(chunks);
     }
   }
 
@@ -506,7 +602,23 @@ export class Transmission {
     return chunk;
   }
 
-  async #blockStatus({ offset, length, flags, cookie }: RequestHeader): Promise<void> {
+  /**
+   * Answer a block status request. The connection's requests are gathered
+   * one at a time: gathering is work on the event loop (a file's lseek
+   * scan), so running them side by side gains nothing, while one at a time
+   * a client gets the same share as any other whatever its queue depth, and
+   * holds one partial answer at most. Requests still waiting for their turn
+   * when a reply fails are dropped.
+   */
+  async #blockStatus(request: RequestHeader): Promise<void> {
+    const gathered = this.#statusTurn.then(() => this.#statusChunks(request));
+    this.#statusTurn = gathered.then(() => {}, () => {});
+    await this.#send(await gathered);
+  }
+
+  /** The BLOCK_STATUS chunks answering `request`, one per selected context. */
+  async #statusChunks({ offset, length, flags, cookie }: RequestHeader): Promise<Uint8Array[]> {
+    if (this.#replyFailure !== null) throw this.#replyFailure;
     const one = (flags & NBD_CMD_FLAG.REQ_ONE) !== 0;
     const contexts = this.#session.contexts;
     const chunks: Uint8Array[] = [];
@@ -526,6 +638,6 @@ export class Transmission {
         payload,
       );
     }
-    await this.#writer.send(chunks);
+    return chunks;
   }
 }
