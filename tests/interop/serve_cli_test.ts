@@ -217,9 +217,14 @@ Deno.test("--pid-file holds the server's process id", async () => {
     const pidFile = join(dir, "denbd.pid");
     await makeSparseImage(image, MiB);
     await withServer(startDenbd, { args: ["-t", "--pid-file", pidFile, image] }, async (server) => {
-      // The port opens a moment before the pid file is written.
-      for (let i = 0; i < 100 && !await exists(pidFile); i++) await delay(20);
-      assert.equal((await Deno.readTextFile(pidFile)).trim(), String(server.child.pid));
+      // The port opens a moment before the pid file is written, and the file
+      // exists (created, locked) a moment before the pid is in it.
+      let pid = "";
+      for (let i = 0; i < 250 && !pid; i++) {
+        if (await exists(pidFile)) pid = (await Deno.readTextFile(pidFile)).trim();
+        if (!pid) await delay(20);
+      }
+      assert.equal(pid, String(server.child.pid));
     });
   });
 });
