@@ -14,7 +14,7 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { isInheritedSocket } from "./inherited-listener.ts";
- * assert.equal(isInheritedSocket(0), false); // standard input is no socket here
+ * assert.equal(isInheritedSocket(987654), false); // no such descriptor
  * ```
  * @module
  */
