@@ -31,7 +31,7 @@ import type {
   WriteOptions,
   ZeroOptions,
 } from "./node.ts";
-import { DenbdError } from "../errors.ts";
+import { DenbdError, osErrorText } from "../errors.ts";
 import { alignDown, alignedBuffer, DirectIo, probeDirectAlignment } from "./direct-io.ts";
 import type { FileIo, OpenedFile } from "./file-io.ts";
 import { errnoError, FallocateMode, type Libc, loadLibc, OpenFlag, Whence } from "./libc.ts";
@@ -112,13 +112,24 @@ export class FileNode implements BlockNode {
   }
 
   /**
-   * Open `path` (a regular file or a block device). Throws kind "not-found",
-   * "read-only" (no permission), "busy" (locked by another process) or
-   * "invalid" (bad options, or no O_DIRECT support when `direct`).
+   * Open `path` (a regular file or a device). Throws kind "not-found",
+   * "read-only" (no permission), "busy" (locked by another process),
+   * "invalid" (bad options, no O_DIRECT support when `direct`, or a path
+   * that is no image: see {@linkcode checkImagePath}) or "not-supported"
+   * (writable and locked, but no FFI to take the lock with). Without FFI a
+   * read-only node has no lock and no hole detection.
    */
   static async open(path: string, options: FileNodeOptions = {}): Promise<FileNode> {
     const settled = settleOptions(options);
+    await checkImagePath(path);
     const libc = loadLibc();
+    if (!libc && settled.lock && !settled.readOnly) {
+      throw new DenbdError(
+        "not-supported",
+        `'${path}' cannot be locked against other writers without FFI (--allow-ffi); ` +
+          "refusing to open it writable unlocked",
+      );
+    }
     const opened = libc
       ? await openWithLibc(libc, path, settled)
       : await PortableIo.open(path, settled.readOnly);
@@ -255,6 +266,29 @@ async function seekTurn(): Promise<void> {
     await nextTurn;
   }
   seeksLeft--;
+}
+
+/**
+ * Refuse, naming the path, what cannot be an image before opening it: a
+ * missing path (kind "not-found", QEMU's "Could not open" message), and a
+ * directory, FIFO or socket (kind "invalid", QEMU's "'file' driver requires"
+ * message). Opening a FIFO would block until a writer appears.
+ */
+export async function checkImagePath(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    const kind = error instanceof Deno.errors.NotFound
+      ? "not-found"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "read-only"
+      : "io";
+    throw new DenbdError(kind, `Could not open '${path}': ${osErrorText(error)}`);
+  }
+  if (info.isDirectory || info.isFifo || info.isSocket) {
+    throw new DenbdError("invalid", `'file' driver requires '${path}' to be a regular file`);
+  }
 }
 
 function settleOptions(options: FileNodeOptions): Required<FileNodeOptions> {

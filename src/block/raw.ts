@@ -6,6 +6,15 @@
  * when the child itself discards (QEMU strips BDRV_REQ_MAY_UNMAP on the way
  * to a child opened without discard=unmap, whatever the parent's mode).
  *
+ * A node opened `probed` (its format was guessed, not named) keeps the image
+ * raw, as QEMU's probed-raw protection does: a change to block 0 whose
+ * result would probe as another format (a qcow2 header pointing at a backing
+ * file, say) fails with kind "read-only" (EPERM over NBD). The new content of
+ * block 0 is checked with what is already there around the request; changes
+ * to block 0 run one at a time so that none is checked against stale bytes.
+ * QEMU checks writes only; here write-zeroes and passed-down discards (which
+ * may leave zeroes) are checked the same way.
+ *
  * @example
  * ```ts
  * import { RawNode } from "./raw.ts";
@@ -18,6 +27,8 @@
  */
 
 import { DenbdError } from "../errors.ts";
+import { formatOfFirstBlock, PROBE_BYTES } from "./probe.ts";
+import { RangeLock } from "./range-lock.ts";
 import {
   allocationDepthOf,
   type AllocationDepthSource,
@@ -43,6 +54,8 @@ export interface RawNodeOptions {
   readonly discard?: "ignore" | "unmap";
   /** Close the child when this node is closed (it has no name of its own). */
   readonly ownsChild?: boolean;
+  /** The format was probed, not named: refuse changes that make block 0 another format. */
+  readonly probed?: boolean;
 }
 
 /** A raw format node over a child node. */
@@ -57,6 +70,8 @@ export class RawNode implements BlockNode, AllocationDepthSource {
   readonly capabilities: NodeCapabilities;
   readonly #ownsChild: boolean;
   readonly #unmap: boolean;
+  /** Serialises changes to block 0 of a probed image; null when not probed. */
+  readonly #firstBlock: RangeLock | null;
 
   private constructor(child: BlockNode, offset: number, size: number, options: RawNodeOptions) {
     this.child = child;
@@ -64,6 +79,7 @@ export class RawNode implements BlockNode, AllocationDepthSource {
     this.size = size;
     this.#ownsChild = Boolean(options.ownsChild);
     this.#unmap = options.discard === "unmap";
+    this.#firstBlock = options.probed ? new RangeLock() : null;
     const can = child.capabilities;
     this.capabilities = {
       ...can,
@@ -124,7 +140,12 @@ export class RawNode implements BlockNode, AllocationDepthSource {
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     return Promise.try(() => {
       this.#checkWritable();
-      return this.child.write(this.offset + offset, data, options);
+      return this.#guardFirstBlock(
+        offset,
+        data.length,
+        (block) => block.set(data.subarray(0, block.length - offset), offset),
+        () => this.child.write(this.offset + offset, data, options),
+      );
     });
   }
 
@@ -133,7 +154,12 @@ export class RawNode implements BlockNode, AllocationDepthSource {
     return Promise.try(() => {
       this.#checkWritable();
       const mayTrim = this.child.capabilities.trim ? options.mayTrim : false;
-      return this.child.writeZeroes(this.offset + offset, length, { ...options, mayTrim });
+      return this.#guardFirstBlock(
+        offset,
+        length,
+        (block) => block.fill(0, offset),
+        () => this.child.writeZeroes(this.offset + offset, length, { ...options, mayTrim }),
+      );
     });
   }
 
@@ -141,7 +167,13 @@ export class RawNode implements BlockNode, AllocationDepthSource {
   trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
     return Promise.try(() => {
       this.#checkWritable();
-      if (this.#unmap) return this.child.trim(this.offset + offset, length, options);
+      if (!this.#unmap) return;
+      return this.#guardFirstBlock(
+        offset,
+        length,
+        (block) => block.fill(0, offset),
+        () => this.child.trim(this.offset + offset, length, options),
+      );
     });
   }
 
@@ -168,6 +200,38 @@ export class RawNode implements BlockNode, AllocationDepthSource {
   /** Close the child if this node owns it; otherwise nothing to release. */
   close(): Promise<void> {
     return this.#ownsChild ? this.child.close() : Promise.resolve();
+  }
+
+  /**
+   * Run `change` (which covers `length` bytes from `offset`) directly, or,
+   * on a probed image when it reaches block 0, only after checking that
+   * block 0 as `apply` leaves it still probes as raw; fails with kind
+   * "read-only" otherwise.
+   */
+  async #guardFirstBlock(
+    offset: number,
+    length: number,
+    apply: (block: Uint8Array) => void,
+    change: () => Promise<void>,
+  ): Promise<void> {
+    if (!this.#firstBlock || offset >= PROBE_BYTES || length === 0) return await change();
+    const blockLength = Math.min(PROBE_BYTES, this.size);
+    const release = await this.#firstBlock.acquire(0, blockLength);
+    try {
+      const block = new Uint8Array(blockLength);
+      await this.read(0, block);
+      apply(block.subarray(0, Math.min(blockLength, offset + length)));
+      const format = formatOfFirstBlock(block);
+      if (format !== "raw") {
+        throw new DenbdError(
+          "read-only",
+          `write to block 0 refused: it would make the probed raw image look like ${format}`,
+        );
+      }
+      await change();
+    } finally {
+      release();
+    }
   }
 
   #checkWritable(): void {

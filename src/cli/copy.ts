@@ -1,7 +1,8 @@
 /**
  * `denbd copy [OPTIONS] SOURCE DESTINATION`: copy to, from or between NBD
  * servers, as libnbd's nbdcopy does. SOURCE and DESTINATION are NBD URIs,
- * local files or block devices, or `-` for standard input or output.
+ * local files or block devices, or `-` for standard input or output;
+ * DESTINATION `null:` throws the data away.
  *
  * @module
  */
@@ -50,6 +51,7 @@ export function copyHelp(): string {
     "Copy to, from or between NBD servers, as nbdcopy does. SOURCE and DESTINATION are each",
     "an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), a local file or",
     "block device, or '-' for standard input (SOURCE) or standard output (DESTINATION).",
+    "DESTINATION 'null:' reads the source's data and throws it away (for benchmarking).",
     "",
     formatFlagHelp(COPY_FLAGS),
     "",

@@ -12,12 +12,14 @@ import {
   parseIntegerFlag,
   UsageError,
 } from "./flags.ts";
-import { createDemoImage } from "./demo-image.ts";
+import { createDemoImage, DEMO_IMAGE_SIZE } from "./demo-image.ts";
 import { Daemon } from "../daemon/daemon.ts";
 import { probeFormat } from "../block/probe.ts";
-import { DenbdError } from "../errors.ts";
+import { loadLibc } from "../block/libc.ts";
+import { DenbdError, messageOf } from "../errors.ts";
 import { Logger } from "../log.ts";
-import { formatAddress } from "../net/socket-address.ts";
+import { formatAddress, type ListeningAddress } from "../net/socket-address.ts";
+import { FIRST_ACTIVATED_FD, takeActivatedSockets } from "../net/socket-activation.ts";
 import type { SocketAddressValue } from "../daemon/qapi-types.ts";
 import { VERSION } from "../version.ts";
 import { type PidFile, writePidFile } from "./pid-file.ts";
@@ -40,10 +42,21 @@ const DISCARD_MODES = { ignore: "ignore", off: "ignore", unmap: "unmap", on: "un
 /** Image formats `serve` can export today. */
 const SUPPORTED_FORMATS = ["raw"] as const;
 
+/** qemu-nbd's port when -p is not given. */
+const DEFAULT_PORT = "10809";
+/** qemu-nbd's address when -b is not given. */
+const DEFAULT_HOST = "0.0.0.0";
+/** The demo image is writable by anyone who reaches it: it listens on loopback unless -b says. */
+const DEMO_HOST = "127.0.0.1";
+
 /** The flags of `denbd serve`, spelled as qemu-nbd spells them. */
 export const SERVE_FLAGS = {
-  port: { short: "p", value: "PORT", help: "TCP port to listen on", default: "10809" },
-  bind: { short: "b", value: "IFACE", help: "address to listen on", default: "0.0.0.0" },
+  port: { short: "p", value: "PORT", help: `TCP port to listen on (default '${DEFAULT_PORT}')` },
+  bind: {
+    short: "b",
+    value: "IFACE",
+    help: `address to listen on (default '${DEFAULT_HOST}'; '${DEMO_HOST}' for the demo image)`,
+  },
   socket: { short: "k", value: "PATH", help: "listen on this Unix socket instead of TCP" },
   "export-name": { short: "x", value: "NAME", help: "name of the export (default: empty)" },
   description: { short: "D", value: "TEXT", help: "human-readable description of the export" },
@@ -83,7 +96,9 @@ export function serveHelp(): string {
   return [
     "Usage: denbd serve [OPTIONS] [FILE]",
     "Export FILE over NBD, with qemu-nbd's options. Without FILE, a 64 MiB sparse demo",
-    "image is created in a temporary directory, served, and removed on exit.",
+    "image is created in a temporary directory, served (on 127.0.0.1 unless -b says),",
+    "and removed on exit. Started by a socket activator (LISTEN_PID, LISTEN_FDS, as",
+    "systemd-socket-activate does), it serves the socket it was handed on fd 3.",
     "",
     formatFlagHelp(SERVE_FLAGS),
     "",
@@ -114,16 +129,11 @@ type ServeValues = ReturnType<typeof parseFlags>["values"];
 function resolveSettings(values: ServeValues, positionals: string[]): ServeSettings {
   if (positionals.length > 1) throw new UsageError("Invalid number of arguments");
   const text = (name: keyof typeof SERVE_FLAGS) => values[name] as string | undefined;
-  const socket = text("socket");
-  const address: SocketAddressValue = socket ? { type: "unix", path: socket } : {
-    type: "inet",
-    host: text("bind")!,
-    port: String(parseIntegerFlag(text("port")!, "port", 0, 65535)),
-  };
+  const file = positionals[0] ?? null;
   return {
-    file: positionals[0] ?? null,
+    file,
     format: text("format") ?? null,
-    address,
+    address: resolveAddress(text("socket"), text("bind"), text("port"), file === null),
     exportName: text("export-name") ?? "",
     description: text("description"),
     readOnly: Boolean(values["read-only"]),
@@ -137,15 +147,60 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
   };
 }
 
-/** qemu-nbd checks the description's length itself, with its own wording. */
-function checkDescription(description: string | undefined): void {
-  if (description !== undefined && encodeString(description).length > NBD_LIMIT.MAX_STRING) {
-    throw new DenbdError("invalid", `export description '${description}' too long`);
+/**
+ * Where to listen: the socket this process was handed by a socket activator
+ * (then -k, -b and -p are refused, with qemu-nbd's messages), the Unix
+ * socket -k names, or -b and -p (the demo image: loopback unless -b says).
+ */
+function resolveAddress(
+  socket: string | undefined,
+  bind: string | undefined,
+  port: string | undefined,
+  demo: boolean,
+): SocketAddressValue {
+  const activated = takeActivatedSockets();
+  if (activated > 0) {
+    const conflict = socket !== undefined
+      ? "Unix socket"
+      : bind !== undefined
+      ? "The interface"
+      : port !== undefined
+      ? "TCP port number"
+      : null;
+    if (conflict) {
+      throw new DenbdError("invalid", `${conflict} can't be set when using socket activation`);
+    }
+    if (activated > 1) {
+      throw new DenbdError(
+        "not-supported",
+        "denbd does not support socket activation with LISTEN_FDS > 1",
+      );
+    }
+    return { type: "fd", str: String(FIRST_ACTIVATED_FD) };
+  }
+  if (socket !== undefined) return { type: "unix", path: socket };
+  return {
+    type: "inet",
+    host: bind ?? (demo ? DEMO_HOST : DEFAULT_HOST),
+    port: String(parseIntegerFlag(port ?? DEFAULT_PORT, "port", 0, 65535)),
+  };
+}
+
+/** qemu-nbd checks the name's and the description's lengths before it opens the image. */
+function checkLengths(settings: ServeSettings): void {
+  const texts = { "export name": settings.exportName, "export description": settings.description };
+  for (const [what, text] of Object.entries(texts)) {
+    if (text !== undefined && encodeString(text).length > NBD_LIMIT.MAX_STRING) {
+      throw new DenbdError("invalid", `${what} '${text}' too long`);
+    }
   }
 }
 
-/** Refuse formats `serve` cannot export yet, naming the ones it can. */
-async function checkFormat(file: string, format: string | null): Promise<void> {
+/**
+ * Refuse formats `serve` cannot export yet, naming the ones it can. Returns
+ * whether the format was probed (not named).
+ */
+async function checkFormat(file: string, format: string | null): Promise<boolean> {
   const effective = format ?? await probeFormat(file);
   if (!(SUPPORTED_FORMATS as readonly string[]).includes(effective)) {
     const how = format ? `format '${format}'` : `'${file}' looks like ${effective}, which`;
@@ -153,6 +208,56 @@ async function checkFormat(file: string, format: string | null): Promise<void> {
       "not-supported",
       `${how} is not supported yet (supported: ${SUPPORTED_FORMATS.join(", ")}); ` +
         `-f raw exports the file's bytes as they are`,
+    );
+  }
+  return format === null;
+}
+
+/** qemu-nbd's warning (QEMU's raw driver prints it) for a writable image probed as raw. */
+function probedRawWarning(file: string): string {
+  return [
+    `WARNING: Image format was not specified for '${file}' and probing guessed raw.`,
+    "         Automatically detecting the format is dangerous for raw images, " +
+    "write operations on block 0 will be restricted.",
+    "         Specify the 'raw' format explicitly to remove the restrictions.",
+  ].join("\n");
+}
+
+/**
+ * Open `file` as the node "disk": the file node itself when the format was
+ * named (or is the demo's), else a raw node marked probed over it, which
+ * keeps block 0 raw. Says what is degraded when FFI is not permitted.
+ */
+async function openImage(
+  daemon: Daemon,
+  file: string,
+  settings: ServeSettings,
+  log: Logger,
+): Promise<void> {
+  const probed = await checkFormat(file, settings.format);
+  const fileNode = {
+    driver: "file",
+    filename: file,
+    "read-only": settings.readOnly,
+    cache: { direct: settings.cache.direct, "no-flush": settings.cache.noFlush },
+    discard: settings.discard,
+  } as const;
+  if (probed) {
+    if (!settings.readOnly) console.error(probedRawWarning(file));
+    await daemon.blockdevAdd({
+      driver: "raw",
+      "node-name": "disk",
+      "read-only": settings.readOnly,
+      discard: settings.discard,
+      file: fileNode,
+    }, true);
+  } else {
+    await daemon.blockdevAdd({ ...fileNode, "node-name": "disk" });
+  }
+  if (settings.readOnly && loadLibc() === null) {
+    log.warn(
+      `without FFI (--allow-ffi), '${file}' is served with no image lock and no hole ` +
+        "detection (every block is reported as data)",
     );
   }
 }
@@ -182,6 +287,30 @@ class StopSignal {
   }
 }
 
+/**
+ * Start the NBD server where `settings` say; `lastClientGone` is called when
+ * the last client disconnects (unless -t). Returns where it listens.
+ */
+function listen(
+  daemon: Daemon,
+  settings: ServeSettings,
+  lastClientGone: () => void,
+): ListeningAddress {
+  try {
+    return daemon.nbdServerStart(
+      { addr: settings.address, "max-connections": settings.shared },
+      {
+        onDisconnect: (remaining) => {
+          if (!settings.persistent && remaining === 0) lastClientGone();
+        },
+      },
+    );
+  } catch (error) {
+    if (settings.address.type !== "fd") throw error;
+    throw new DenbdError("invalid", `Failed to use socket activation: ${messageOf(error)}`);
+  }
+}
+
 /** Run `denbd serve` with `args`; resolves to the exit code. */
 export async function runServe(args: readonly string[]): Promise<number> {
   const { values, positionals } = parseFlags(SERVE_FLAGS, args);
@@ -194,7 +323,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
     return 0;
   }
   const settings = resolveSettings(values, positionals);
-  checkDescription(settings.description);
+  checkLengths(settings);
   const log = new Logger({ verbose: settings.verbose });
   const demo = settings.file === null ? await createDemoImage() : null;
   const file = settings.file ?? demo!.path;
@@ -202,23 +331,23 @@ export async function runServe(args: readonly string[]): Promise<number> {
   const stop = new StopSignal();
   let pidFile: PidFile | undefined;
   try {
-    await checkFormat(file, settings.format);
-    await daemon.blockdevAdd({
-      driver: "file",
-      "node-name": "disk",
-      filename: file,
-      "read-only": settings.readOnly,
-      cache: { direct: settings.cache.direct, "no-flush": settings.cache.noFlush },
-      discard: settings.discard,
-    });
-    const bound = daemon.nbdServerStart(
-      { addr: settings.address, "max-connections": settings.shared },
-      {
-        onDisconnect: (remaining) => {
-          if (!settings.persistent && remaining === 0) stop.request("last client disconnected");
-        },
-      },
+    await openImage(
+      daemon,
+      file,
+      { ...settings, format: settings.format ?? (demo ? "raw" : null) },
+      log,
     );
+    const bound = listen(daemon, settings, () => stop.request("last client disconnected"));
+    if (demo) {
+      log.info(
+        `serving a ${settings.readOnly ? "read-only" : "writable"} ` +
+          `${DEMO_IMAGE_SIZE / (1024 * 1024)} MiB demo image on ` +
+          `${formatAddress(bound)}` +
+          (settings.address.type === "inet" && settings.address.host === DEMO_HOST
+            ? " (reachable from this machine only; -b sets the address)"
+            : ""),
+      );
+    }
     daemon.blockExportAdd({
       type: "nbd",
       id: "disk",

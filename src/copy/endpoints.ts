@@ -6,7 +6,8 @@
  * `endpoint.ts`.
  *
  * How a name is read follows nbdcopy: `-` is the standard stream, a name
- * starting with an NBD URI scheme is an export, anything else a local path.
+ * starting with an NBD URI scheme is an export, `null:` as the destination
+ * throws the data away, anything else is a local path.
  *
  * @example
  * ```ts
@@ -38,6 +39,7 @@ import { openFileDestination, openFileSource } from "./file-endpoint.ts";
 import { NbdEndpoint } from "./nbd-endpoint.ts";
 import type { Destination, Source } from "./endpoint.ts";
 import { StreamDestination, StreamSource } from "./stream-endpoint.ts";
+import { NullDestination } from "./null-endpoint.ts";
 
 /** How ends are opened. */
 export interface OpenOptions {
@@ -47,6 +49,9 @@ export interface OpenOptions {
 
 /** The name that means standard input (as a source) or standard output (as a destination). */
 const STANDARD_STREAM = "-";
+
+/** The destination that discards what it is given (nbdcopy's `null:`; as a source it is a path). */
+const NULL_DESTINATION = "null:";
 
 /** Names starting like this are NBD URIs (the schemes of the NBD URI standard). */
 const NBD_URI_PREFIX = /^nbds?(\+unix|\+vsock)?:/;
@@ -87,6 +92,7 @@ export function openDestination(
   options: OpenOptions & { readonly sourceSize: number | undefined },
 ): Promise<Destination> {
   return named(name, async () => {
+    if (name === NULL_DESTINATION) return new NullDestination(name, options.sourceSize);
     if (name === STANDARD_STREAM) {
       if (Deno.stdout.isTerminal()) {
         throw new DenbdError("invalid", "refusing to write to a terminal");

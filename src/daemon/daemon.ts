@@ -17,7 +17,8 @@ import { encodeString } from "../nbd/wire.ts";
 import { ExportTable, NbdExport } from "../nbd/server/export.ts";
 import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { NbdServer } from "../nbd/server/server.ts";
-import { listenOn, removeStaleSocket, type SocketAddress } from "../net/socket-address.ts";
+import { type ListeningAddress, listenOn, removeStaleSocket } from "../net/socket-address.ts";
+import { adoptListener } from "../net/inherited-listener.ts";
 import { EventBus } from "../qmp/events.ts";
 import { isWellFormedId } from "../qmp/qemu-opts.ts";
 import { NodeGraph } from "./nodes.ts";
@@ -44,7 +45,7 @@ export interface NbdServerHooks {
 
 interface RunningNbdServer {
   readonly server: NbdServer;
-  readonly address: SocketAddress;
+  readonly address: ListeningAddress;
   readonly maxConnections: number;
   /** The authorization object clients would be checked against (with TLS). */
   readonly tlsAuthz?: string;
@@ -92,9 +93,9 @@ export class Daemon {
     this.log = log;
   }
 
-  /** blockdev-add: open a node. */
-  async blockdevAdd(options: BlockdevOptionsValue): Promise<void> {
-    await this.nodes.add(options);
+  /** blockdev-add: open a node (`probed`: see {@linkcode NodeGraph.add}). */
+  async blockdevAdd(options: BlockdevOptionsValue, probed = false): Promise<void> {
+    await this.nodes.add(options, probed);
   }
 
   /** blockdev-del: close a node nothing uses. */
@@ -113,7 +114,7 @@ export class Daemon {
   }
 
   /** nbd-server-start (and --nbd-server): listen for NBD clients; returns the bound address. */
-  nbdServerStart(options: NbdServerOptionsValue, hooks: NbdServerHooks = {}): SocketAddress {
+  nbdServerStart(options: NbdServerOptionsValue, hooks: NbdServerHooks = {}): ListeningAddress {
     if (this.#nbd) throw new DenbdError("busy", "NBD server already running");
     const tlsCreds = options["tls-creds"];
     if (tlsCreds !== undefined) this.#refuseTls(tlsCreds);
@@ -359,7 +360,7 @@ export class Daemon {
 }
 
 /** Listen on a QAPI address, with QEMU's messages for what fails. */
-function bind(address: SocketAddressValue): { listener: Deno.Listener; bound: SocketAddress } {
+function bind(address: SocketAddressValue): { listener: Deno.Listener; bound: ListeningAddress } {
   switch (address.type) {
     case "inet": {
       if (!/^\d+$/.test(address.port) || Number(address.port) > 65535) {
@@ -390,8 +391,14 @@ function bind(address: SocketAddressValue): { listener: Deno.Listener; bound: So
       }
     case "vsock":
       throw new DenbdError("not-supported", "vsock addresses are not supported by denbd");
-    case "fd":
-      throw new DenbdError("not-supported", "file descriptor passing is not supported by denbd");
+    case "fd": {
+      // A descriptor number, as qemu-storage-daemon takes it on its command line.
+      if (!/^\d+$/.test(address.str)) {
+        throw new DenbdError("invalid", `Unable to parse FD number ${address.str}`);
+      }
+      const fd = Number(address.str);
+      return { listener: adoptListener(fd), bound: { type: "fd", fd } };
+    }
   }
 }
 

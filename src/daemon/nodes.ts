@@ -60,13 +60,15 @@ export class NodeGraph {
   /**
    * Open the node `options` describes (blockdev-add). A root node needs a
    * node-name; a raw node's file may be a node name or an inline definition.
+   * `probed` marks a raw node whose format was guessed (`denbd serve`
+   * without -f): it keeps block 0 from turning into another format.
    */
-  async add(options: BlockdevOptionsValue): Promise<NodeEntry> {
+  async add(options: BlockdevOptionsValue, probed = false): Promise<NodeEntry> {
     const name = options["node-name"];
     if (name === undefined) {
       throw new DenbdError("invalid", "'node-name' must be specified for the root node");
     }
-    return await this.#open(options, name);
+    return await this.#open(options, name, probed);
   }
 
   /**
@@ -159,7 +161,7 @@ export class NodeGraph {
     };
   }
 
-  async #open(options: BlockdevOptionsValue, name: string): Promise<NodeEntry> {
+  async #open(options: BlockdevOptionsValue, name: string, probed = false): Promise<NodeEntry> {
     if (!isWellFormedId(name) && !name.startsWith(GENERATED_PREFIX)) {
       throw new DenbdError("invalid", `Invalid node-name: '${name}'`);
     }
@@ -177,7 +179,7 @@ export class NodeGraph {
     }
     const entry = options.driver === "file"
       ? await this.#openFile(options, name)
-      : await this.#openRaw(options, name);
+      : await this.#openRaw(options, name, probed);
     this.#nodes.set(name, entry);
     return entry;
   }
@@ -206,6 +208,7 @@ export class NodeGraph {
   async #openRaw(
     options: Extract<BlockdevOptionsValue, { driver: "raw" }>,
     name: string,
+    probed: boolean,
   ): Promise<NodeEntry> {
     const inline = typeof options.file !== "string";
     const child = typeof options.file === "string"
@@ -224,6 +227,7 @@ export class NodeGraph {
         size: options.size,
         readOnly: options["read-only"],
         discard: options.discard,
+        probed,
       });
       return {
         name,

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { DenbdError } from "../errors.ts";
 import { commandFor, CommandTable } from "../qmp/command.ts";
 import { coreCommands } from "../qmp/core-commands.ts";
 import { array, EMPTY_STRUCT } from "../qmp/schema.ts";
@@ -43,6 +44,10 @@ const nbdServerStart = daemonCommand({
   name: "nbd-server-start",
   args: NbdServerStartArguments,
   run: ({ state }, args) => {
+    if (args.addr.type === "fd") {
+      // qsd's answer: over QMP a descriptor is named (getfd), and only QEMU can pass one.
+      throw new DenbdError("not-supported", "only QEMU supports file descriptor passing");
+    }
     state.nbdServerStart({ ...args, addr: flattenLegacyAddress(args.addr) });
   },
 });

@@ -20,8 +20,15 @@ export type SocketAddress =
   | { readonly type: "inet"; readonly host: string; readonly port: number }
   | { readonly type: "unix"; readonly path: string };
 
-/** Render an address for messages: "127.0.0.1:10809", "[::1]:10809" or a path. */
-export function formatAddress(address: SocketAddress): string {
+/** Where a server listens: a socket address, or a socket it inherited as a descriptor. */
+export type ListeningAddress = SocketAddress | { readonly type: "fd"; readonly fd: number };
+
+/**
+ * Render an address for messages: "127.0.0.1:10809", "[::1]:10809", a path,
+ * or "inherited socket (fd 3)".
+ */
+export function formatAddress(address: ListeningAddress): string {
+  if (address.type === "fd") return `inherited socket (fd ${address.fd})`;
   if (address.type === "unix") return address.path;
   return address.host.includes(":")
     ? `[${address.host}]:${address.port}`

@@ -342,6 +342,42 @@ Deno.test("errors: one line on stderr and exit code 1", needs("qemu-nbd", "nbdki
   });
 });
 
+Deno.test(
+  "null: as the destination reads the source and throws it away, as nbdcopy's does",
+  needs("nbdcopy", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const source = join(dir, "source.img");
+      await makeSource(source);
+      const log = join(dir, "log.txt");
+      const args = ["--filter=log", "memory", String(IMAGE_SIZE), `logfile=${log}`];
+      const readsLogged = async () =>
+        ((await Deno.readTextFile(log)).match(/ Read /g) ?? []).length;
+      const [command, prefix] = denbdCommand();
+      await withStarted(() => startNbdkitWith(args), async (server) => {
+        await denbdCopyOk(source, server.uri);
+        let reads = await readsLogged();
+        const copiers: [string, string[]][] = [[command, [...prefix, "copy"]], ["nbdcopy", []]];
+        for (const [program, programArgs] of copiers) {
+          const result = await run(program, [...programArgs, server.uri, "null:"], { cwd: dir });
+          assert.equal(result.code, 0, `${program}: ${result.stderr}`);
+          assert.equal(result.stderr, "");
+          const files = [];
+          for await (const entry of Deno.readDir(dir)) files.push(entry.name);
+          assert.deepEqual(files.sort(), ["log.txt", "source.img"], `${program} wrote no file`);
+          const before = reads;
+          reads = await readsLogged();
+          assert.ok(reads > before, `${program} read the source's data`);
+        }
+      });
+      // As a source, null: is only a file name, for nbdcopy as for denbd.
+      const result = await denbdCopy("null:", join(dir, "x.img"));
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /^denbd copy: null:: No such file or directory\n$/);
+    });
+  },
+);
+
 Deno.test("--progress draws a bar on stderr and finishes it", async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, "source.img");

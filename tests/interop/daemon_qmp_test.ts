@@ -684,7 +684,7 @@ Deno.test(
       );
       // Addresses Deno cannot listen on, and objects qsd has that denbd does not yet.
       const refusals: [Json, string][] = [
-        [{ type: "fd", data: { str: "3" } }, "file descriptor passing is not supported by denbd"],
+        [{ type: "fd", data: { str: "3" } }, "only QEMU supports file descriptor passing"],
         [
           { type: "vsock", data: { cid: "1", port: "1" } },
           "vsock addresses are not supported by denbd",

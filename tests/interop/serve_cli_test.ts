@@ -10,14 +10,18 @@ import { join } from "node:path";
 import {
   check,
   denbdCommand,
+  freePort,
+  launch,
   makeSparseImage,
   needs,
   python,
   ROOT,
   run,
   startDenbd,
+  startQemuNbd,
   startServer,
   withServer,
+  withStarted,
   withTempDir,
 } from "./harness.ts";
 
@@ -324,3 +328,292 @@ Deno.test("the one-file bundle serves like the sources", needs("nbdinfo"), async
     );
   });
 });
+
+/** Whether something listens on TCP `port` at `host` ("0.0.0.0" or "127.0.0.1"), from /proc. */
+async function tcpListeners(port: number): Promise<string[]> {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const text = await Deno.readTextFile("/proc/net/tcp");
+  return text.split("\n").slice(1).map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields[1]?.endsWith(`:${hexPort}`) && fields[3] === "0A")
+    .map((fields) => fields[1].split(":")[0] === "0100007F" ? "127.0.0.1" : fields[1]);
+}
+
+Deno.test(
+  "the demo image listens on 127.0.0.1 unless -b says otherwise, and says so",
+  needs("nbdinfo"),
+  async () => {
+    const port = freePort();
+    const [command, prefix] = denbdCommand();
+    await withStarted(
+      () =>
+        launch({
+          command,
+          args: [...prefix, "serve", "-t", "-p", String(port)],
+          uri: `nbd://127.0.0.1:${port}/`,
+          listen: { hostname: "127.0.0.1", port },
+        }),
+      async (server) => {
+        assert.deepEqual(await tcpListeners(port), ["127.0.0.1"]);
+        assert.equal((await check("nbdinfo", ["--size", server.uri])).trim(), String(64 * MiB));
+        assert.match(
+          server.stderr(),
+          new RegExp(`demo image on 127\\.0\\.0\\.1:${port} \\(reachable from this machine only`),
+        );
+      },
+    );
+  },
+);
+
+/**
+ * Run `denbd ARGS`, SIGKILLed after `ms` if still running (a server blocked
+ * in open(2) does not answer SIGTERM); the exit code is then null.
+ */
+async function runKilledAfter(
+  ms: number,
+  args: string[],
+): Promise<{ code: number | null; stderr: string }> {
+  const [command, prefix] = denbdCommand();
+  const child = new Deno.Command(command, {
+    args: [...prefix, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+  try {
+    const output = await child.output();
+    return {
+      code: output.signal === null ? output.code : null,
+      stderr: new TextDecoder().decode(output.stderr),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test(
+  "a FIFO, a directory or a missing file: one line naming the path, exit 1, no hang",
+  async () => {
+    await withTempDir(async (dir) => {
+      const fifo = join(dir, "fifo");
+      await check("mkfifo", [fifo]);
+      await Deno.mkdir(join(dir, "dir"));
+      const cases: [string, RegExp][] = [
+        [fifo, /'file' driver requires '.*fifo' to be a regular file/],
+        [join(dir, "dir"), /'file' driver requires '.*dir' to be a regular file/],
+        [join(dir, "missing"), /Could not open '.*missing': No such file or directory/],
+      ];
+      for (const [path, message] of cases) {
+        for (const flags of [[], ["-r"], ["-f", "raw"], ["-r", "-f", "raw"]]) {
+          const result = await runKilledAfter(15_000, [
+            "serve",
+            "-k",
+            join(dir, "nbd.sock"),
+            ...flags,
+            path,
+          ]);
+          const what = `${flags.join(" ")} ${path}: ${result.stderr}`;
+          assert.equal(result.code, 1, what);
+          assert.match(result.stderr, message, what);
+          assert.equal(result.stderr.trimEnd().split("\n").length, 1, what);
+        }
+      }
+    });
+  },
+);
+
+/** The command line of denbd serve under `systemd-socket-activate -l SOCKET`. */
+function socketActivated(socket: string, args: string[]): [string, string[]] {
+  const [command, prefix] = denbdCommand();
+  return ["systemd-socket-activate", ["-l", socket, command, ...prefix, "serve", ...args]];
+}
+
+Deno.test(
+  "socket activation: the socket handed over on fd 3 is served, and nothing else",
+  needs("systemd-socket-activate", "nbdinfo"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, 2 * MiB, [[0, 4096]]);
+      const socket = join(dir, "activated.sock");
+      const [command, args] = socketActivated(socket, ["-r", "-f", "raw", image]);
+      const before = await tcpListeners(10809);
+      const server = await launch({
+        command,
+        args,
+        uri: `nbd+unix:///?socket=${socket}`,
+        listen: socket,
+      });
+      try {
+        assert.match(await check("nbdinfo", ["--map", server.uri]), /4096 +0 +data/);
+        assert.deepEqual(await tcpListeners(10809), before, "no listener on the default port");
+        assert.equal(await server.exited(), 0, server.stderr()); // after its last client, as usual
+      } finally {
+        await server.stop().catch(() => {});
+      }
+      // libnbd's own socket activation ([ CMD ]), as nbdinfo uses it for qemu-nbd.
+      const [deno, prefix] = denbdCommand();
+      const nbdinfoArgs = ["--size", "--", "[", deno, ...prefix, "serve", image, "]"];
+      const size = await run("nbdinfo", nbdinfoArgs, {
+        timeoutMs: 30_000,
+      });
+      assert.equal(size.stdout.trim(), String(2 * MiB), size.stderr);
+    });
+  },
+);
+
+Deno.test(
+  "socket activation: -k, -b, -p, LISTEN_FDS > 1 and a non-socket fd 3 are refused",
+  needs("qemu-nbd"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, MiB);
+      const [deno, prefix] = denbdCommand();
+      const activate = (count: number, program: string[], fd3: string) =>
+        run("sh", [
+          "-c",
+          `LISTEN_PID=$$ LISTEN_FDS=${count} exec "$@" 3${fd3}`,
+          "sh",
+          ...program,
+        ], { timeoutMs: 15_000 });
+      const cases: [string[], string][] = [
+        [["-k", join(dir, "x.sock")], "Unix socket can't be set when using socket activation"],
+        [["-b", "127.0.0.1"], "The interface can't be set when using socket activation"],
+        [["-p", "10809"], "TCP port number can't be set when using socket activation"],
+      ];
+      for (const [flags, message] of cases) {
+        const ours = await activate(1, [deno, ...prefix, "serve", ...flags, image], "</dev/null");
+        assert.equal(ours.code, 1, ours.stderr);
+        assert.equal(ours.stderr, `denbd serve: ${message}\n`);
+        const theirs = await activate(1, ["qemu-nbd", ...flags, image], "</dev/null");
+        assert.equal(theirs.stderr, `qemu-nbd: ${message}\n`);
+      }
+      const two = await activate(2, [deno, ...prefix, "serve", image], "</dev/null 4</dev/null");
+      assert.equal(two.code, 1);
+      assert.match(two.stderr, /does not support socket activation with LISTEN_FDS > 1/);
+      const notSocket = await activate(1, [deno, ...prefix, "serve", "-r", image], `<${image}`);
+      assert.equal(notSocket.code, 1);
+      assert.equal(
+        notSocket.stderr,
+        "denbd serve: Failed to use socket activation: File descriptor '3' is not a socket\n",
+      );
+    });
+  },
+);
+
+Deno.test(
+  "without FFI: writable is refused (no image lock), read-only warns of what is missing",
+  needs("nbdinfo"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, MiB, [[0, 4096]]);
+      const limited = [
+        "run",
+        "--allow-read",
+        "--allow-write",
+        "--allow-net",
+        join(ROOT, "main.ts"),
+        "serve",
+      ];
+      const socket = join(dir, "nbd.sock");
+      const writable = await run(Deno.execPath(), [...limited, "-k", socket, "-f", "raw", image]);
+      assert.equal(writable.code, 1);
+      assert.match(writable.stderr, /cannot be locked against other writers without FFI/);
+      assert.match(writable.stderr, /--allow-ffi/);
+      assert.equal(writable.stderr.trimEnd().split("\n").length, 1, writable.stderr);
+      await withStarted(
+        () =>
+          launch({
+            command: Deno.execPath(),
+            args: [...limited, "-t", "-r", "-f", "raw", "-k", socket, image],
+            uri: `nbd+unix:///?socket=${socket}`,
+            listen: socket,
+          }),
+        async (server) => {
+          assert.equal((await check("nbdinfo", ["--size", server.uri])).trim(), String(MiB));
+          assert.match(server.stderr(), /no image lock and no hole detection/);
+          assert.equal(server.stderr().trimEnd().split("\n").length, 1, server.stderr());
+        },
+      );
+    });
+  },
+);
+
+Deno.test(
+  "a probed raw image keeps block 0 raw: writes of other formats' headers get EPERM",
+  needs("qemu-nbd", "qemu-img", "nbdsh"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const headers: string[] = [];
+      const formats = ["qcow2", "qcow", "qed", "vmdk", "vdi", "vhdx", "vpc", "parallels"];
+      for (const format of formats) {
+        const path = join(dir, `h.${format}`);
+        await check("qemu-img", ["create", "-q", "-f", format, path, "1M"]);
+        headers.push(path);
+      }
+      const descriptor = join(dir, "flat.vmdk");
+      await check("qemu-img", [
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        descriptor,
+        "1M",
+      ]);
+      const luks = join(dir, "h.luks");
+      await check("qemu-img", [
+        "create",
+        "-q",
+        "--object",
+        "secret,id=s0,data=x",
+        "-f",
+        "luks",
+        "-o",
+        "key-secret=s0,iter-time=10",
+        luks,
+        "1M",
+      ]);
+      const data = join(dir, "data.bin");
+      await Deno.writeFile(data, new Uint8Array(512).fill(0x42));
+      headers.push(descriptor, luks, data);
+      const script = `
+import errno, nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for path in sys.argv[2:]:
+    try:
+        h.pwrite(open(path, "rb").read(512).ljust(512, b"\\0"), 0)
+        print("ok")
+    except nbd.Error as e:
+        print(errno.errorcode.get(e.errno, e.errno))
+`;
+      const expected = [...headers.slice(0, -1).map(() => "EPERM"), "ok"].join("\n") + "\n";
+      for (const starter of [startDenbd, startQemuNbd]) {
+        const image = join(dir, "disk.img");
+        await makeSparseImage(image, MiB);
+        await withServer(starter, { args: ["-t", image] }, async (server) => {
+          const result = await python(script, [server.uri, ...headers]);
+          assert.equal(result.stdout, expected, result.stderr);
+          assert.match(
+            server.stderr(),
+            /WARNING: Image format was not specified for '.*disk\.img' and probing guessed raw\./,
+          );
+        });
+        const written = await Deno.readFile(image);
+        assert.deepEqual(written.subarray(0, 512), new Uint8Array(512).fill(0x42));
+      }
+      // Named with -f raw, block 0 takes anything, with no warning.
+      const image = join(dir, "named.img");
+      await makeSparseImage(image, MiB);
+      await withServer(startDenbd, { args: ["-t", "-f", "raw", image] }, async (server) => {
+        const result = await python(script, [server.uri, headers[0]]);
+        assert.equal(result.stdout, "ok\n", result.stderr);
+        assert.doesNotMatch(server.stderr(), /WARNING/);
+      });
+    });
+  },
+);

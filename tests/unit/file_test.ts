@@ -475,7 +475,7 @@ Deno.test("libc: errno values map to error kinds and strerror messages", () => {
   assert.equal(error.message, "pwrite: No space left on device");
 });
 
-Deno.test("file node: without FFI permission the portable fallback still reads and writes", async () => {
+Deno.test("file node: without FFI the portable fallback reads and writes, unlocked only", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/disk.img`;
     await makeSparseFile(path, MiB);
@@ -484,7 +484,9 @@ Deno.test("file node: without FFI permission the portable fallback still reads a
     await Deno.writeTextFile(
       script,
       `import { FileNode } from ${JSON.stringify(moduleUrl)};
-const node = await FileNode.open(${JSON.stringify(path)}, { discard: "unmap" });
+// Writable with its lock (the default) is refused: the lock needs FFI.
+const locked = await FileNode.open(${JSON.stringify(path)}).then(() => "opened", (e) => e.kind);
+const node = await FileNode.open(${JSON.stringify(path)}, { discard: "unmap", lock: false });
 await Promise.all([1, 2, 3].map((i) => node.write(i * 1000 + 1, new Uint8Array(700).fill(i))));
 await node.writeZeroes(2100, 100, { fua: true });
 let fast = "ok";
@@ -494,7 +496,7 @@ await node.flush();
 const back = new Uint8Array(3000);
 await node.read(1000, back);
 const status = await node.blockStatus(0, node.size);
-console.log(JSON.stringify({ caps: node.capabilities, back: [...back], status, fast }));
+console.log(JSON.stringify({ caps: node.capabilities, back: [...back], status, fast, locked }));
 await node.close();
 `,
     );
@@ -520,6 +522,7 @@ await node.close();
       blockStatus: false,
     });
     assert.equal(result.fast, "not-supported");
+    assert.equal(result.locked, "not-supported");
     assert.deepEqual(result.status, [{ length: MiB, data: true, zero: false }]);
     const expected = new Uint8Array(3000);
     for (const i of [1, 2, 3]) expected.fill(i, i * 1000 + 1 - 1000, i * 1000 + 701 - 1000);

@@ -3,6 +3,7 @@ import { RawNode } from "../../src/block/raw.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
 import { allocationDepthOf, hasAllocationDepth } from "../../src/block/allocation-depth.ts";
 import type { BlockNode } from "../../src/block/node.ts";
+import type { DenbdError } from "../../src/errors.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -165,4 +166,72 @@ Deno.test("raw node: an owned child is closed with it", async () => {
   assert.equal(closed, 0);
   await RawNode.open(child, { ownsChild: true }).close();
   assert.equal(closed, 1);
+});
+
+/** Block 0 of a qcow2 image (magic "QFI\xfb", version 3) pointing at a backing file. */
+function qcow2Header(): Uint8Array {
+  const block = new Uint8Array(512);
+  block.set([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]);
+  block.set(new TextEncoder().encode("/etc/shadow"), 0x100);
+  return block;
+}
+
+Deno.test("probed raw node: a write making block 0 another format is refused", async () => {
+  const file = new MemoryNode(MiB);
+  const raw = RawNode.open(file, { probed: true });
+  await assert.rejects(raw.write(0, qcow2Header()), (error: DenbdError) => {
+    assert.equal(error.kind, "read-only"); // EPERM over NBD, as qemu-nbd answers
+    assert.match(error.message, /look like qcow2/);
+    return true;
+  });
+  // Also when the request spans more than block 0.
+  const long = new Uint8Array(4096);
+  long.set(qcow2Header());
+  await assert.rejects(raw.write(0, long), /look like qcow2/);
+  const back = new Uint8Array(8);
+  await file.read(0, back);
+  assert.deepEqual([...back], [0, 0, 0, 0, 0, 0, 0, 0], "nothing was written");
+  // Ordinary data in block 0, and anything past it, is written.
+  await raw.write(0, new Uint8Array(512).fill(7));
+  await raw.write(512, qcow2Header());
+  await file.read(0, back);
+  assert.deepEqual([...back], [7, 7, 7, 7, 7, 7, 7, 7]);
+});
+
+Deno.test("probed raw node: a partial write is checked with the bytes around it", async () => {
+  const file = new MemoryNode(MiB);
+  const raw = RawNode.open(file, { probed: true });
+  // The magic alone (version 0) still probes as raw...
+  await raw.write(0, new Uint8Array([0x51, 0x46, 0x49, 0xfb]));
+  // ...but a version written next to it would complete a qcow2 header.
+  await assert.rejects(raw.write(4, new Uint8Array([0, 0, 0, 3])), /look like qcow2/);
+  // Two halves raced against each other: one of them must be refused.
+  const file2 = new MemoryNode(MiB);
+  const raced = RawNode.open(file2, { probed: true });
+  const results = await Promise.allSettled([
+    raced.write(0, new Uint8Array([0x51, 0x46, 0x49, 0xfb])),
+    raced.write(4, new Uint8Array([0, 0, 0, 3])),
+  ]);
+  assert.deepEqual(results.map((result) => result.status).sort(), ["fulfilled", "rejected"]);
+});
+
+Deno.test("probed raw node: zeroing and discards of block 0 are checked too", async () => {
+  const file = new MemoryNode(MiB);
+  const raw = RawNode.open(file, { probed: true, discard: "unmap" });
+  // A parallels header whose version (byte 16, little-endian 2) has a stray high byte.
+  const block = new Uint8Array(512);
+  block.set(new TextEncoder().encode("WithoutFreeSpace"));
+  block.set([2, 0, 0, 1], 16);
+  await raw.write(0, block);
+  await assert.rejects(raw.writeZeroes(19, 1), /look like parallels/);
+  await assert.rejects(raw.trim(19, 1), /look like parallels/);
+  await raw.writeZeroes(0, 4096); // all zeroes: still raw
+});
+
+Deno.test("raw node: without probed (format named), block 0 takes any content", async () => {
+  const file = new MemoryNode(MiB);
+  await RawNode.open(file).write(0, qcow2Header());
+  const back = new Uint8Array(4);
+  await file.read(0, back);
+  assert.deepEqual([...back], [0x51, 0x46, 0x49, 0xfb]);
 });
