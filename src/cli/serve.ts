@@ -24,6 +24,8 @@ import type { SocketAddressValue } from "../daemon/qapi-types.ts";
 import { VERSION } from "../version.ts";
 import { type PidFile, writePidFile } from "./pid-file.ts";
 import { NBD_LIMIT } from "../nbd/protocol.ts";
+import { DEFAULT_HANDSHAKE_LIMIT_SECONDS } from "../nbd/server/connection.ts";
+import { GRACEFUL_CLOSE_LIMIT_MS } from "../nbd/server/server.ts";
 import { encodeString } from "../nbd/wire.ts";
 import type { Subcommand } from "./subcommand.ts";
 
@@ -60,6 +62,11 @@ export const SERVE_FLAGS = {
   socket: { short: "k", value: "PATH", help: "listen on this Unix socket instead of TCP" },
   "export-name": { short: "x", value: "NAME", help: "name of the export (default: empty)" },
   description: { short: "D", value: "TEXT", help: "human-readable description of the export" },
+  "handshake-limit": {
+    value: "N",
+    help: "drop a client that has not finished its handshake within N seconds, 0 for no limit",
+    default: String(DEFAULT_HANDSHAKE_LIMIT_SECONDS),
+  },
   "read-only": { short: "r", help: "export read-only" },
   format: { short: "f", value: "FORMAT", help: "image format (probed if not given)" },
   persistent: { short: "t", help: "keep serving after the last client disconnects" },
@@ -103,7 +110,9 @@ export function serveHelp(): string {
     formatFlagHelp(SERVE_FLAGS),
     "",
     "Without -t, the server exits after its last client disconnects (as qemu-nbd does).",
-    "SIGINT or SIGTERM: stop accepting, finish requests in flight, flush, exit 0.",
+    "SIGINT or SIGTERM: stop accepting, answer the requests in flight (later ones get",
+    `ESHUTDOWN; clients still busy after ${GRACEFUL_CLOSE_LIMIT_MS / 1000} seconds are dropped), ` +
+    "flush, exit 0.",
   ].join("\n");
 }
 
@@ -117,6 +126,7 @@ interface ServeSettings {
   readonly readOnly: boolean;
   readonly persistent: boolean;
   readonly shared: number;
+  readonly handshakeLimit: number;
   readonly cache: (typeof CACHE_MODES)[keyof typeof CACHE_MODES];
   readonly discard: "ignore" | "unmap";
   readonly allocationDepth: boolean;
@@ -139,6 +149,8 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     readOnly: Boolean(values["read-only"]),
     persistent: Boolean(values.persistent),
     shared: parseIntegerFlag(text("shared")!, "shared device number", 0, 0xffff_ffff),
+    // qemu-nbd takes an int.
+    handshakeLimit: parseIntegerFlag(text("handshake-limit")!, "handshake limit", 0, 0x7fff_ffff),
     cache: CACHE_MODES[text("cache") as keyof typeof CACHE_MODES],
     discard: DISCARD_MODES[text("discard") as keyof typeof DISCARD_MODES],
     allocationDepth: Boolean(values["allocation-depth"]),
@@ -298,7 +310,11 @@ function listen(
 ): ListeningAddress {
   try {
     return daemon.nbdServerStart(
-      { addr: settings.address, "max-connections": settings.shared },
+      {
+        addr: settings.address,
+        "max-connections": settings.shared,
+        "handshake-max-seconds": settings.handshakeLimit,
+      },
       {
         onDisconnect: (remaining) => {
           if (!settings.persistent && remaining === 0) lastClientGone();
@@ -368,7 +384,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
   } finally {
     stop.dispose();
     pidFile?.release(false);
-    await daemon.shutdown();
+    await daemon.shutdown("answered");
     await demo?.remove();
   }
   return 0;

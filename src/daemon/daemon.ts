@@ -16,7 +16,7 @@ import { NBD_LIMIT } from "../nbd/protocol.ts";
 import { encodeString } from "../nbd/wire.ts";
 import { ExportTable, NbdExport } from "../nbd/server/export.ts";
 import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
-import { NbdServer } from "../nbd/server/server.ts";
+import { DEFAULT_MAX_CONNECTIONS, NbdServer } from "../nbd/server/server.ts";
 import { type ListeningAddress, listenOn, removeStaleSocket } from "../net/socket-address.ts";
 import { adoptListener } from "../net/inherited-listener.ts";
 import { EventBus } from "../qmp/events.ts";
@@ -42,6 +42,13 @@ export interface NbdServerHooks {
   /** Called whenever a client disconnects, with the number still connected. */
   readonly onDisconnect?: (remaining: number) => void;
 }
+
+/**
+ * What becomes of NBD clients when the daemon stops: "dropped" at once, with
+ * no reply to their requests in flight (qemu-storage-daemon's way), or
+ * "answered" first (then closed).
+ */
+export type ClientsAtStop = "dropped" | "answered";
 
 interface RunningNbdServer {
   readonly server: NbdServer;
@@ -118,12 +125,13 @@ export class Daemon {
     if (this.#nbd) throw new DenbdError("busy", "NBD server already running");
     const tlsCreds = options["tls-creds"];
     if (tlsCreds !== undefined) this.#refuseTls(tlsCreds);
-    const maxConnections = options["max-connections"] ?? 0;
+    const maxConnections = options["max-connections"] ?? DEFAULT_MAX_CONNECTIONS;
     const { listener, bound } = bind(options.addr);
     const server = new NbdServer({
       catalog: this.#catalog,
       log: this.log,
       maxConnections,
+      handshakeLimitSeconds: options["handshake-max-seconds"],
       onDisconnect: hooks.onDisconnect,
     });
     server.listen(listener);
@@ -285,20 +293,28 @@ export class Daemon {
   }
 
   /**
-   * Stop everything in order, as QEMU does on quit or a signal: every export
-   * is deleted (an event each), the NBD server stops, then every node is
-   * flushed and closed.
+   * Stop everything in order: every export is deleted (an event each), the
+   * NBD server stops, then every node is flushed and closed. Clients are
+   * dropped at once, as QEMU does on quit or a signal, or with "answered"
+   * are let finish their requests in flight first (see {@linkcode stopExporting}).
    */
-  async shutdown(): Promise<void> {
-    await this.stopExporting();
+  async shutdown(clients: ClientsAtStop = "dropped"): Promise<void> {
+    await this.stopExporting(clients);
     await this.nodes.closeAll();
   }
 
   /**
    * Delete every export (an event each; those without clients at once, in
-   * creation order) and stop the NBD server, if running or stopping.
+   * creation order) and stop the NBD server, if running or stopping. With
+   * "dropped", clients are dropped as by nbd-server-stop; with "answered",
+   * the server first stops accepting and ends each connection gracefully
+   * (requests in flight answered, later ones refused with ESHUTDOWN, within
+   * a bounded time), so the exports are then deleted without clients.
    */
-  async stopExporting(): Promise<void> {
+  async stopExporting(clients: ClientsAtStop = "dropped"): Promise<void> {
+    if (clients === "answered" && this.#nbd && !this.#nbd.stopping) {
+      await this.#nbd.server.close();
+    }
     if (this.#nbd) await (this.#nbd.stopping ?? this.nbdServerStop());
   }
 

@@ -285,7 +285,14 @@ export const BlockDirtyBitmapSha256 = struct("BlockDirtyBitmapSha256", [member("
 // ---------------------------------------------------------------------------
 // NBD server and block exports (qapi/block-export.json)
 
+/**
+ * The members nbd-server-start and --nbd-server share. handshake-max-seconds
+ * is QEMU 10.0's (seconds a client has to finish its handshake, 0 for no
+ * limit; default 10); the others are 7.2's. max-connections defaults to 100,
+ * as in QEMU since the fix for CVE-2024-7409.
+ */
 const nbdServerMembers = [
+  optional("handshake-max-seconds", uint32),
   optional("tls-creds", str),
   optional("tls-authz", str),
   optional("max-connections", uint32),

@@ -14,6 +14,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { makeSparseImage, needs, sha256File } from "./harness.ts";
+import { withSlowImage } from "./slow_image.ts";
 import {
   type DaemonKind,
   type DaemonPair,
@@ -528,51 +529,6 @@ Deno.test(
 const SLOW_READ_S = 2;
 
 /**
- * A 64 MiB read-only image whose every read takes SLOW_READ_S seconds
- * (nbdkit's memory plugin behind its delay filter, mounted by nbdfuse), so a
- * request can be kept in flight while its export is removed.
- */
-async function withSlowImage(body: (image: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "denbd-slow-" });
-  const fuse = new Deno.Command("nbdfuse", {
-    args: [
-      "--readonly",
-      dir,
-      "--command",
-      "nbdkit",
-      "-s",
-      "--filter=delay",
-      "memory",
-      "64M",
-      `rdelay=${SLOW_READ_S}`,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  try {
-    const image = join(dir, "nbd");
-    for (const deadline = Date.now() + 10_000; !(await exists(image));) {
-      assert.ok(Date.now() < deadline, "nbdfuse did not mount the slow image");
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await body(image);
-  } finally {
-    fuse.kill("SIGTERM");
-    await fuse.status;
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
  * A libnbd client of export argv[2] that starts reading 4 KiB at offset
  * argv[3], prints "sent", then prints how the read ended.
  */
@@ -598,7 +554,7 @@ Deno.test(
   "a hard removal with a read in flight: the return, shutting-down until the read ends, then the event",
   needs(...PEERS, "nbdfuse", "nbdkit"),
   async () => {
-    await withSlowImage(async (image) => {
+    await withSlowImage(SLOW_READ_S, async (image) => {
       const spec: DaemonSpec = {
         args: [
           "--blockdev",
@@ -694,6 +650,156 @@ Deno.test(
         ).join(""),
       );
       assert.equal(stderr.denbd, "");
+    });
+  },
+);
+
+/**
+ * Opens argv[2] connections to the socket argv[1] and prints how many got a
+ * greeting, whether the last one got one, and whether it got one once the
+ * first left.
+ */
+const CROWD_SCRIPT = String.raw`
+import socket, sys
+path, count = sys.argv[1], int(sys.argv[2])
+clients = []
+for i in range(count):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(path)
+    clients.append(s)
+def greeting(s, timeout):
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while len(data) < 18:
+            chunk = s.recv(18 - len(data))
+            if not chunk:
+                return "closed"
+            data += chunk
+    except socket.timeout:
+        return "none"
+    return data[:8].decode()
+first = [greeting(s, 5) for s in clients[:-1]]
+print(len(first), "greeted:", sorted(set(first)), flush=True)
+print("last before:", greeting(clients[-1], 1.5), flush=True)
+clients[0].close()
+print("last after:", greeting(clients[-1], 5), flush=True)
+for s in clients[1:]:
+    s.close()
+`;
+
+Deno.test(
+  "without max-connections, 100 clients at once as in qsd (CVE-2024-7409): the 101st waits",
+  needs(...PEERS),
+  async () => {
+    const spec: DaemonSpec = {
+      args: [
+        ...NODES,
+        "--nbd-server",
+        `addr.type=unix,addr.path=${SOCKET}`,
+        "--export",
+        "nbd,id=plain,node-name=ro0,name=plain",
+      ],
+      setup: images,
+    };
+    await withDaemonPair(spec, async (pair) => {
+      const result = await runForBoth(pair, "/usr/bin/python3", [
+        "-c",
+        CROWD_SCRIPT,
+        SOCKET,
+        "101",
+      ]);
+      assert.equal(
+        result.qsd.stdout,
+        "100 greeted: ['NBDMAGIC']\nlast before: none\nlast after: NBDMAGIC\n",
+        result.qsd.stderr,
+      );
+      assert.equal(result.denbd.stdout, result.qsd.stdout, result.denbd.stderr);
+      // Multi-conn is still advertised.
+      const differences = new Differences();
+      await sameOutput(pair, differences, "nbdinfo", ["--json", uri("plain")]);
+      differences.assertNone();
+    }, { compareStderr: false });
+  },
+);
+
+/**
+ * A libnbd client of export "" on socket argv[1] with a read in flight at
+ * offset argv[2]: prints "sent", then how the read ended.
+ */
+const IN_FLIGHT_SCRIPT = String.raw`
+import errno, nbd, sys
+h = nbd.NBD()
+h.connect_unix(sys.argv[1])
+cookie = h.aio_pread(nbd.Buffer(4096), int(sys.argv[2]))
+print("sent", flush=True)
+try:
+    while not h.aio_command_completed(cookie):
+        h.poll(-1)
+    print("read", flush=True)
+except nbd.Error as error:
+    print(errno.errorcode.get(error.errno, error.errno), flush=True)
+`;
+
+/** Connects to the socket argv[1], reads the greeting, says nothing, prints how the server ended it. */
+const SILENT_SCRIPT = String.raw`
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(8)
+s.connect(sys.argv[1])
+data = b""
+while len(data) < 18:
+    data += s.recv(18 - len(data))
+print("greeting", flush=True)
+try:
+    print("closed" if s.recv(1) == b"" else "data", flush=True)
+except socket.timeout:
+    print("still open", flush=True)
+`;
+
+Deno.test(
+  "SIGTERM as in qsd: clients dropped without a reply to the read in flight, then exit 0",
+  needs(...PEERS, "nbdfuse", "nbdkit"),
+  async () => {
+    await withSlowImage(SLOW_READ_S, async (image) => {
+      const spec: DaemonSpec = {
+        args: [
+          "--blockdev",
+          `driver=file,node-name=slow,filename=${image},read-only=on`,
+          "--nbd-server",
+          `addr.type=unix,addr.path=${SOCKET}`,
+          "--export",
+          "nbd,id=e0,node-name=slow,name=",
+        ],
+      };
+      await withDaemonPair(spec, async (pair) => {
+        const observed = await pair.both(async (daemon) => {
+          const socket = daemon.fill(SOCKET);
+          const offset = SLOW_OFFSETS[daemon.kind][0];
+          const reader = new PythonHelper(IN_FLIGHT_SCRIPT, [socket, String(offset)]);
+          const silent = new PythonHelper(SILENT_SCRIPT, [socket]);
+          try {
+            const seen = [await reader.line(), await silent.line()];
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            daemon.process.child.kill("SIGTERM");
+            seen.push(`read: ${await reader.line(2 * SLOW_READ_S * 1000)}`);
+            seen.push(`silent client: ${await silent.line(2 * SLOW_READ_S * 1000)}`);
+            seen.push(`exit: ${await daemon.process.exited(2 * SLOW_READ_S * 1000)}`);
+            return seen;
+          } finally {
+            await Promise.all([reader.finish(), silent.finish()]);
+          }
+        });
+        assert.deepEqual(observed.qsd, [
+          "sent",
+          "greeting",
+          "read: ENOTCONN",
+          "silent client: closed",
+          "exit: 0",
+        ]);
+        assert.deepEqual(observed.denbd, observed.qsd);
+      }, { compareStderr: false });
     });
   },
 );

@@ -47,6 +47,7 @@ Deno.test("--help lists the flags, -V prints the version", async () => {
       "--cache",
       "--discard",
       "--pid-file",
+      "--handshake-limit",
     ]
   ) {
     assert.ok(help.stdout.includes(flag), flag);
@@ -67,6 +68,8 @@ Deno.test(
         [["--bogus", image], /Unknown option '--bogus'/],
         [["-p", "abc", image], /invalid port 'abc'/],
         [["-e", "-3", image], /invalid shared device number '-3'/],
+        [["--handshake-limit=-1", image], /invalid handshake limit '-1'/],
+        [["--handshake-limit", "x", image], /invalid handshake limit 'x'/],
         [["--cache=foo", image], /invalid mode 'foo' for --cache/],
         [["--discard=foo", image], /invalid mode 'foo' for --discard/],
         [[image, image], /Invalid number of arguments/],

@@ -17,8 +17,21 @@ import { flagNames, NBD_FLAG } from "../protocol.ts";
 import { negotiate } from "./handshake.ts";
 import { Transmission } from "./transmission.ts";
 
-/** Time a client has to finish option haggling. */
-export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * Seconds a client has to finish option haggling unless told otherwise
+ * (QEMU's default since the fix for CVE-2024-7409).
+ */
+export const DEFAULT_HANDSHAKE_LIMIT_SECONDS = 10;
+
+/**
+ * How long a stopping connection still answers requests (with ESHUTDOWN)
+ * once those in flight are answered, unless the client leaves first: those
+ * the client sent before it learnt of the stop may still be on their way.
+ */
+export const SHUTDOWN_LINGER_MS = 1_000;
+
+/** The longest delay a timer takes at once (2^31 - 1 ms); longer deadlines are re-armed. */
+const MAX_TIMER_DELAY_MS = 0x7fff_ffff;
 
 /** A client connection and its lifecycle. */
 export class NbdConnection {
@@ -27,24 +40,28 @@ export class NbdConnection {
   readonly #conn: Deno.Conn;
   readonly #catalog: ExportCatalog;
   readonly #log: Logger;
-  readonly #handshakeTimeoutMs: number;
+  readonly #handshakeLimitMs: number;
   #transmission: Transmission | null = null;
   #export: NbdExport | null = null;
   #closed = false;
+  readonly #closing = Promise.withResolvers<void>();
   #closeReason: string | null = null;
 
-  /** Serve `conn` with the exports of `catalog`. */
+  /**
+   * Serve `conn` with the exports of `catalog`; a client that has not
+   * finished the handshake within `handshakeLimitMs` is dropped (0: no limit).
+   */
   constructor(
     conn: Deno.Conn,
     catalog: ExportCatalog,
     log: Logger,
-    handshakeTimeoutMs = HANDSHAKE_TIMEOUT_MS,
+    handshakeLimitMs = DEFAULT_HANDSHAKE_LIMIT_SECONDS * 1000,
   ) {
     this.#conn = conn;
     this.#catalog = catalog;
     this.peer = formatPeer(conn.remoteAddr);
     this.#log = log.child(this.peer);
-    this.#handshakeTimeoutMs = handshakeTimeoutMs;
+    this.#handshakeLimitMs = handshakeLimitMs;
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
   }
 
@@ -57,13 +74,15 @@ export class NbdConnection {
   async run(): Promise<void> {
     const reader = new BufferedReader(this.#conn);
     const writer = new WriteQueue(this.#conn);
-    const timer = setTimeout(
-      () => this.#close(`handshake not finished within ${this.#handshakeTimeoutMs / 1000}s`),
-      this.#handshakeTimeoutMs,
-    );
+    const deadline = this.#handshakeLimitMs > 0
+      ? new Deadline(
+        this.#handshakeLimitMs,
+        () => this.#close(`handshake not finished within ${this.#handshakeLimitMs / 1000}s`),
+      )
+      : null;
     try {
       const session = await negotiate({ reader, writer }, this.#catalog);
-      clearTimeout(timer);
+      deadline?.cancel();
       if (!session || this.#closed) return;
       this.#export = session.export;
       this.#log.debug(
@@ -76,7 +95,7 @@ export class NbdConnection {
     } catch (error) {
       if (!this.#closed) this.#log.warn(`closing connection: ${describeFailure(error)}`);
     } finally {
-      clearTimeout(timer);
+      deadline?.cancel();
       if (this.#closeReason) this.#log.warn(`closing connection: ${this.#closeReason}`);
       this.#close(null);
     }
@@ -84,19 +103,30 @@ export class NbdConnection {
 
   /**
    * End the connection gracefully: new requests get ESHUTDOWN, requests in
-   * flight are answered, then the socket is closed.
+   * flight are answered, then the socket is closed once the client has left
+   * or {@linkcode SHUTDOWN_LINGER_MS} has passed without it leaving.
    */
   async shutdown(): Promise<void> {
-    await this.#transmission?.stop();
+    const transmission = this.#transmission;
+    if (transmission) {
+      await transmission.stop();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const linger = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, SHUTDOWN_LINGER_MS);
+      });
+      await Promise.race([this.#closing.promise, linger]);
+      clearTimeout(timer);
+      await transmission.settled();
+    }
     this.#close(null);
   }
 
   /**
-   * Drop the client now (hard removal of its export): the socket is closed,
+   * Drop the client now, saying `why` (with -v): the socket is closed,
    * requests in flight still finish on the storage but get no reply.
    */
-  abort(): void {
-    this.#log.debug("dropping client: its export is being removed");
+  abort(why: string): void {
+    this.#log.debug(`dropping client: ${why}`);
     this.#close(null);
   }
 
@@ -104,12 +134,39 @@ export class NbdConnection {
   #close(reason: string | null): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.resolve();
     this.#closeReason = reason;
     try {
       this.#conn.close();
     } catch {
       // Already closed by the peer's side of the runtime.
     }
+  }
+}
+
+/** Calls a function once `ms` have passed, however long that is, unless cancelled first. */
+class Deadline {
+  readonly #at: number;
+  readonly #expire: () => void;
+  #timer: ReturnType<typeof setTimeout>;
+
+  constructor(ms: number, expire: () => void) {
+    this.#at = Date.now() + ms;
+    this.#expire = expire;
+    this.#timer = this.#arm();
+  }
+
+  /** Never call the function. */
+  cancel(): void {
+    clearTimeout(this.#timer);
+  }
+
+  #arm(): ReturnType<typeof setTimeout> {
+    const left = this.#at - Date.now();
+    return setTimeout(() => {
+      if (Date.now() >= this.#at) this.#expire();
+      else this.#timer = this.#arm();
+    }, Math.min(Math.max(left, 0), MAX_TIMER_DELAY_MS));
   }
 }
 
