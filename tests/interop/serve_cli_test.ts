@@ -567,19 +567,12 @@ Deno.test(
         descriptor,
         "1M",
       ]);
+      // A LUKS header as probes see it (magic, version 1): qemu-img would time
+      // its key derivation first, and fails to under load.
       const luks = join(dir, "h.luks");
-      await check("qemu-img", [
-        "create",
-        "-q",
-        "--object",
-        "secret,id=s0,data=x",
-        "-f",
-        "luks",
-        "-o",
-        "key-secret=s0,iter-time=10",
-        luks,
-        "1M",
-      ]);
+      const luksHeader = new Uint8Array(512);
+      luksHeader.set([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe, 0x00, 0x01]);
+      await Deno.writeFile(luks, luksHeader);
       const data = join(dir, "data.bin");
       await Deno.writeFile(data, new Uint8Array(512).fill(0x42));
       headers.push(descriptor, luks, data);
