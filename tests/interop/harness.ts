@@ -96,6 +96,14 @@ export async function check(command: string, args: readonly string[]): Promise<s
   return result.stdout;
 }
 
+/** Resolves after `ms` milliseconds. */
+export const delay = (ms: number): Promise<void> =>
+  new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether `path` exists (anything `stat` can see). */
+export const exists = (path: string): Promise<boolean> =>
+  Deno.stat(path).then(() => true, () => false);
+
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

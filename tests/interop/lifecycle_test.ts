@@ -11,7 +11,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   check,
+  delay,
   denbdCommand,
+  exists,
   freePort,
   launch,
   makeSparseImage,
@@ -25,9 +27,6 @@ import { daemonProgram, PythonHelper, QmpSession } from "./daemon_harness.ts";
 import { withSlowImage } from "./slow_image.ts";
 
 const MiB = 1024 * 1024;
-
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 
 /** Poll `condition` every 20 ms for up to `ms`; whether it became true. */
 async function eventually(condition: () => boolean | Promise<boolean>, ms: number) {

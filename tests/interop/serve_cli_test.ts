@@ -9,7 +9,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   check,
+  delay,
   denbdCommand,
+  exists,
   freePort,
   launch,
   makeSparseImage,
@@ -26,9 +28,6 @@ import {
 } from "./harness.ts";
 
 const MiB = 1024 * 1024;
-
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 
 function denbd(...args: string[]) {
   const [command, prefix] = denbdCommand();

@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { exists } from "./harness.ts";
 
 /** Mount a 64 MiB read-only image whose reads take `readDelayS` seconds, run `body` with its path. */
 export async function withSlowImage(
@@ -41,14 +42,5 @@ export async function withSlowImage(
     fuse.kill("SIGTERM");
     await fuse.status;
     await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
