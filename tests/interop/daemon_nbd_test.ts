@@ -547,6 +547,20 @@ except nbd.Error as error:
     print("error:", error.string, flush=True)
 `;
 
+/** Both daemons exporting the slow `image` read-only as export e0, named `name`. */
+function slowExportSpec(image: string, name: string): DaemonSpec {
+  return {
+    args: [
+      "--blockdev",
+      `driver=file,node-name=slow,filename=${image},read-only=on`,
+      "--nbd-server",
+      `addr.type=unix,addr.path=${SOCKET}`,
+      "--export",
+      `nbd,id=e0,node-name=slow,name=${name}`,
+    ],
+  };
+}
+
 /** Offsets of the slow image each daemon reads, apart so neither finds the other's in the page cache. */
 const SLOW_OFFSETS = { qsd: [8 * MiB, 24 * MiB], denbd: [40 * MiB, 56 * MiB] } as const;
 
@@ -555,16 +569,7 @@ Deno.test(
   needs(...PEERS, "nbdfuse", "nbdkit"),
   async () => {
     await withSlowImage(SLOW_READ_S, async (image) => {
-      const spec: DaemonSpec = {
-        args: [
-          "--blockdev",
-          `driver=file,node-name=slow,filename=${image},read-only=on`,
-          "--nbd-server",
-          `addr.type=unix,addr.path=${SOCKET}`,
-          "--export",
-          "nbd,id=e0,node-name=slow,name=e0",
-        ],
-      };
+      const spec = slowExportSpec(image, "e0");
       let stderr: Record<DaemonKind, string> = { qsd: "", denbd: "" };
       await withDaemonPair(spec, async (pair) => {
         const differences = new Differences();
@@ -763,16 +768,7 @@ Deno.test(
   needs(...PEERS, "nbdfuse", "nbdkit"),
   async () => {
     await withSlowImage(SLOW_READ_S, async (image) => {
-      const spec: DaemonSpec = {
-        args: [
-          "--blockdev",
-          `driver=file,node-name=slow,filename=${image},read-only=on`,
-          "--nbd-server",
-          `addr.type=unix,addr.path=${SOCKET}`,
-          "--export",
-          "nbd,id=e0,node-name=slow,name=",
-        ],
-      };
+      const spec = slowExportSpec(image, "");
       await withDaemonPair(spec, async (pair) => {
         const observed = await pair.both(async (daemon) => {
           const socket = daemon.fill(SOCKET);

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  delay,
   makeSparseImage,
   type ServerProcess,
   startDenbd,
@@ -90,8 +91,23 @@ function linesAbout(server: ServerProcess, peer: string): string[] {
 async function connectionClosed(server: ServerProcess, peer: string): Promise<void> {
   for (const deadline = Date.now() + 20_000; Date.now() < deadline;) {
     if (linesAbout(server, peer).some((line) => line.includes("closing connection"))) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await delay(50);
   }
+}
+
+/**
+ * Wait (bounded) until the server has closed `peer`'s connection, and
+ * require that to be the one line it logged about `peer`; returns that line.
+ */
+async function onlyLineAbout(server: ServerProcess, peer: string): Promise<string> {
+  await connectionClosed(server, peer);
+  const lines = linesAbout(server, peer);
+  assert.equal(
+    lines.length,
+    1,
+    `one line for the connection, got:\n${lines.slice(0, 5).join("\n")}`,
+  );
+  return lines[0];
 }
 
 /** The resident set size of process `pid`, in MB. */
@@ -151,14 +167,8 @@ Deno.test(
             await sending;
             const waited = await timed(() => bystander.read(0, BLOCK));
             assert.ok(waited < ANSWER_BOUND_MS, `another client waited ${waited.toFixed(0)} ms`);
-            await connectionClosed(server, abuser.peer);
-            const lines = linesAbout(server, abuser.peer);
-            assert.equal(
-              lines.length,
-              1,
-              `one line for the connection, got:\n${lines.slice(0, 5).join("\n")}`,
-            );
-            assert.match(lines[0], /closing connection: (reply failed|connection reset)/);
+            const line = await onlyLineAbout(server, abuser.peer);
+            assert.match(line, /closing connection: (reply failed|connection reset)/);
           } finally {
             await bystander.disconnect();
           }
@@ -203,13 +213,7 @@ Deno.test(
                 waitedAfter < ANSWER_BOUND_MS,
                 `another client waited ${waitedAfter.toFixed(0)} ms`,
               );
-              await connectionClosed(server, abuser.peer);
-              const lines = linesAbout(server, abuser.peer);
-              assert.equal(
-                lines.length,
-                1,
-                `one line for the connection, got:\n${lines.slice(0, 5).join("\n")}`,
-              );
+              await onlyLineAbout(server, abuser.peer);
             } finally {
               clearInterval(sampler);
             }
@@ -249,7 +253,7 @@ Deno.test(
               await waitAtMost(2000, sending);
               const waited = await timed(() => bystander.read(0, BLOCK));
               assert.ok(waited < ANSWER_BOUND_MS, `another client waited ${waited.toFixed(0)} ms`);
-              await new Promise((resolve) => setTimeout(resolve, 1000));
+              await delay(1000);
               abuser.conn.close();
               await sending;
               await connectionClosed(server, abuser.peer);
