@@ -32,6 +32,7 @@ import type {
   BlockExtent,
   BlockNode,
   NodeCapabilities,
+  NodeChild,
   WriteOptions,
   ZeroOptions,
 } from "./node.ts";
@@ -64,10 +65,13 @@ export class DirtyTrackingNode implements BlockNode, AllocationDepthSource {
   readonly bitmaps: DirtyBitmapSet;
   /** Where persistent bitmaps are stored, if this node can store them. */
   readonly persistentStore: PersistentBitmapStore | undefined;
+  /** The wrapped node, as its one child. */
+  readonly children: readonly NodeChild[];
 
   /** Wrap `inner`; it is closed when this node is closed. */
   constructor(inner: BlockNode, options: DirtyTrackingOptions = {}) {
     this.inner = inner;
+    this.children = [{ role: "file", node: inner }];
     this.bitmaps = new DirtyBitmapSet(inner.size, {
       defaultGranularity: options.defaultGranularity,
     });

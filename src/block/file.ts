@@ -28,6 +28,7 @@ import type {
   BlockExtent,
   BlockNode,
   NodeCapabilities,
+  NodeChild,
   WriteOptions,
   ZeroOptions,
 } from "./node.ts";
@@ -59,6 +60,8 @@ export interface FileNodeOptions {
   readonly discard?: DiscardMode;
   /** Take QEMU-compatible image locks (true by default). */
   readonly lock?: boolean;
+  /** Take writes past the end and grow (the file under a qcow2 node); false by default. */
+  readonly growable?: boolean;
 }
 
 const DISCARD_MODES: readonly DiscardMode[] = ["ignore", "unmap"];
@@ -81,8 +84,8 @@ const ZERO_RANGE = FallocateMode.ZERO_RANGE | FallocateMode.KEEP_SIZE;
 export class FileNode implements BlockNode {
   /** The path the node was opened with. */
   readonly path: string;
-  /** Size in bytes, as it was at open time. */
-  readonly size: number;
+  /** A protocol node: no children. */
+  readonly children: readonly NodeChild[] = [];
   /** Derived from the options and from whether libc is available. */
   readonly capabilities: NodeCapabilities;
   /** The probed O_DIRECT alignment when opened `direct`, else 1. */
@@ -91,12 +94,15 @@ export class FileNode implements BlockNode {
   /** Flush and FUA really sync (false with noFlush). */
   readonly #flushes: boolean;
   readonly #discard: DiscardMode;
+  readonly #growable: boolean;
+  #size: number;
   #zeroes?: Uint8Array;
   #closing?: Promise<void>;
 
   private constructor(path: string, opened: OpenedFile, options: Required<FileNodeOptions>) {
     this.path = path;
-    this.size = opened.size;
+    this.#size = opened.size;
+    this.#growable = options.growable;
     this.requestAlignment = opened.alignment;
     this.#io = opened.io;
     this.#flushes = !options.noFlush;
@@ -136,6 +142,11 @@ export class FileNode implements BlockNode {
     return new FileNode(path, opened, settled);
   }
 
+  /** Size in bytes: as it was at open time, grown by writes past the end when growable. */
+  get size(): number {
+    return this.#size;
+  }
+
   /** Fill `into` with the bytes at `offset`; a file that shrank gives kind "io". */
   read(offset: number, into: Uint8Array): Promise<void> {
     return this.#io.read(offset, into);
@@ -145,6 +156,7 @@ export class FileNode implements BlockNode {
   async write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     this.#checkWritable();
     await this.#io.write(offset, data);
+    if (this.#growable) this.#size = Math.max(this.#size, offset + data.length);
     await this.#syncIf(options.fua);
   }
 
@@ -205,10 +217,10 @@ export class FileNode implements BlockNode {
       const next = data ? hole : this.#io.seek(position, Whence.DATA);
       if (next === undefined || next <= position) break;
       const stop = Math.min(next, end);
-      extents.push({ length: stop - position, data, zero: !data });
+      extents.push({ length: stop - position, data, zero: !data, allocated: true });
       position = stop;
     }
-    if (extents.length === 0) extents.push({ length, data: true, zero: false });
+    if (extents.length === 0) extents.push({ length, data: true, zero: false, allocated: true });
     return extents;
   }
 
@@ -298,6 +310,7 @@ function settleOptions(options: FileNodeOptions): Required<FileNodeOptions> {
     noFlush: options.noFlush ?? false,
     discard: options.discard ?? "ignore",
     lock: options.lock ?? true,
+    growable: options.growable ?? false,
   };
   if (!DISCARD_MODES.includes(settled.discard)) {
     throw new DenbdError("invalid", `invalid discard mode '${settled.discard}'`);

@@ -19,6 +19,7 @@ import type {
   BlockExtent,
   BlockNode,
   NodeCapabilities,
+  NodeChild,
   WriteOptions,
   ZeroOptions,
 } from "./node.ts";
@@ -36,20 +37,36 @@ const CAPABILITIES: NodeCapabilities = {
   blockStatus: true,
 };
 
+/** How a {@linkcode MemoryNode} behaves. */
+export interface MemoryNodeOptions {
+  /** Refuse writes, zeroing and discards. */
+  readonly readOnly?: boolean;
+  /** Take writes past the end and grow to cover them (as a file under qcow2 does). */
+  readonly growable?: boolean;
+}
+
 /** A sparse node that lives in memory and is lost when closed. */
 export class MemoryNode implements BlockNode {
-  /** Size in bytes. */
-  readonly size: number;
   /** Writable, with real holes; flush is meaningless. */
   readonly capabilities: NodeCapabilities;
   /** Any alignment is as good as another. */
   readonly requestAlignment = 1;
+  /** A protocol node: no children. */
+  readonly children: readonly NodeChild[] = [];
   readonly #chunks = new Map<number, Uint8Array>();
+  readonly #growable: boolean;
+  #size: number;
 
-  /** An all-zero node of `size` bytes; `readOnly` refuses writes. */
-  constructor(size: number, options: { readOnly?: boolean } = {}) {
-    this.size = size;
+  /** An all-zero node of `size` bytes. */
+  constructor(size: number, options: MemoryNodeOptions = {}) {
+    this.#size = size;
+    this.#growable = Boolean(options.growable);
     this.capabilities = { ...CAPABILITIES, writable: !options.readOnly };
+  }
+
+  /** Size in bytes; a growable node grows when written past its end. */
+  get size(): number {
+    return this.#size;
   }
 
   /** Copy the bytes at `offset` into `into`; holes read as zeroes. */
@@ -62,10 +79,11 @@ export class MemoryNode implements BlockNode {
     return Promise.resolve();
   }
 
-  /** Store `data` at `offset`, allocating chunks as needed. */
+  /** Store `data` at `offset`, allocating chunks as needed (and growing, when growable). */
   write(offset: number, data: Uint8Array, _options?: WriteOptions): Promise<void> {
     return Promise.try(() => {
       this.#checkWritable();
+      if (this.#growable) this.#size = Math.max(this.#size, offset + data.length);
       this.#forEachPiece(offset, data.length, (chunk, within, length, done, index) => {
         const target = chunk ?? this.#allocate(index);
         target.set(data.subarray(done, done + length), within);
@@ -110,12 +128,12 @@ export class MemoryNode implements BlockNode {
 
   /** Allocated chunks are data, the rest are zero holes; runs are merged. */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    const extents: { length: number; data: boolean; zero: boolean }[] = [];
+    const extents: { length: number; data: boolean; zero: boolean; allocated: true }[] = [];
     this.#forEachPiece(offset, length, (chunk, _within, pieceLength) => {
       const data = chunk !== undefined;
       const last = extents.at(-1);
       if (last && last.data === data) last.length += pieceLength;
-      else extents.push({ length: pieceLength, data, zero: !data });
+      else extents.push({ length: pieceLength, data, zero: !data, allocated: true });
     });
     return Promise.resolve(extents);
   }
@@ -131,7 +149,8 @@ export class MemoryNode implements BlockNode {
   }
 
   #allocate(index: number): Uint8Array {
-    const chunk = new Uint8Array(chunkLength(this.size, index));
+    // Whole chunks, so that a node that grows never outgrows its last chunk.
+    const chunk = new Uint8Array(MEMORY_CHUNK);
     this.#chunks.set(index, chunk);
     return chunk;
   }

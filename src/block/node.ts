@@ -6,7 +6,9 @@
  *
  * Offsets and lengths are plain numbers: exact up to 2^53 bytes (8 PiB).
  * Callers validate ranges against {@linkcode BlockNode.size} before calling;
- * nodes may assume `offset + length <= size`.
+ * nodes may assume `offset + length <= size`, except that a growable node
+ * (a file under a format that allocates past its end, as qcow2 does) takes
+ * writes past its end and grows to cover them.
  *
  * @module
  */
@@ -68,12 +70,32 @@ export interface BlockExtent {
   readonly data: boolean;
   /** The bytes are known to read as zeroes. */
   readonly zero: boolean;
+  /**
+   * This node answers for the bytes itself (QEMU's BDRV_BLOCK_ALLOCATED):
+   * true everywhere on a node without a backing child (holes of a file
+   * included); false where a layered node (qcow2) holds nothing and reads
+   * fall through to its backing child (or read as zeroes without one).
+   */
+  readonly allocated: boolean;
+}
+
+/** The role a child plays for its parent, named as QEMU names them. */
+export type ChildRole = "file" | "backing";
+
+/** A node's child and the role it plays. */
+export interface NodeChild {
+  /** How the parent uses the child: its storage (`file`) or the layer below it (`backing`). */
+  readonly role: ChildRole;
+  /** The child node. */
+  readonly node: BlockNode;
 }
 
 /** A node of the block graph. */
 export interface BlockNode {
-  /** Size in bytes. */
+  /** Size in bytes (it changes only on a growable node that was written past its end). */
   readonly size: number;
+  /** The nodes this one is built on, by role; empty for a protocol node (file, memory). */
+  readonly children: readonly NodeChild[];
   /** What this node can do. */
   readonly capabilities: NodeCapabilities;
   /**

@@ -38,6 +38,7 @@ import type {
   BlockExtent,
   BlockNode,
   NodeCapabilities,
+  NodeChild,
   WriteOptions,
   ZeroOptions,
 } from "./node.ts";
@@ -68,6 +69,8 @@ export class RawNode implements BlockNode, AllocationDepthSource {
   readonly size: number;
   /** The child's, less what read-only or discard=ignore take away. */
   readonly capabilities: NodeCapabilities;
+  /** Its one child, the `file` it reads and writes. */
+  readonly children: readonly NodeChild[];
   readonly #ownsChild: boolean;
   readonly #unmap: boolean;
   /** Serialises changes to block 0 of a probed image; null when not probed. */
@@ -75,6 +78,7 @@ export class RawNode implements BlockNode, AllocationDepthSource {
 
   private constructor(child: BlockNode, offset: number, size: number, options: RawNodeOptions) {
     this.child = child;
+    this.children = [{ role: "file", node: child }];
     this.offset = offset;
     this.size = size;
     this.#ownsChild = Boolean(options.ownsChild);

@@ -38,7 +38,12 @@ Deno.test("block status of a fragmented file lets the event loop turn while it s
     await counting;
     assert.equal(extents.length, 1024, "one call gathers at most 1024 extents");
     extents.forEach((extent, index) =>
-      assert.deepEqual(extent, { length: BLOCK, data: index % 2 === 0, zero: index % 2 === 1 })
+      assert.deepEqual(extent, {
+        length: BLOCK,
+        data: index % 2 === 0,
+        zero: index % 2 === 1,
+        allocated: true,
+      })
     );
     // About 1500 lseek calls, at most 64 per turn.
     assert.ok(turns >= 10, `the event loop turned ${turns} times during the scan`);

@@ -210,7 +210,7 @@ Deno.test("file node: write zeroes punches with mayTrim, else keeps blocks", asy
       assert.deepEqual(back.subarray(0, 256 * KiB), pattern(MiB, 3).subarray(0, 256 * KiB));
       assert.deepEqual(back.subarray(700 * KiB), pattern(MiB, 3).subarray(700 * KiB));
       for (const extent of await node.blockStatus(256 * KiB, 256 * KiB)) {
-        assert.deepEqual(extent, { length: 256 * KiB, data: false, zero: true });
+        assert.deepEqual(extent, { length: 256 * KiB, data: false, zero: true, allocated: true });
       }
     });
   });
@@ -324,7 +324,7 @@ Deno.test("file node: a fully allocated range is one data extent", async () => {
     await Deno.writeFile(path, pattern(MiB, 1));
     await withNode(path, { readOnly: true }, async (node) => {
       assert.deepEqual(await node.blockStatus(100, 5000), [
-        { length: 5000, data: true, zero: false },
+        { length: 5000, data: true, zero: false, allocated: true },
       ]);
     });
   });
@@ -523,7 +523,7 @@ await node.close();
     });
     assert.equal(result.fast, "not-supported");
     assert.equal(result.locked, "not-supported");
-    assert.deepEqual(result.status, [{ length: MiB, data: true, zero: false }]);
+    assert.deepEqual(result.status, [{ length: MiB, data: true, zero: false, allocated: true }]);
     const expected = new Uint8Array(3000);
     for (const i of [1, 2, 3]) expected.fill(i, i * 1000 + 1 - 1000, i * 1000 + 701 - 1000);
     expected.fill(0, 1100, 1200);

@@ -16,9 +16,9 @@ Deno.test("memory node: block status reports allocated chunks as data and the re
   const node = new MemoryNode(4 * MEMORY_CHUNK);
   await node.write(MEMORY_CHUNK + 1, new Uint8Array([1]));
   assert.deepEqual(await node.blockStatus(0, 4 * MEMORY_CHUNK), [
-    { length: MEMORY_CHUNK, data: false, zero: true },
-    { length: MEMORY_CHUNK, data: true, zero: false },
-    { length: 2 * MEMORY_CHUNK, data: false, zero: true },
+    { length: MEMORY_CHUNK, data: false, zero: true, allocated: true },
+    { length: MEMORY_CHUNK, data: true, zero: false, allocated: true },
+    { length: 2 * MEMORY_CHUNK, data: false, zero: true, allocated: true },
   ]);
 });
 

@@ -119,7 +119,7 @@ for (const subject of SUBJECTS) {
       assert.ok(back.subarray(0, 3 * CHUNK).every((byte) => byte === 0), "zeroed ranges read 0");
       assert.deepEqual(back.subarray(3 * CHUNK), data.subarray(3 * CHUNK));
       assert.deepEqual(await node.blockStatus(2 * CHUNK, CHUNK), [
-        { length: CHUNK, data: false, zero: true },
+        { length: CHUNK, data: false, zero: true, allocated: true },
       ]);
     });
   });

@@ -59,7 +59,7 @@ Deno.test("raw node: offset and size select a window of the child", async () => 
   assert.equal(byte[0], 8);
   const status = await raw.blockStatus(0, 2 * MiB);
   assert.equal(status.reduce((sum, e) => sum + e.length, 0), 2 * MiB);
-  assert.deepEqual(status[0], { length: 64 * KiB, data: true, zero: false });
+  assert.deepEqual(status[0], { length: 64 * KiB, data: true, zero: false, allocated: true });
   // Without a size, the window runs to the end of the child; any offset is fine.
   assert.equal(RawNode.open(file, { offset: 1000 }).size, 8 * MiB - 1000);
   assert.equal(RawNode.open(file, { offset: 8 * MiB }).size, 0);
