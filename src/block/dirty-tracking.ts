@@ -22,20 +22,9 @@
  * @module
  */
 
-import {
-  allocationDepthOf,
-  type AllocationDepthSource,
-  type DepthExtent,
-} from "./allocation-depth.ts";
 import { DirtyBitmapSet } from "./dirty-bitmap.ts";
-import type {
-  BlockExtent,
-  BlockNode,
-  NodeCapabilities,
-  NodeChild,
-  WriteOptions,
-  ZeroOptions,
-} from "./node.ts";
+import { FilterNode } from "./filter.ts";
+import type { BlockNode, WriteOptions, ZeroOptions } from "./node.ts";
 
 /**
  * Where a format that keeps bitmaps in its image (qcow2) stores persistent
@@ -58,101 +47,58 @@ export interface DirtyTrackingOptions {
 }
 
 /** A node with dirty bitmaps, marked by every change made through it. */
-export class DirtyTrackingNode implements BlockNode, AllocationDepthSource {
-  /** The wrapped node. */
-  readonly inner: BlockNode;
+export class DirtyTrackingNode extends FilterNode {
   /** This node's bitmaps. */
   readonly bitmaps: DirtyBitmapSet;
   /** Where persistent bitmaps are stored, if this node can store them. */
   readonly persistentStore: PersistentBitmapStore | undefined;
-  /** The wrapped node, as its one child. */
-  readonly children: readonly NodeChild[];
 
   /** Wrap `inner`; it is closed when this node is closed. */
   constructor(inner: BlockNode, options: DirtyTrackingOptions = {}) {
-    this.inner = inner;
-    this.children = [{ role: "file", node: inner }];
+    super(inner, { ownsFile: true });
     this.bitmaps = new DirtyBitmapSet(inner.size, {
       defaultGranularity: options.defaultGranularity,
     });
     this.persistentStore = options.persistentStore;
   }
 
-  /** The inner node's size. */
-  get size(): number {
-    return this.inner.size;
-  }
-
-  /** The inner node's capabilities. */
-  get capabilities(): NodeCapabilities {
-    return this.inner.capabilities;
-  }
-
-  /** The inner node's alignment. */
-  get requestAlignment(): number {
-    return this.inner.requestAlignment;
-  }
-
-  /** Read from the inner node. */
-  read(offset: number, into: Uint8Array): Promise<void> {
-    return this.inner.read(offset, into);
-  }
-
   /** Write, then mark the range dirty (also when the write failed). */
-  async write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
-    if (!this.inner.capabilities.writable) return await this.inner.write(offset, data, options);
+  protected override async driverWrite(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): Promise<void> {
     try {
-      await this.inner.write(offset, data, options);
+      await super.driverWrite(offset, data, options);
     } finally {
       this.bitmaps.markDirty(offset, data.length);
     }
   }
 
   /** Zero, then mark the range dirty (also when zeroing failed or was refused as not fast). */
-  async writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
-    if (!this.inner.capabilities.writable) {
-      return await this.inner.writeZeroes(offset, length, options);
-    }
+  protected override async driverWriteZeroes(
+    offset: number,
+    length: number,
+    options: ZeroOptions,
+  ): Promise<void> {
     try {
-      await this.inner.writeZeroes(offset, length, options);
+      await super.driverWriteZeroes(offset, length, options);
     } finally {
       this.bitmaps.markDirty(offset, length);
     }
   }
 
   /** Discard, then mark the range dirty, unless the inner node ignores discards. */
-  async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    const { writable, trim } = this.inner.capabilities;
-    if (!writable || !trim) return await this.inner.trim(offset, length, options);
+  protected override async driverTrim(
+    offset: number,
+    length: number,
+    options: WriteOptions,
+  ): Promise<void> {
+    if (!this.file.capabilities.trim) return await super.driverTrim(offset, length, options);
     try {
-      await this.inner.trim(offset, length, options);
+      await super.driverTrim(offset, length, options);
     } finally {
       this.bitmaps.markDirty(offset, length);
     }
-  }
-
-  /** Flush the inner node. */
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-
-  /** Prefetch through the inner node. */
-  cache(offset: number, length: number): Promise<void> {
-    return this.inner.cache(offset, length);
-  }
-
-  /** The inner node's block status. */
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    return this.inner.blockStatus(offset, length);
-  }
-
-  /** The inner node's allocation depth. */
-  allocationDepth(offset: number, length: number): Promise<DepthExtent[]> {
-    return allocationDepthOf(this.inner, offset, length);
-  }
-
-  /** Close the inner node. */
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

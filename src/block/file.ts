@@ -26,12 +26,12 @@
 
 import type {
   BlockExtent,
-  BlockNode,
   NodeCapabilities,
   NodeChild,
   WriteOptions,
   ZeroOptions,
 } from "./node.ts";
+import { CheckedNode } from "./checked-node.ts";
 import { DenbdError, osErrorText } from "../errors.ts";
 import { alignDown, alignedBuffer, DirectIo, probeDirectAlignment } from "./direct-io.ts";
 import type { FileIo, OpenedFile } from "./file-io.ts";
@@ -60,7 +60,11 @@ export interface FileNodeOptions {
   readonly discard?: DiscardMode;
   /** Take QEMU-compatible image locks (true by default). */
   readonly lock?: boolean;
-  /** Take writes past the end and grow (the file under a qcow2 node); false by default. */
+  /**
+   * Take writes and write-zeroes past the end and grow, reading zeroes past
+   * the end (the file under a qcow2 node); false by default. Works with
+   * `direct`: bytes past the size at open go through a buffered descriptor.
+   */
   readonly growable?: boolean;
 }
 
@@ -81,7 +85,7 @@ const PUNCH_HOLE = FallocateMode.PUNCH_HOLE | FallocateMode.KEEP_SIZE;
 const ZERO_RANGE = FallocateMode.ZERO_RANGE | FallocateMode.KEEP_SIZE;
 
 /** A raw image file (or block device) as a block node. */
-export class FileNode implements BlockNode {
+export class FileNode extends CheckedNode {
   /** The path the node was opened with. */
   readonly path: string;
   /** A protocol node: no children. */
@@ -94,15 +98,14 @@ export class FileNode implements BlockNode {
   /** Flush and FUA really sync (false with noFlush). */
   readonly #flushes: boolean;
   readonly #discard: DiscardMode;
-  readonly #growable: boolean;
   #size: number;
   #zeroes?: Uint8Array;
   #closing?: Promise<void>;
 
   private constructor(path: string, opened: OpenedFile, options: Required<FileNodeOptions>) {
+    super({ growable: options.growable });
     this.path = path;
     this.#size = opened.size;
-    this.#growable = options.growable;
     this.requestAlignment = opened.alignment;
     this.#io = opened.io;
     this.#flushes = !options.noFlush;
@@ -148,15 +151,18 @@ export class FileNode implements BlockNode {
   }
 
   /** Fill `into` with the bytes at `offset`; a file that shrank gives kind "io". */
-  read(offset: number, into: Uint8Array): Promise<void> {
+  protected driverRead(offset: number, into: Uint8Array): Promise<void> {
     return this.#io.read(offset, into);
   }
 
   /** Store `data` at `offset`, durably first when `fua` asks (unless noFlush). */
-  async write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
-    this.#checkWritable();
+  protected async driverWrite(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): Promise<void> {
     await this.#io.write(offset, data);
-    if (this.#growable) this.#size = Math.max(this.#size, offset + data.length);
+    this.#size = Math.max(this.#size, offset + data.length);
     await this.#syncIf(options.fua);
   }
 
@@ -164,23 +170,29 @@ export class FileNode implements BlockNode {
    * Zero a range: punch it when `mayTrim` (whatever the discard mode, as
    * QEMU's file driver does for a request made on it), else
    * fallocate ZERO_RANGE; where the file system has neither, write zeroes
-   * (or fail with kind "not-supported" when `fast`).
+   * (or fail with kind "not-supported" when `fast`). A range past the end
+   * (growable nodes only) is allocated as zeroes and the file grows.
    */
-  async writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
-    this.#checkWritable();
+  protected async driverWriteZeroes(
+    offset: number,
+    length: number,
+    options: ZeroOptions,
+  ): Promise<void> {
     if (length === 0) return;
-    if (!await this.#zeroWithoutWriting(offset, length, options.mayTrim)) {
+    const end = offset + length;
+    const grows = end > this.#size;
+    if (!await this.#zeroWithoutWriting(offset, length, options.mayTrim && !grows, grows)) {
       if (options.fast) {
         throw new DenbdError("not-supported", "write zeroes: the file system cannot zero fast");
       }
       await this.#writeZeroBuffers(offset, length);
     }
+    this.#size = Math.max(this.#size, end);
     await this.#syncIf(options.fua);
   }
 
   /** Punch a hole with discard "unmap" (where the file system can); nothing with "ignore". */
-  async trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
-    this.#checkWritable();
+  protected async driverTrim(offset: number, length: number, options: WriteOptions) {
     if (this.#discard !== "unmap" || length === 0) return;
     if (await this.#io.allocate(PUNCH_HOLE, offset, length)) {
       await this.#syncIf(options.fua);
@@ -193,7 +205,7 @@ export class FileNode implements BlockNode {
   }
 
   /** Ask the kernel to read the range ahead (no effect with O_DIRECT or without libc). */
-  cache(offset: number, length: number): Promise<void> {
+  protected driverCache(offset: number, length: number): Promise<void> {
     return this.#io.prefetch(offset, length);
   }
 
@@ -204,7 +216,7 @@ export class FileNode implements BlockNode {
    * per turn of the event loop (across all file nodes), so a long scan
    * never holds up other work.
    */
-  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+  protected async driverBlockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const end = offset + length;
     const extents: BlockExtent[] = [];
     let position = offset;
@@ -230,10 +242,9 @@ export class FileNode implements BlockNode {
     return this.#closing;
   }
 
-  #checkWritable(): void {
-    if (!this.capabilities.writable) {
-      throw new DenbdError("read-only", `'${this.path}' is opened read-only`);
-    }
+  /** Changes to a read-only file name it. */
+  protected override readOnlyError(): DenbdError {
+    return new DenbdError("read-only", `'${this.path}' is opened read-only`);
   }
 
   /** Make a change durable when the request asked for FUA. */
@@ -241,9 +252,15 @@ export class FileNode implements BlockNode {
     if (fua && this.#flushes) await this.#io.syncData();
   }
 
-  async #zeroWithoutWriting(offset: number, length: number, mayTrim?: boolean): Promise<boolean> {
+  /** Punch (when `mayTrim`) or zero the range with fallocate; false when the file system cannot. */
+  async #zeroWithoutWriting(
+    offset: number,
+    length: number,
+    mayTrim: boolean | undefined,
+    grows: boolean,
+  ): Promise<boolean> {
     if (mayTrim && await this.#io.allocate(PUNCH_HOLE, offset, length)) return true;
-    return await this.#io.allocate(ZERO_RANGE, offset, length);
+    return await this.#io.allocate(grows ? FallocateMode.ZERO_RANGE : ZERO_RANGE, offset, length);
   }
 
   /** Write zeroes in bounded chunks, never allocating a buffer of the whole length. */

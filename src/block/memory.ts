@@ -15,15 +15,8 @@
  * @module
  */
 
-import type {
-  BlockExtent,
-  BlockNode,
-  NodeCapabilities,
-  NodeChild,
-  WriteOptions,
-  ZeroOptions,
-} from "./node.ts";
-import { DenbdError } from "../errors.ts";
+import { CheckedNode } from "./checked-node.ts";
+import type { BlockExtent, NodeCapabilities, NodeChild, ZeroOptions } from "./node.ts";
 
 /** Granularity of allocation, in bytes. */
 export const MEMORY_CHUNK = 64 * 1024;
@@ -46,7 +39,7 @@ export interface MemoryNodeOptions {
 }
 
 /** A sparse node that lives in memory and is lost when closed. */
-export class MemoryNode implements BlockNode {
+export class MemoryNode extends CheckedNode {
   /** Writable, with real holes; flush is meaningless. */
   readonly capabilities: NodeCapabilities;
   /** Any alignment is as good as another. */
@@ -54,13 +47,12 @@ export class MemoryNode implements BlockNode {
   /** A protocol node: no children. */
   readonly children: readonly NodeChild[] = [];
   readonly #chunks = new Map<number, Uint8Array>();
-  readonly #growable: boolean;
   #size: number;
 
   /** An all-zero node of `size` bytes. */
   constructor(size: number, options: MemoryNodeOptions = {}) {
+    super({ growable: options.growable });
     this.#size = size;
-    this.#growable = Boolean(options.growable);
     this.capabilities = { ...CAPABILITIES, writable: !options.readOnly };
   }
 
@@ -70,7 +62,7 @@ export class MemoryNode implements BlockNode {
   }
 
   /** Copy the bytes at `offset` into `into`; holes read as zeroes. */
-  read(offset: number, into: Uint8Array): Promise<void> {
+  protected driverRead(offset: number, into: Uint8Array): Promise<void> {
     this.#forEachPiece(offset, into.length, (chunk, within, length, done) => {
       const target = into.subarray(done, done + length);
       if (chunk) target.set(chunk.subarray(within, within + length));
@@ -80,40 +72,38 @@ export class MemoryNode implements BlockNode {
   }
 
   /** Store `data` at `offset`, allocating chunks as needed (and growing, when growable). */
-  write(offset: number, data: Uint8Array, _options?: WriteOptions): Promise<void> {
-    return Promise.try(() => {
-      this.#checkWritable();
-      if (this.#growable) this.#size = Math.max(this.#size, offset + data.length);
-      this.#forEachPiece(offset, data.length, (chunk, within, length, done, index) => {
-        const target = chunk ?? this.#allocate(index);
-        target.set(data.subarray(done, done + length), within);
-      });
+  protected driverWrite(offset: number, data: Uint8Array): Promise<void> {
+    this.#grow(offset + data.length);
+    this.#forEachPiece(offset, data.length, (chunk, within, length, done, index) => {
+      const target = chunk ?? this.#allocate(index);
+      target.set(data.subarray(done, done + length), within);
     });
+    return Promise.resolve();
   }
 
-  /** Zero a range; with `mayTrim` whole chunks become holes, the rest is cleared in place. */
-  writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
-    return Promise.try(() => {
-      this.#checkWritable();
-      this.#forEachPiece(offset, length, (chunk, within, pieceLength, _done, index) => {
-        if (!chunk) return;
-        const whole = within === 0 && pieceLength === chunkLength(this.size, index);
-        if (whole && options.mayTrim) this.#chunks.delete(index);
-        else chunk.fill(0, within, within + pieceLength);
-      });
+  /**
+   * Zero a range (growing a growable node past its end); with `mayTrim`
+   * whole chunks become holes, the rest is cleared in place.
+   */
+  protected driverWriteZeroes(offset: number, length: number, options: ZeroOptions) {
+    this.#grow(offset + length);
+    this.#forEachPiece(offset, length, (chunk, within, pieceLength, _done, index) => {
+      if (!chunk) return;
+      const whole = within === 0 && pieceLength === chunkLength(this.size, index);
+      if (whole && options.mayTrim) this.#chunks.delete(index);
+      else chunk.fill(0, within, within + pieceLength);
     });
+    return Promise.resolve();
   }
 
   /** Discard a range: whole chunks in it become holes. */
-  trim(offset: number, length: number, _options?: WriteOptions): Promise<void> {
-    return Promise.try(() => {
-      this.#checkWritable();
-      this.#forEachPiece(offset, length, (_chunk, within, pieceLength, _done, index) => {
-        if (within === 0 && pieceLength === chunkLength(this.size, index)) {
-          this.#chunks.delete(index);
-        }
-      });
+  protected driverTrim(offset: number, length: number): Promise<void> {
+    this.#forEachPiece(offset, length, (_chunk, within, pieceLength, _done, index) => {
+      if (within === 0 && pieceLength === chunkLength(this.size, index)) {
+        this.#chunks.delete(index);
+      }
     });
+    return Promise.resolve();
   }
 
   /** Nothing to make durable. */
@@ -122,12 +112,12 @@ export class MemoryNode implements BlockNode {
   }
 
   /** Nothing to prefetch. */
-  cache(_offset: number, _length: number): Promise<void> {
+  protected driverCache(): Promise<void> {
     return Promise.resolve();
   }
 
   /** Allocated chunks are data, the rest are zero holes; runs are merged. */
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+  protected driverBlockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const extents: { length: number; data: boolean; zero: boolean; allocated: true }[] = [];
     this.#forEachPiece(offset, length, (chunk, _within, pieceLength) => {
       const data = chunk !== undefined;
@@ -144,8 +134,9 @@ export class MemoryNode implements BlockNode {
     return Promise.resolve();
   }
 
-  #checkWritable(): void {
-    if (!this.capabilities.writable) throw new DenbdError("read-only", "node is read-only");
+  /** Grow to `end` bytes (only a growable node is ever asked to). */
+  #grow(end: number): void {
+    this.#size = Math.max(this.#size, end);
   }
 
   #allocate(index: number): Uint8Array {

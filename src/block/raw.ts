@@ -29,19 +29,8 @@
 import { DenbdError } from "../errors.ts";
 import { formatOfFirstBlock, PROBE_BYTES } from "./probe.ts";
 import { RangeLock } from "./range-lock.ts";
-import {
-  allocationDepthOf,
-  type AllocationDepthSource,
-  type DepthExtent,
-} from "./allocation-depth.ts";
-import type {
-  BlockExtent,
-  BlockNode,
-  NodeCapabilities,
-  NodeChild,
-  WriteOptions,
-  ZeroOptions,
-} from "./node.ts";
+import { FilterNode } from "./filter.ts";
+import type { BlockNode, NodeCapabilities, WriteOptions, ZeroOptions } from "./node.ts";
 
 /** Options of `driver=raw` (QEMU's BlockdevOptionsRaw, plus the generic ones that matter). */
 export interface RawNodeOptions {
@@ -59,33 +48,24 @@ export interface RawNodeOptions {
   readonly probed?: boolean;
 }
 
-/** A raw format node over a child node. */
-export class RawNode implements BlockNode, AllocationDepthSource {
-  /** The protocol (or other) node underneath. */
-  readonly child: BlockNode;
+/** A raw format node over a child node: a filter that may window and refuse. */
+export class RawNode extends FilterNode {
   /** Where this node's byte 0 lies in the child. */
   readonly offset: number;
-  /** Size of the window. */
-  readonly size: number;
-  /** The child's, less what read-only or discard=ignore take away. */
-  readonly capabilities: NodeCapabilities;
-  /** Its one child, the `file` it reads and writes. */
-  readonly children: readonly NodeChild[];
-  readonly #ownsChild: boolean;
+  readonly #size: number;
+  readonly #capabilities: NodeCapabilities;
   readonly #unmap: boolean;
   /** Serialises changes to block 0 of a probed image; null when not probed. */
   readonly #firstBlock: RangeLock | null;
 
   private constructor(child: BlockNode, offset: number, size: number, options: RawNodeOptions) {
-    this.child = child;
-    this.children = [{ role: "file", node: child }];
+    super(child, { ownsFile: options.ownsChild });
     this.offset = offset;
-    this.size = size;
-    this.#ownsChild = Boolean(options.ownsChild);
+    this.#size = size;
     this.#unmap = options.discard === "unmap";
     this.#firstBlock = options.probed ? new RangeLock() : null;
     const can = child.capabilities;
-    this.capabilities = {
+    this.#capabilities = {
       ...can,
       writable: can.writable && !options.readOnly,
       trim: can.trim && this.#unmap,
@@ -130,80 +110,59 @@ export class RawNode implements BlockNode, AllocationDepthSource {
     return new RawNode(child, offset, size, options);
   }
 
-  /** The child's alignment (the window's offset may break it; requests still work). */
-  get requestAlignment(): number {
-    return this.child.requestAlignment;
+  /** Size of the window. */
+  override get size(): number {
+    return this.#size;
   }
 
-  /** Read from the window. */
-  read(offset: number, into: Uint8Array): Promise<void> {
-    return this.child.read(this.offset + offset, into);
+  /** The child's, less what read-only or discard=ignore take away. */
+  override get capabilities(): NodeCapabilities {
+    return this.#capabilities;
+  }
+
+  /** Where byte `offset` of the window lies in the child. */
+  override fileOffset(offset: number): number {
+    return this.offset + offset;
   }
 
   /** Write into the window. */
-  write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
-    return Promise.try(() => {
-      this.#checkWritable();
-      return this.#guardFirstBlock(
-        offset,
-        data.length,
-        (block) => block.set(data.subarray(0, block.length - offset), offset),
-        () => this.child.write(this.offset + offset, data, options),
-      );
-    });
+  protected override driverWrite(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): Promise<void> {
+    return this.#guardFirstBlock(
+      offset,
+      data.length,
+      (block) => block.set(data.subarray(0, block.length - offset), offset),
+      () => super.driverWrite(offset, data, options),
+    );
   }
 
   /** Zero in the window; may unmap only where the child discards (its discard=unmap). */
-  writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
-    return Promise.try(() => {
-      this.#checkWritable();
-      const mayTrim = this.child.capabilities.trim ? options.mayTrim : false;
-      return this.#guardFirstBlock(
-        offset,
-        length,
-        (block) => block.fill(0, offset),
-        () => this.child.writeZeroes(this.offset + offset, length, { ...options, mayTrim }),
-      );
-    });
+  protected override driverWriteZeroes(
+    offset: number,
+    length: number,
+    options: ZeroOptions,
+  ): Promise<void> {
+    const mayTrim = this.file.capabilities.trim ? options.mayTrim : false;
+    return this.#guardFirstBlock(
+      offset,
+      length,
+      (block) => block.fill(0, offset),
+      () => super.driverWriteZeroes(offset, length, { ...options, mayTrim }),
+    );
   }
 
   /** Pass the discard down with discard=unmap; accept and drop it otherwise. */
-  trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    return Promise.try(() => {
-      this.#checkWritable();
-      if (!this.#unmap) return;
-      return this.#guardFirstBlock(
-        offset,
-        length,
-        (block) => block.fill(0, offset),
-        () => this.child.trim(this.offset + offset, length, options),
-      );
-    });
-  }
-
-  /** Flush the child. */
-  flush(): Promise<void> {
-    return this.child.flush();
-  }
-
-  /** Prefetch in the window. */
-  cache(offset: number, length: number): Promise<void> {
-    return this.child.cache(this.offset + offset, length);
-  }
-
-  /** The child's block status over the window. */
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    return this.child.blockStatus(this.offset + offset, length);
-  }
-
-  /** The child's allocation depth over the window (1 everywhere over a file). */
-  allocationDepth(offset: number, length: number): Promise<DepthExtent[]> {
-    return allocationDepthOf(this.child, this.offset + offset, length);
-  }
-
-  /** Close the child if this node owns it; otherwise nothing to release. */
-  close(): Promise<void> {
-    return this.#ownsChild ? this.child.close() : Promise.resolve();
+  protected override driverTrim(offset: number, length: number, options: WriteOptions) {
+    if (!this.#unmap) return Promise.resolve();
+    return this.#guardFirstBlock(
+      offset,
+      length,
+      (block) => block.fill(0, offset),
+      () => super.driverTrim(offset, length, options),
+    );
   }
 
   /**
@@ -236,9 +195,5 @@ export class RawNode implements BlockNode, AllocationDepthSource {
     } finally {
       release();
     }
-  }
-
-  #checkWritable(): void {
-    if (!this.capabilities.writable) throw new DenbdError("read-only", "node is read-only");
   }
 }

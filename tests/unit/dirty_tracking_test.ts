@@ -3,7 +3,7 @@ import { DirtyTrackingNode } from "../../src/block/dirty-tracking.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
 import { RawNode } from "../../src/block/raw.ts";
 import { FileNode } from "../../src/block/file.ts";
-import { allocationDepthOf } from "../../src/block/allocation-depth.ts";
+import { allocationDepth } from "../../src/block/chain.ts";
 import { DenbdError } from "../../src/errors.ts";
 import type { NodeCapabilities, ZeroOptions } from "../../src/block/node.ts";
 
@@ -118,7 +118,7 @@ Deno.test("dirty tracking: size, capabilities, data and allocation depth come fr
   const back = new Uint8Array(2);
   await inner.read(10, back);
   assert.deepEqual([...back], [7, 8]);
-  assert.deepEqual(await allocationDepthOf(node, 0, MiB), [{ length: MiB, depth: 1 }]);
+  assert.deepEqual(await allocationDepth(node, 0, MiB), [{ length: MiB, depth: 1 }]);
   await node.close();
 });
 
@@ -132,7 +132,7 @@ Deno.test("dirty tracking: a file node with discard=ignore marks nothing on trim
       try {
         node.bitmaps.create("b");
         await node.trim(0, 4096);
-        if (node.inner.capabilities.trim) {
+        if (node.file.capabilities.trim) {
           assert.equal(node.bitmaps.find("b")!.count, 64 * KiB);
         } else {
           assert.equal(node.bitmaps.find("b")!.count, 0);

@@ -130,7 +130,8 @@ Deno.test("file node: page-cache misses and reads above the fast-path size read 
 Deno.test({
   name: "file node: a failed worker-thread call reports its errno (pwrite to /dev/full)",
   fn: async () => {
-    await withNode("/dev/full", { lock: false }, async (node) => {
+    // /dev/full has size 0: growable, so that the write reaches pwrite.
+    await withNode("/dev/full", { lock: false, growable: true }, async (node) => {
       await assert.rejects(() => node.write(0, new Uint8Array(10)), {
         kind: "no-space",
         message: "pwrite: No space left on device",
@@ -388,7 +389,7 @@ Deno.test("file node: cache=none keeps an unaligned file size and its last bytes
   });
 });
 
-Deno.test("file node: cache=none past the end of a block-aligned file behaves as cache=writeback", async () => {
+Deno.test("file node: past the end, a growable node reads zeroes and grows, with and without cache=none", async () => {
   await withTempDir(async (dir) => {
     const size = 64 * KiB;
     for (const direct of [false, true]) {
@@ -397,12 +398,34 @@ Deno.test("file node: cache=none past the end of a block-aligned file behaves as
       await withNode(path, { direct }, async (node) => {
         assert.equal(node.size, size);
         assert.deepEqual(await readBack(node, size, 0), new Uint8Array(0));
-        await assert.rejects(() => readBack(node, size, 512), { kind: "io" }, `direct ${direct}`);
-        await assert.rejects(() => readBack(node, size - 1, 2), { kind: "io" }, `direct ${direct}`);
-        await node.write(size, pattern(10, 11));
+        await assert.rejects(() => readBack(node, size, 512), { kind: "invalid" });
+        await assert.rejects(() => readBack(node, size - 1, 2), { kind: "invalid" });
+        await assert.rejects(() => node.write(size, pattern(10, 11)), { kind: "no-space" });
+        await assert.rejects(() => node.writeZeroes(size - 1, 2), { kind: "no-space" });
+        await assert.rejects(() => node.trim(size, 1), { kind: "invalid" });
+        await assert.rejects(() => node.blockStatus(size, 1), { kind: "invalid" });
+      });
+      await withNode(path, { direct, growable: true }, async (node) => {
+        const expected = new Uint8Array(size + 512);
+        expected.set(pattern(size, 10));
+        assert.deepEqual(await readBack(node, size - 512, 1024), expected.subarray(size - 512));
+        assert.equal(node.size, size, `direct ${direct}: reading does not grow`);
+        await node.write(size + 100, pattern(10, 11));
+        assert.equal(node.size, size + 110);
+        await node.writeZeroes(size + 4 * KiB, 8 * KiB, { mayTrim: true });
+        assert.equal(node.size, size + 12 * KiB);
+        const grown = new Uint8Array(size + 12 * KiB);
+        grown.set(pattern(size, 10));
+        grown.set(pattern(10, 11), size + 100);
+        assert.deepEqual(await readBack(node, 0, size + 12 * KiB), grown, `direct ${direct}`);
       });
       const onDisk = await Deno.readFile(path);
-      assert.deepEqual(onDisk.subarray(size), pattern(10, 11), `direct ${direct}`);
+      assert.equal(onDisk.length, size + 12 * KiB, `direct ${direct}`);
+      assert.deepEqual(
+        onDisk.subarray(size + 100, size + 110),
+        pattern(10, 11),
+        `direct ${direct}`,
+      );
     }
   });
 });

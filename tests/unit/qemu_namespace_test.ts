@@ -8,6 +8,7 @@ import {
 import { ExportTable, NbdExport } from "../../src/nbd/server/export.ts";
 import { HandshakeState } from "../../src/nbd/server/handshake.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
+import { LayeredNode } from "./layered_node.ts";
 import { DirtyBitmap } from "../../src/block/dirty-bitmap.ts";
 import { Daemon } from "../../src/daemon/daemon.ts";
 import { NbdClient } from "../../src/nbd/client/client.ts";
@@ -110,25 +111,27 @@ Deno.test("qemu namespace: block status of allocation depth and of a dirty bitma
   const space = qemuNamespace({ allocationDepth: node, bitmaps: [bitmap] });
   const depth = space.select(DEPTH)!;
   assert.deepEqual(await depth.statusOf(4096, 8192, 100), [{ length: 8192, flags: 1 }]);
-  const layered = Object.assign(new MemoryNode(MiB), {
-    allocationDepth: (_offset: number, length: number) =>
-      Promise.resolve([
-        { length: 512, depth: 0 },
-        { length: 512, depth: 2 },
-        { length: 512, depth: 2 },
-        { length: length - 1536, depth: 1 },
-      ]),
-  });
+  // Depths 0 (nothing below), 2 (the backing node), 1 (the node itself).
+  const backing = new MemoryNode(1536);
+  const layered = new LayeredNode(MiB, backing);
+  await layered.write(1536, new Uint8Array(MiB - 1536));
   const chain = qemuNamespace({ allocationDepth: layered }).select(DEPTH)!;
   assert.deepEqual(await chain.statusOf(0, 4096, 100), [
-    { length: 512, flags: 0 },
-    { length: 1024, flags: 2 },
+    { length: 1536, flags: 2 },
     { length: 2560, flags: 1 },
   ]);
-  assert.deepEqual(await chain.statusOf(0, 4096, 2), [
-    { length: 512, flags: 0 },
-    { length: 1024, flags: 2 },
-  ]);
+  assert.deepEqual(await chain.statusOf(0, 4096, 1), [{ length: 1536, flags: 2 }]);
+  const shorter = new LayeredNode(MiB, new MemoryNode(512));
+  await shorter.write(1536, new Uint8Array(512));
+  assert.deepEqual(
+    await qemuNamespace({ allocationDepth: shorter }).select(DEPTH)!.statusOf(0, 4096, 100),
+    [
+      { length: 512, flags: 2 },
+      { length: 1024, flags: 0 },
+      { length: 512, flags: 1 },
+      { length: 2048, flags: 0 },
+    ],
+  );
   const dirty = space.select(B0)!;
   assert.deepEqual(await dirty.statusOf(0, MiB, 100), [
     { length: 64 * KiB, flags: 0 },

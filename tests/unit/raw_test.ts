@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { RawNode } from "../../src/block/raw.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
-import { allocationDepthOf, hasAllocationDepth } from "../../src/block/allocation-depth.ts";
 import type { BlockNode } from "../../src/block/node.ts";
 import type { DenbdError } from "../../src/errors.ts";
 
@@ -136,23 +135,6 @@ Deno.test("raw node: read-only over a writable child, and over a read-only one",
     await assert.rejects(() => raw.writeZeroes(0, 1), { kind: "read-only" });
     await assert.rejects(() => raw.trim(0, 1), { kind: "read-only" });
   }
-});
-
-Deno.test("raw node: allocation depth is the child's (1 everywhere over a protocol node)", async () => {
-  const raw = RawNode.open(new MemoryNode(MiB), { offset: 4096 });
-  assert.ok(hasAllocationDepth(raw));
-  assert.deepEqual(await allocationDepthOf(raw, 0, MiB - 4096), [{ length: MiB - 4096, depth: 1 }]);
-  // A child with layers of its own is asked in its own offsets.
-  const asked: [number, number][] = [];
-  const layered = Object.assign(new MemoryNode(MiB), {
-    allocationDepth(offset: number, length: number) {
-      asked.push([offset, length]);
-      return Promise.resolve([{ length, depth: 2 }]);
-    },
-  }) as BlockNode;
-  const over = RawNode.open(layered, { offset: 512 });
-  assert.deepEqual(await allocationDepthOf(over, 0, 1024), [{ length: 1024, depth: 2 }]);
-  assert.deepEqual(asked, [[512, 1024]]);
 });
 
 Deno.test("raw node: an owned child is closed with it", async () => {

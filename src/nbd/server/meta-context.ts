@@ -20,6 +20,7 @@
  * @module
  */
 
+import { chainStatus } from "../../block/chain.ts";
 import type { BlockNode } from "../../block/node.ts";
 import { BASE_ALLOCATION, NBD_STATE } from "../protocol.ts";
 import type { StatusDescriptor } from "../wire.ts";
@@ -105,10 +106,13 @@ export async function collectDescriptors(
   return descriptors;
 }
 
-/** `base:allocation` flags of `node`'s extents: holes set NBD_STATE_HOLE, zeroes NBD_STATE_ZERO. */
+/**
+ * `base:allocation` flags of the extents of `node`'s whole backing chain:
+ * holes (and bytes no layer holds) set NBD_STATE_HOLE, zeroes NBD_STATE_ZERO.
+ */
 function allocationSource(node: BlockNode): ExtentSource {
   return async (offset, length) =>
-    (await node.blockStatus(offset, length)).map((extent) => ({
+    (await chainStatus(node, offset, length)).map((extent) => ({
       length: extent.length,
       flags: (extent.data ? 0 : NBD_STATE.HOLE) | (extent.zero ? NBD_STATE.ZERO : 0),
     }));

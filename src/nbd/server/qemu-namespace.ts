@@ -29,7 +29,7 @@
  * @module
  */
 
-import { allocationDepthOf } from "../../block/allocation-depth.ts";
+import { allocationDepth } from "../../block/chain.ts";
 import type { DirtyBitmap } from "../../block/dirty-bitmap.ts";
 import type { BlockNode } from "../../block/node.ts";
 import type { StatusDescriptor } from "../wire.ts";
@@ -57,7 +57,7 @@ export type ExportedBitmap = Pick<DirtyBitmap, "name" | "dirtyExtents">;
 
 /** What an export offers in the `qemu:` namespace. */
 export interface QemuNamespaceOptions {
-  /** Offer `qemu:allocation-depth`, answered from this node. */
+  /** Offer `qemu:allocation-depth`, answered by the walk down this node's backing chain. */
   readonly allocationDepth?: BlockNode;
   /** Offer `qemu:dirty-bitmap:NAME` for each of these (repeats are dropped). */
   readonly bitmaps?: readonly ExportedBitmap[];
@@ -73,7 +73,7 @@ export function qemuNamespace(options: QemuNamespaceOptions): MetaContextNamespa
       statusOf: (offset, length, max) =>
         collectDescriptors(
           async (at, size) =>
-            (await allocationDepthOf(depthNode, at, size)).map((extent) => ({
+            (await allocationDepth(depthNode, at, size)).map((extent) => ({
               length: extent.length,
               flags: extent.depth,
             })),

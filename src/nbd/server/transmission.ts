@@ -42,6 +42,7 @@ import {
   markChunkDone,
   type RequestHeader,
 } from "../wire.ts";
+import { chainStatus } from "../../block/chain.ts";
 import type { NegotiatedSession } from "./handshake.ts";
 import type { BufferedReader } from "../../io/buffered-reader.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
@@ -545,7 +546,10 @@ export class Transmission {
     }
   }
 
-  /** OFFSET_DATA / OFFSET_HOLE chunks (without the DONE flag) covering a range. */
+  /**
+   * OFFSET_DATA / OFFSET_HOLE chunks (without the DONE flag) covering a
+   * range; holes are where the node's whole backing chain reads as zeroes.
+   */
   async #sparseChunks(cookie: bigint, offset: number, length: number): Promise<Uint8Array[]> {
     const node = this.#session.export.node;
     if (!this.#session.export.sparseReads) {
@@ -554,7 +558,7 @@ export class Transmission {
     const chunks: Promise<Uint8Array>[] = [];
     let done = 0;
     while (done < length && chunks.length < MAX_READ_EXTENTS) {
-      for (const extent of await node.blockStatus(offset + done, length - done)) {
+      for (const extent of await chainStatus(node, offset + done, length - done)) {
         const at = offset + done;
         chunks.push(
           extent.zero
