@@ -8,6 +8,7 @@
  */
 
 import { DenbdError } from "../errors.ts";
+import type { ImageLock } from "./image-lock.ts";
 
 /** The primitive operations FileNode builds on, one implementation per way of reaching the file. */
 export interface FileIo {
@@ -41,6 +42,8 @@ export interface OpenedFile {
   readonly alignment: number;
   /** Reached through libc (holes, fallocate, fadvise work). */
   readonly native: boolean;
+  /** The image's lock bytes, when the file is locked (libc, `lock` option). */
+  readonly imageLock?: ImageLock;
 }
 
 /** The error of a read that met the end of the file before filling its buffer. */

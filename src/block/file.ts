@@ -38,7 +38,13 @@ import type { FileIo, OpenedFile } from "./file-io.ts";
 import { errnoError, FallocateMode, type Libc, loadLibc, OpenFlag, Whence } from "./libc.ts";
 import { LibcIo } from "./libc-io.ts";
 import { PortableIo } from "./portable-io.ts";
-import { lockImage, READ_ONLY_IMAGE, WRITABLE_IMAGE } from "./image-lock.ts";
+import { ImageLock } from "./image-lock.ts";
+import {
+  lockRequestOf,
+  type PermissionGrant,
+  type PermissionHolder,
+  type PermissionRequest,
+} from "./permissions.ts";
 import { setImmediate } from "node:timers";
 
 /** qemu-nbd's `--discard` modes. */
@@ -58,7 +64,11 @@ export interface FileNodeOptions {
   readonly noFlush?: boolean;
   /** "unmap" punches holes on discard; "ignore" (the default) accepts and ignores discards. */
   readonly discard?: DiscardMode;
-  /** Take QEMU-compatible image locks (true by default). */
+  /**
+   * Take QEMU-compatible image locks for the node's users (true by
+   * default): the lock bytes follow the permissions users take with
+   * `takePermissions` (permissions.ts); none are taken at open.
+   */
   readonly lock?: boolean;
   /**
    * Take writes and write-zeroes past the end and grow, reading zeroes past
@@ -85,7 +95,7 @@ const PUNCH_HOLE = FallocateMode.PUNCH_HOLE | FallocateMode.KEEP_SIZE;
 const ZERO_RANGE = FallocateMode.ZERO_RANGE | FallocateMode.KEEP_SIZE;
 
 /** A raw image file (or block device) as a block node. */
-export class FileNode extends CheckedNode {
+export class FileNode extends CheckedNode implements PermissionHolder {
   /** The path the node was opened with. */
   readonly path: string;
   /** A protocol node: no children. */
@@ -98,6 +108,9 @@ export class FileNode extends CheckedNode {
   /** Flush and FUA really sync (false with noFlush). */
   readonly #flushes: boolean;
   readonly #discard: DiscardMode;
+  readonly #imageLock: ImageLock | undefined;
+  /** Everyone using the node, with what each took; the image's locks are their sum. */
+  readonly #users = new Set<{ readonly request: PermissionRequest }>();
   #size: number;
   #zeroes?: Uint8Array;
   #closing?: Promise<void>;
@@ -108,6 +121,7 @@ export class FileNode extends CheckedNode {
     this.#size = opened.size;
     this.requestAlignment = opened.alignment;
     this.#io = opened.io;
+    this.#imageLock = opened.imageLock;
     this.#flushes = !options.noFlush;
     this.#discard = options.discard;
     this.capabilities = {
@@ -121,9 +135,9 @@ export class FileNode extends CheckedNode {
   }
 
   /**
-   * Open `path` (a regular file or a device). Throws kind "not-found",
-   * "read-only" (no permission), "busy" (locked by another process),
-   * "invalid" (bad options, no O_DIRECT support when `direct`, or a path
+   * Open `path` (a regular file or a device), taking no lock yet (users
+   * do, with `takePermissions`). Throws kind "not-found",
+   * "read-only" (no permission), "invalid" (bad options, no O_DIRECT support when `direct`, or a path
    * that is no image: see {@linkcode checkImagePath}) or "not-supported"
    * (writable and locked, but no FFI to take the lock with). Without FFI a
    * read-only node has no lock and no hole detection.
@@ -143,6 +157,27 @@ export class FileNode extends CheckedNode {
       ? await openWithLibc(libc, path, settled)
       : await PortableIo.open(path, settled.readOnly);
     return new FileNode(path, opened, settled);
+  }
+
+  /**
+   * Take `request` as one more user of the file: the image's lock bytes
+   * become those of every user together. Throws kind "busy" with QEMU's
+   * message when another process's locks conflict (the locks stay as they
+   * were), kind "read-only" when a read-only node is asked for write or
+   * resize. Users of one node never conflict with each other.
+   */
+  takePermissions(request: PermissionRequest): PermissionGrant {
+    if (!this.capabilities.writable && request.take.some((p) => p === "write" || p === "resize")) {
+      throw new DenbdError("read-only", "Block node is read-only");
+    }
+    const user = { request };
+    this.#lockFor([...this.#users, user]);
+    this.#users.add(user);
+    return {
+      release: () => {
+        if (this.#users.delete(user) && !this.#closing) this.#lockFor([...this.#users]);
+      },
+    };
   }
 
   /** Size in bytes: as it was at open time, grown by writes past the end when growable. */
@@ -240,6 +275,10 @@ export class FileNode extends CheckedNode {
   close(): Promise<void> {
     this.#closing ??= this.#io.close();
     return this.#closing;
+  }
+
+  #lockFor(users: readonly { readonly request: PermissionRequest }[]): void {
+    this.#imageLock?.set(lockRequestOf(users.map((user) => user.request)));
   }
 
   /** Changes to a read-only file name it. */
@@ -343,12 +382,12 @@ async function openWithLibc(
   const flags = (options.readOnly ? OpenFlag.READ_ONLY : OpenFlag.READ_WRITE) |
     OpenFlag.CLOSE_ON_EXEC;
   const fd = openFd(libc, path, flags | (options.direct ? OpenFlag.DIRECT : 0));
+  const imageLock = options.lock ? new ImageLock(fd, path) : undefined;
   try {
-    if (options.lock) lockImage(fd, path, options.readOnly ? READ_ONLY_IMAGE : WRITABLE_IMAGE);
     const size = libc.lseek(fd, 0, Whence.END);
     if (size < 0) throw errnoError("lseek", -size);
     if (!options.direct) {
-      return { io: new LibcIo(libc, fd, true), size, alignment: 1, native: true };
+      return { io: new LibcIo(libc, fd, true), size, alignment: 1, native: true, imageLock };
     }
     const alignment = await probeDirectAlignment(libc, fd);
     const direct = new LibcIo(libc, fd, false);
@@ -357,7 +396,8 @@ async function openWithLibc(
     // descriptor of its own.
     const tail = new LibcIo(libc, openFd(libc, path, flags), true);
     const tailStart = alignDown(size, alignment);
-    return { io: new DirectIo(direct, tail, alignment, tailStart), size, alignment, native: true };
+    const io = new DirectIo(direct, tail, alignment, tailStart);
+    return { io, size, alignment, native: true, imageLock };
   } catch (error) {
     libc.close(fd);
     throw error;

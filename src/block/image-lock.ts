@@ -15,19 +15,24 @@
  * open the image at the same moment then both see each other and both fail,
  * instead of both checking an empty image and both succeeding.
  *
+ * Which bytes a file holds follows its users (`permissions.ts`): an
+ * {@linkcode ImageLock} is changed to the sum of its users' requests each
+ * time one comes or goes.
+ *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { lockImage, WRITABLE_IMAGE } from "./image-lock.ts";
+ * import { ImageLock } from "./image-lock.ts";
  * import { loadLibc, OpenFlag } from "./libc.ts";
  * const path = await Deno.makeTempFile();
  * const libc = loadLibc()!;
  * const first = libc.open(path, OpenFlag.READ_WRITE | OpenFlag.CLOSE_ON_EXEC);
  * const second = libc.open(path, OpenFlag.READ_WRITE | OpenFlag.CLOSE_ON_EXEC);
+ * const writer = { holds: ["consistent read", "write"], unshares: ["write", "resize"] } as const;
  * try {
- *   lockImage(first, path, WRITABLE_IMAGE);
+ *   new ImageLock(first, path).set(writer);
  *   // A second writer of the same image is refused, as QEMU refuses it.
- *   assert.throws(() => lockImage(second, path, WRITABLE_IMAGE), /Failed to get "write" lock/);
+ *   assert.throws(() => new ImageLock(second, path).set(writer), /Failed to get "write" lock/);
  * } finally {
  *   libc.close(first);
  *   libc.close(second);
@@ -51,18 +56,6 @@ export interface ImageLockRequest {
   readonly unshares: readonly ImagePermission[];
 }
 
-/** denbd's writable image: reads and writes, and allows no other writer or resizer. */
-export const WRITABLE_IMAGE: ImageLockRequest = {
-  holds: ["consistent read", "write"],
-  unshares: ["write", "resize"],
-};
-
-/** denbd's read-only image, like `qemu-nbd -r`: reads, and allows no resizer. */
-export const READ_ONLY_IMAGE: ImageLockRequest = {
-  holds: ["consistent read"],
-  unshares: ["resize"],
-};
-
 /** Bit number of each permission; its lock bytes are 100 + bit and 200 + bit. */
 const PERMISSION_BITS: Record<ImagePermission, number> = {
   "consistent read": 0,
@@ -73,29 +66,63 @@ const PERMISSION_BITS: Record<ImagePermission, number> = {
 
 const HOLD_BYTES = 100;
 const UNSHARE_BYTES = 200;
-/** Length of the range from HOLD_BYTES covering every lock byte (100 of each kind). */
-const LOCK_BYTES_LENGTH = 200;
 
 /**
- * Lock the image open as `fd` for `request`, or throw kind "busy" when
- * another open of the image conflicts. The message is QEMU's two lines: the
- * error (`Failed to get "write" lock`, `Failed to get shared "write" lock`)
- * and the hint (`Is another process using the image [PATH]?`). On failure no
- * lock byte stays taken. `path` only names the image in messages.
+ * The lock bytes one open file description holds on an image, changed as a
+ * whole: {@linkcode ImageLock.set} takes the bytes of the new request,
+ * checks it against everyone else's, and only then drops the bytes no
+ * longer needed, so a refused change leaves the previous locks as they were.
  */
-export function lockImage(fd: number, path: string, request: ImageLockRequest): void {
-  const libc = requireLibc();
-  try {
-    takeLockBytes(libc, fd, path, request);
-    checkConflicts(libc, fd, path, request);
-  } catch (error) {
-    // Best effort: the caller closes fd after a failure, which drops the bytes anyway.
-    libc.fcntlLock(
-      fd,
-      LockCommand.SET,
-      encodeFlock(LockType.UNLOCK, HOLD_BYTES, LOCK_BYTES_LENGTH),
-    );
-    throw error;
+export class ImageLock {
+  readonly #fd: number;
+  readonly #path: string;
+  #held: readonly number[] = [];
+
+  /** The locks of the image open as `fd`; `path` only names the image in messages. */
+  constructor(fd: number, path: string) {
+    this.#fd = fd;
+    this.#path = path;
+  }
+
+  /**
+   * Hold exactly the bytes of `request`, or throw kind "busy" when another
+   * open of the image conflicts. The message is QEMU's two lines: the error
+   * (`Failed to get "write" lock`, `Failed to get shared "write" lock`) and
+   * the hint (`Is another process using the image [PATH]?`).
+   */
+  set(request: ImageLockRequest): void {
+    const libc = requireLibc();
+    const wanted = lockBytesOf(request);
+    try {
+      for (const byte of wanted) {
+        const result = libc.fcntlLock(
+          this.#fd,
+          LockCommand.SET,
+          encodeFlock(LockType.READ, byte, 1),
+        );
+        if (result < 0) throw lockError(`Failed to lock byte ${byte}`, this.#path, result);
+      }
+      checkConflicts(libc, this.#fd, this.#path, request);
+    } catch (error) {
+      // Best effort: a descriptor that is closed after a failure drops its bytes anyway.
+      unlock(libc, this.#fd, wanted.filter((byte) => !this.#held.includes(byte)));
+      throw error;
+    }
+    unlock(libc, this.#fd, this.#held.filter((byte) => !wanted.includes(byte)));
+    this.#held = wanted;
+  }
+}
+
+function lockBytesOf(request: ImageLockRequest): number[] {
+  return [
+    ...request.holds.map((permission) => HOLD_BYTES + PERMISSION_BITS[permission]),
+    ...request.unshares.map((permission) => UNSHARE_BYTES + PERMISSION_BITS[permission]),
+  ];
+}
+
+function unlock(libc: Libc, fd: number, bytes: readonly number[]): void {
+  for (const byte of bytes) {
+    libc.fcntlLock(fd, LockCommand.SET, encodeFlock(LockType.UNLOCK, byte, 1));
   }
 }
 
@@ -103,17 +130,6 @@ function requireLibc(): Libc {
   const libc = loadLibc();
   if (!libc) throw new DenbdError("not-supported", "image locking needs FFI (--allow-ffi)");
   return libc;
-}
-
-function takeLockBytes(libc: Libc, fd: number, path: string, request: ImageLockRequest): void {
-  const bytes = [
-    ...request.holds.map((permission) => HOLD_BYTES + PERMISSION_BITS[permission]),
-    ...request.unshares.map((permission) => UNSHARE_BYTES + PERMISSION_BITS[permission]),
-  ];
-  for (const byte of bytes) {
-    const result = libc.fcntlLock(fd, LockCommand.SET, encodeFlock(LockType.READ, byte, 1));
-    if (result < 0) throw lockError(`Failed to lock byte ${byte}`, path, result);
-  }
 }
 
 function checkConflicts(libc: Libc, fd: number, path: string, request: ImageLockRequest): void {

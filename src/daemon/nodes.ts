@@ -11,6 +11,7 @@
 import { FileNode } from "../block/file.ts";
 import { RawNode } from "../block/raw.ts";
 import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
+import { READ_ONLY_USE, takePermissions, WRITABLE_USE } from "../block/permissions.ts";
 import type { DirtyBitmapInfo } from "../block/dirty-bitmap.ts";
 import { DenbdError } from "../errors.ts";
 import { isWellFormedId } from "../qmp/qemu-opts.ts";
@@ -195,6 +196,15 @@ export class NodeGraph {
       discard: options.discard,
       lock: options.locking !== "off",
     });
+    // The daemon uses every file node it opens, as an export would, from the
+    // start: its image locks are taken now (QEMU waits for a user; see
+    // docs/compatibility.md). Closing the node releases them.
+    try {
+      takePermissions(file, options["read-only"] ? READ_ONLY_USE : WRITABLE_USE);
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
     return {
       name,
       driver: "file",

@@ -1,7 +1,31 @@
 import assert from "node:assert/strict";
-import { FileNode } from "../../src/block/file.ts";
-import { lockImage, READ_ONLY_IMAGE, WRITABLE_IMAGE } from "../../src/block/image-lock.ts";
+import { FileNode, type FileNodeOptions } from "../../src/block/file.ts";
+import { ImageLock } from "../../src/block/image-lock.ts";
 import { loadLibc, OpenFlag } from "../../src/block/libc.ts";
+import {
+  lockRequestOf,
+  READ_ONLY_USE,
+  takePermissions,
+  WRITABLE_USE,
+} from "../../src/block/permissions.ts";
+import { RawNode } from "../../src/block/raw.ts";
+import { DirtyTrackingNode } from "../../src/block/dirty-tracking.ts";
+import { LayeredNode } from "./layered_node.ts";
+
+const WRITABLE_IMAGE = lockRequestOf([WRITABLE_USE]);
+const READ_ONLY_IMAGE = lockRequestOf([READ_ONLY_USE]);
+
+/** Open `path` and use it as the daemon does: writable or read-only, as the node is. */
+async function openUsed(path: string, options: FileNodeOptions = {}): Promise<FileNode> {
+  const node = await FileNode.open(path, options);
+  try {
+    takePermissions(node, options.readOnly ? READ_ONLY_USE : WRITABLE_USE);
+  } catch (error) {
+    await node.close();
+    throw error;
+  }
+  return node;
+}
 
 /** Run `body` with a 1 MiB image in a fresh temporary directory, removed afterwards. */
 async function withImage(body: (path: string) => Promise<void>): Promise<void> {
@@ -82,7 +106,7 @@ async function assertBusy(opening: Promise<unknown>, reason: string, path: strin
 
 Deno.test("image lock: a writable node holds bytes 100-101, 201 and 203", async () => {
   await withImage(async (path) => {
-    const node = await FileNode.open(path);
+    const node = await openUsed(path);
     try {
       assert.deepEqual(await lockedRanges(path), ["100-101", "201-201", "203-203"]);
     } finally {
@@ -94,7 +118,7 @@ Deno.test("image lock: a writable node holds bytes 100-101, 201 and 203", async 
 
 Deno.test("image lock: a read-only node holds bytes 100 and 203, like qemu-nbd -r", async () => {
   await withImage(async (path) => {
-    const node = await FileNode.open(path, { readOnly: true });
+    const node = await openUsed(path, { readOnly: true });
     try {
       assert.deepEqual(await lockedRanges(path), ["100-100", "203-203"]);
     } finally {
@@ -105,7 +129,7 @@ Deno.test("image lock: a read-only node holds bytes 100 and 203, like qemu-nbd -
 
 Deno.test("image lock: qemu-io cannot write while a writable node is open, but can read", async () => {
   await withImage(async (path) => {
-    const node = await FileNode.open(path);
+    const node = await openUsed(path);
     try {
       const write = await qemuIo("-f", "raw", "-c", "write 0 512", path);
       assert.notEqual(write.code, 0);
@@ -130,23 +154,23 @@ Deno.test("image lock: qemu-io cannot write while a writable node is open, but c
 
 Deno.test("image lock: a second writable node is refused with kind busy", async () => {
   await withImage(async (path) => {
-    const node = await FileNode.open(path);
+    const node = await openUsed(path);
     try {
-      await assertBusy(FileNode.open(path), 'Failed to get "write" lock', path);
+      await assertBusy(openUsed(path), 'Failed to get "write" lock', path);
       assert.deepEqual(await lockedRanges(path), ["100-101", "201-201", "203-203"]);
     } finally {
       await node.close();
     }
-    const again = await FileNode.open(path);
+    const again = await openUsed(path);
     await again.close();
   });
 });
 
 Deno.test("image lock: read-only nodes coexist with each other and with qemu-io -r", async () => {
   await withImage(async (path) => {
-    const first = await FileNode.open(path, { readOnly: true });
+    const first = await openUsed(path, { readOnly: true });
     try {
-      const second = await FileNode.open(path, { readOnly: true });
+      const second = await openUsed(path, { readOnly: true });
       try {
         const read = await qemuIo("-r", "-f", "raw", "-c", "read 0 512", path);
         assert.equal(read.code, 0, read.output);
@@ -162,11 +186,11 @@ Deno.test("image lock: read-only nodes coexist with each other and with qemu-io 
 Deno.test("image lock: a writable node is refused while qemu-io has the image writable", async () => {
   await withImage(async (path) => {
     await whileQemuIoHolds(path, [], async () => {
-      await assertBusy(FileNode.open(path), 'Failed to get shared "write" lock', path);
-      const reader = await FileNode.open(path, { readOnly: true });
+      await assertBusy(openUsed(path), 'Failed to get shared "write" lock', path);
+      const reader = await openUsed(path, { readOnly: true });
       await reader.close();
     });
-    const node = await FileNode.open(path);
+    const node = await openUsed(path);
     await node.close();
   });
 });
@@ -174,7 +198,7 @@ Deno.test("image lock: a writable node is refused while qemu-io has the image wr
 Deno.test("image lock: a writable node opens beside qemu-io -r", async () => {
   await withImage(async (path) => {
     await whileQemuIoHolds(path, ["-r"], async () => {
-      const node = await FileNode.open(path);
+      const node = await openUsed(path);
       await node.close();
     });
   });
@@ -193,7 +217,7 @@ Deno.test("image lock: lock=false takes no lock and lets qemu-io write", async (
   });
 });
 
-Deno.test("image lock: a refused lockImage leaves no byte locked", async () => {
+Deno.test("image lock: a refused ImageLock.set leaves no byte locked", async () => {
   const libc = loadLibc();
   assert.ok(libc, "FFI is needed");
   await withImage(async (path) => {
@@ -201,14 +225,14 @@ Deno.test("image lock: a refused lockImage leaves no byte locked", async () => {
     let holder: number | undefined = open();
     const refused = open();
     try {
-      lockImage(holder, path, WRITABLE_IMAGE);
-      assert.throws(() => lockImage(refused, path, WRITABLE_IMAGE), { kind: "busy" });
+      new ImageLock(holder, path).set(WRITABLE_IMAGE);
+      assert.throws(() => new ImageLock(refused, path).set(WRITABLE_IMAGE), { kind: "busy" });
       libc.close(holder);
       holder = undefined;
       // Had `refused` kept any of its bytes, this writer would be refused too.
       const writer = open();
       try {
-        lockImage(writer, path, WRITABLE_IMAGE);
+        new ImageLock(writer, path).set(WRITABLE_IMAGE);
         assert.deepEqual(await lockedRanges(path), ["100-101", "201-201", "203-203"]);
       } finally {
         libc.close(writer);
@@ -227,8 +251,8 @@ Deno.test("image lock: the read-only request conflicts with nothing a writer hol
     const writer = libc.open(path, OpenFlag.READ_WRITE | OpenFlag.CLOSE_ON_EXEC);
     const reader = libc.open(path, OpenFlag.READ_ONLY | OpenFlag.CLOSE_ON_EXEC);
     try {
-      lockImage(writer, path, WRITABLE_IMAGE);
-      lockImage(reader, path, READ_ONLY_IMAGE);
+      new ImageLock(writer, path).set(WRITABLE_IMAGE);
+      new ImageLock(reader, path).set(READ_ONLY_IMAGE);
       assert.deepEqual(await lockedRanges(path), [
         "100-100",
         "100-101",
@@ -239,6 +263,82 @@ Deno.test("image lock: the read-only request conflicts with nothing a writer hol
     } finally {
       libc.close(writer);
       libc.close(reader);
+    }
+  });
+});
+
+Deno.test("image lock: nothing is locked at open; users' permissions come and go", async () => {
+  await withImage(async (path) => {
+    const node = await FileNode.open(path);
+    try {
+      assert.deepEqual(await lockedRanges(path), []);
+      const reader = takePermissions(node, READ_ONLY_USE);
+      assert.deepEqual(await lockedRanges(path), ["100-100", "203-203"]);
+      const writer = takePermissions(node, WRITABLE_USE);
+      assert.deepEqual(await lockedRanges(path), ["100-101", "201-201", "203-203"]);
+      writer.release();
+      writer.release();
+      assert.deepEqual(await lockedRanges(path), ["100-100", "203-203"]);
+      reader.release();
+      assert.deepEqual(await lockedRanges(path), []);
+    } finally {
+      await node.close();
+    }
+  });
+});
+
+Deno.test("image lock: a refused user leaves the node's locks as they were", async () => {
+  await withImage(async (path) => {
+    const node = await FileNode.open(path);
+    try {
+      takePermissions(node, READ_ONLY_USE);
+      await whileQemuIoHolds(path, ["-r"], async () => {
+        // qemu-io -r holds consistent read: a user that shares nothing conflicts with it.
+        await assertBusy(
+          Promise.try(() => takePermissions(node, { take: ["consistent read"], share: [] })),
+          'Failed to get shared "consistent read" lock',
+          path,
+        );
+        const ours = (await lockedRanges(path)).filter((range) => range !== "100-100");
+        assert.deepEqual(ours, ["203-203"]);
+      });
+      const readOnly = await FileNode.open(path, { readOnly: true });
+      try {
+        assert.throws(() => takePermissions(readOnly, WRITABLE_USE), {
+          kind: "read-only",
+          message: "Block node is read-only",
+        });
+      } finally {
+        await readOnly.close();
+      }
+    } finally {
+      await node.close();
+    }
+  });
+});
+
+Deno.test("image lock: permissions reach the file through filters, a backing child gets read only", async () => {
+  await withImage(async (path) => {
+    const file = await FileNode.open(path);
+    try {
+      const top = new DirtyTrackingNode(RawNode.open(file));
+      const grant = takePermissions(top, WRITABLE_USE);
+      assert.deepEqual(await lockedRanges(path), ["100-101", "201-201", "203-203"]);
+      grant.release();
+      assert.deepEqual(await lockedRanges(path), []);
+      // As the backing file of a writable layer: consistent read, sharing no write or resize
+      // (the writable user does not share write), so qemu-io may read but not write.
+      const layer = new LayeredNode(1 << 20, file);
+      const used = takePermissions(layer, WRITABLE_USE);
+      assert.deepEqual(await lockedRanges(path), ["100-100", "201-201", "203-203"]);
+      const write = await qemuIo("-f", "raw", "-c", "write 0 512", path);
+      assert.match(write.output, /Failed to get "write" lock/);
+      used.release();
+      // A parent that shares write lets the backing file be written and resized.
+      takePermissions(layer, { take: ["consistent read"], share: ["consistent read", "write"] });
+      assert.deepEqual(await lockedRanges(path), ["100-100"]);
+    } finally {
+      await file.close();
     }
   });
 });

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { RawNode } from "../../src/block/raw.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
-import type { BlockNode } from "../../src/block/node.ts";
 import type { DenbdError } from "../../src/errors.ts";
 
 const KiB = 1024;
