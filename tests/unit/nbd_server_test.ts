@@ -4,6 +4,9 @@ import { ExportTable, NbdExport } from "../../src/nbd/server/export.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
 import { Logger } from "../../src/log.ts";
 import { NbdClient } from "../../src/nbd/client/client.ts";
+import { ALLOCATION_DEPTH_CONTEXT, qemuNamespace } from "../../src/nbd/server/qemu-namespace.ts";
+import { BASE_ALLOCATION, NBD_STATE } from "../../src/nbd/protocol.ts";
+import { LayeredNode } from "./layered_node.ts";
 
 /** A server with exports "a" and "b" on a loopback port; always closed afterwards. */
 async function withServer(
@@ -50,4 +53,54 @@ Deno.test("the server counts the clients of an export and drops exactly those", 
       await Promise.all([first, second, other].map((client) => client.disconnect()));
     }
   });
+});
+
+Deno.test("an export of a layered node reports and reads through its backing chain", async () => {
+  const C = 64 * 1024;
+  const backing = new MemoryNode(C);
+  await backing.write(0, new Uint8Array(C).fill(7));
+  const reads: [number, number][] = [];
+  const top = new class extends LayeredNode {
+    override read(offset: number, into: Uint8Array): Promise<void> {
+      reads.push([offset, into.length]);
+      return super.read(offset, into);
+    }
+  }(3 * C, backing);
+  await top.write(C, new Uint8Array(C).fill(1));
+  const table = new ExportTable();
+  table.add(
+    new NbdExport({
+      name: "",
+      node: top,
+      extraNamespaces: [qemuNamespace({ allocationDepth: top })],
+    }),
+  );
+  const server = new NbdServer({ catalog: table, log: new Logger({ prefix: "test" }) });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  server.listen(listener);
+  const { port } = listener.addr as Deno.NetAddr;
+  try {
+    const client = await NbdClient.connect(`nbd://127.0.0.1:${port}/`, {
+      metaContexts: [BASE_ALLOCATION, ALLOCATION_DEPTH_CONTEXT],
+    });
+    try {
+      assert.deepEqual(await client.blockStatus(0, 3 * C, { context: BASE_ALLOCATION }), [
+        { length: 2 * C, flags: 0 },
+        { length: C, flags: NBD_STATE.HOLE | NBD_STATE.ZERO },
+      ]);
+      assert.deepEqual(
+        await client.blockStatus(0, 3 * C, { context: ALLOCATION_DEPTH_CONTEXT }),
+        [{ length: C, flags: 2 }, { length: C, flags: 1 }, { length: C, flags: 0 }],
+      );
+      const expected = new Uint8Array(3 * C);
+      expected.fill(7, 0, C).fill(1, C, 2 * C);
+      assert.deepEqual(await client.read(0, 3 * C), expected);
+      // The last chunk, which no layer holds, went out as a hole without being read.
+      assert.deepEqual(reads, [[0, C], [C, C]]);
+    } finally {
+      await client.disconnect();
+    }
+  } finally {
+    await server.close();
+  }
 });

@@ -135,4 +135,45 @@ for (const subject of SUBJECTS) {
       assert.ok(back.every((byte) => byte === 0));
     });
   });
+
+  Deno.test(`node contract (${subject.name}): ranges are checked before the node acts`, async () => {
+    await withSubject(subject, false, async ({ node, allocatedBytes }) => {
+      const before = await allocatedBytes();
+      for (const [offset, length] of [[-1, 1], [0.5, 1], [0, -1], [Number.MAX_SAFE_INTEGER, 2]]) {
+        await assert.rejects(() => node.writeZeroes(offset, length), { kind: "invalid" });
+        await assert.rejects(() => node.trim(offset, length), { kind: "invalid" });
+        await assert.rejects(() => node.cache(offset, length), { kind: "invalid" });
+        await assert.rejects(() => node.blockStatus(offset, length), { kind: "invalid" });
+      }
+      await assert.rejects(() => node.write(SIZE - 1, new Uint8Array(2)), { kind: "no-space" });
+      await assert.rejects(() => node.writeZeroes(SIZE, 1), { kind: "no-space" });
+      await assert.rejects(() => node.read(SIZE - 1, new Uint8Array(2)), { kind: "invalid" });
+      await assert.rejects(() => node.trim(SIZE - 1, 2), { kind: "invalid" });
+      await assert.rejects(() => node.blockStatus(0, SIZE + 1), { kind: "invalid" });
+      assert.equal(node.size, SIZE);
+      assert.equal(await allocatedBytes(), before, "nothing was written");
+      // Empty requests at the end are in range.
+      await node.read(SIZE, new Uint8Array(0));
+      await node.writeZeroes(SIZE, 0);
+      assert.deepEqual(await node.blockStatus(SIZE, 0), []);
+    });
+  });
 }
+
+Deno.test("node contract: a fast zero is refused by a node that cannot zero fast, untouched", async () => {
+  const slow = RawNode.open(
+    new (class extends MemoryNode {
+      override readonly capabilities = { ...new MemoryNode(1).capabilities, fastZero: false };
+    })(SIZE),
+  );
+  await slow.write(0, pattern(SIZE));
+  await assert.rejects(() => slow.writeZeroes(0, CHUNK, { fast: true }), {
+    kind: "not-supported",
+  });
+  const back = new Uint8Array(SIZE);
+  await slow.read(0, back);
+  assert.deepEqual(back, pattern(SIZE));
+  await slow.writeZeroes(0, CHUNK);
+  await slow.read(0, back);
+  assert.ok(back.subarray(0, CHUNK).every((byte) => byte === 0));
+});
