@@ -5,10 +5,14 @@
  * the same questions, so exports never care what is underneath.
  *
  * Offsets and lengths are plain numbers: exact up to 2^53 bytes (8 PiB).
- * Callers validate ranges against {@linkcode BlockNode.size} before calling;
- * nodes may assume `offset + length <= size`, except that a growable node
- * (a file under a format that allocates past its end, as qcow2 does) takes
- * writes past its end and grows to cover them.
+ * Requests are checked once, at the node's entry point: denbd's nodes
+ * extend `CheckedNode` (checked-node.ts), whose public methods refuse
+ * malformed ranges, ranges past the end (except writes to a growable node:
+ * a file under a format that allocates past its end, as qcow2 does, grows
+ * to cover them), changes to a read-only node and fast zeroes a node cannot
+ * do, before its driver methods run. Filters extend `FilterNode`
+ * (filter.ts); the walk down a backing chain is in chain.ts, permissions
+ * and image locks in permissions.ts.
  *
  * @module
  */
