@@ -39,3 +39,22 @@ Deno.test("memory node: read-only refuses changes with kind read-only", async ()
   await assert.rejects(() => node.write(0, new Uint8Array(1)), { kind: "read-only" });
   assert.equal(node.capabilities.writable, false);
 });
+
+Deno.test("memory node: a growable node grows on writes past the end and reads zeroes there", async () => {
+  const node = new MemoryNode(1000, { growable: true });
+  const tail = new Uint8Array(100).fill(9);
+  await node.read(900, tail);
+  assert.ok(tail.every((byte) => byte === 0), "reading past the end gives zeroes");
+  assert.equal(node.size, 1000);
+  await node.write(70000, new Uint8Array([1, 2, 3]));
+  assert.equal(node.size, 70003);
+  await node.writeZeroes(80000, 5000);
+  assert.equal(node.size, 85000);
+  const back = new Uint8Array(4);
+  await node.read(70000, back);
+  assert.deepEqual(back, new Uint8Array([1, 2, 3, 0]));
+  await assert.rejects(() => node.trim(85000, 1), { kind: "invalid" });
+  const fixed = new MemoryNode(1000);
+  await assert.rejects(() => fixed.write(999, new Uint8Array(2)), { kind: "no-space" });
+  assert.equal(fixed.size, 1000);
+});
