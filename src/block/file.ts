@@ -136,9 +136,9 @@ export class FileNode extends CheckedNode implements PermissionHolder {
 
   /**
    * Open `path` (a regular file or a device), taking no lock yet (users
-   * do, with `takePermissions`). Throws kind "not-found",
-   * "read-only" (no permission), "invalid" (bad options, no O_DIRECT support when `direct`, or a path
-   * that is no image: see {@linkcode checkImagePath}) or "not-supported"
+   * do, with `takePermissions`). Throws kind "not-found", "read-only" (no
+   * permission), "invalid" (bad options, no O_DIRECT support when `direct`,
+   * or a path that is no image: see {@linkcode checkImagePath}) or "not-supported"
    * (writable and locked, but no FFI to take the lock with). Without FFI a
    * read-only node has no lock and no hole detection.
    */
