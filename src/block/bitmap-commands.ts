@@ -114,7 +114,15 @@ export class DirtyBitmapCommands {
           `Can't store persistent bitmaps to ${nodeName}: Operation not supported`,
         );
       }
-      node.persistentStore.checkNewBitmap(name, granularity);
+      try {
+        node.persistentStore.checkNewBitmap(name, granularity);
+      } catch (error) {
+        if (!(error instanceof DenbdError)) throw error;
+        throw new DenbdError(
+          error.kind,
+          `Can't make bitmap '${name}' persistent in '${nodeName}': ${error.message}`,
+        );
+      }
     }
     if (node.bitmaps.find(name)) {
       throw new DenbdError("busy", `Bitmap already exists: ${name}`);
@@ -129,11 +137,21 @@ export class DirtyBitmapCommands {
     });
   }
 
-  /** block-dirty-bitmap-remove: bitmap `name` of node `nodeName`. */
-  remove(nodeName: string, name: string): void {
+  /**
+   * block-dirty-bitmap-remove: bitmap `name` of node `nodeName`. A
+   * persistent bitmap is removed from the image first, at once, as QEMU
+   * does; if that fails the bitmap stays. The checks throw at once, and a
+   * bitmap that is not in an image is gone when this returns.
+   */
+  remove(nodeName: string, name: string): Promise<void> {
     const { node, bitmap } = this.#find(nodeName, name);
     checkUsable(bitmap, ALLOW_INCONSISTENT);
-    node.bitmaps.delete(bitmap);
+    const store = node.persistentStore;
+    if (!bitmap.persistent || !store) {
+      node.bitmaps.delete(bitmap);
+      return Promise.resolve();
+    }
+    return store.remove(name).then(() => void node.bitmaps.delete(bitmap));
   }
 
   /** block-dirty-bitmap-clear: every granule clean again. */
