@@ -76,6 +76,19 @@ function clustersFor(metadata: Qcow2Metadata, bytes: number): number {
 }
 
 /**
+ * QEMU's warning for an image whose bitmaps are ignored because a program
+ * without bitmap support changed it (the extension is there, the autoclear
+ * bit is not), or undefined when that is not the case. For whoever opens the
+ * image to print.
+ */
+export function ignoredBitmapsWarning(metadata: Qcow2Metadata): string | undefined {
+  if (!metadata.bitmapsExtension || metadata.bitmapsConsistent) return undefined;
+  return "a program lacking bitmap support modified this file, so all bitmaps are now " +
+    "considered inconsistent. Some clusters may be leaked, run 'qemu-img check -r' on the " +
+    "image file to fix.";
+}
+
+/**
  * The bitmap directory, checked: empty when the image has no bitmaps
  * extension, or has one without the autoclear bit (a program without bitmap
  * support changed the image: QEMU then ignores every bitmap, and their
