@@ -107,25 +107,26 @@ export class DirtyBitmapCommands {
     if (!isValidGranularity(granularity)) {
       throw new DenbdError("invalid", "Granularity must be power of 2 and at least 512");
     }
-    if (options.persistent) {
-      if (!node.persistentStore) {
-        throw new DenbdError(
-          "not-supported",
-          `Can't store persistent bitmaps to ${nodeName}: Operation not supported`,
-        );
-      }
-      try {
-        node.persistentStore.checkNewBitmap(name, granularity);
-      } catch (error) {
-        if (!(error instanceof DenbdError)) throw error;
-        throw new DenbdError(
-          error.kind,
-          `Can't make bitmap '${name}' persistent in '${nodeName}': ${error.message}`,
-        );
-      }
+    // qemu-storage-daemon 7.2: a node that cannot store bitmaps is refused
+    // first, then a name in use, then what the image cannot hold.
+    const store = options.persistent ? node.persistentStore : undefined;
+    if (options.persistent && !store) {
+      throw new DenbdError(
+        "not-supported",
+        `Can't store persistent bitmaps to ${nodeName}: Operation not supported`,
+      );
     }
     if (node.bitmaps.find(name)) {
       throw new DenbdError("busy", `Bitmap already exists: ${name}`);
+    }
+    try {
+      store?.checkNewBitmap(name, granularity);
+    } catch (error) {
+      if (!(error instanceof DenbdError)) throw error;
+      throw new DenbdError(
+        error.kind,
+        `Can't make bitmap '${name}' persistent in '${nodeName}': ${error.message}`,
+      );
     }
     if (new TextEncoder().encode(name).length > BITMAP_MAX_NAME_BYTES) {
       throw new DenbdError("invalid", `Bitmap name too long: ${name}`);

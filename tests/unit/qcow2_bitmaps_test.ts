@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { DirtyBitmapCommands } from "../../src/block/bitmap-commands.ts";
 import { DirtyBitmap } from "../../src/block/dirty-bitmap.ts";
+import { DirtyTrackingNode } from "../../src/block/dirty-tracking.ts";
 import { DenbdError } from "../../src/errors.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
 import {
@@ -382,4 +384,26 @@ Deno.test("the store adapter: QEMU's checks for a new persistent bitmap", async 
   assert.throws(() => v2Store.checkNewBitmap("b0", 65536), {
     message: "Cannot store dirty bitmaps in qcow2 v2 files",
   });
+});
+
+Deno.test("QMP bitmap commands on a node with a qcow2 store: QEMU's prefix, and remove reaches the image at once", async () => {
+  const metadata = await image();
+  await storeBitmaps(metadata, [bitmap("stored", 4 * MiB, [[0, 1]])]);
+  const store = qcow2BitmapStore(metadata);
+  const node = new DirtyTrackingNode(new MemoryNode(4 * MiB), { persistentStore: store });
+  for (const loaded of await store.load()) node.bitmaps.adopt(loaded);
+  const commands = new DirtyBitmapCommands((name) => name === "disk" ? node : undefined);
+  // As qemu-storage-daemon 7.2: the name in use first, then the image's own checks.
+  assert.throws(() => commands.add("disk", "stored", { persistent: true }), {
+    message: "Bitmap already exists: stored",
+  });
+  assert.throws(() => commands.add("disk", "x".repeat(1024), { persistent: true }), {
+    message: `Can't make bitmap '${"x".repeat(1024)}' persistent in 'disk': ` +
+      "Name length exceeds maximum (1023 characters)",
+  });
+  commands.add("disk", "new", { persistent: true });
+  await commands.remove("disk", "new"); // not in the image yet: nothing to remove there
+  await commands.remove("disk", "stored");
+  assert.equal(node.bitmaps.find("stored"), undefined);
+  assert.deepEqual(await readBitmapDirectory(metadata), []);
 });
