@@ -112,8 +112,8 @@ export async function readBitmapDirectory(
 
 /**
  * Walk the table of `entry`, a bounded chunk at a time, calling `visit` with
- * each entry and its index; undefined-valued (invalid) entries fail with
- * `failure`.
+ * each entry and its index; a table outside the file or an invalid entry
+ * fails with `failure`.
  */
 async function walkTable(
   metadata: Qcow2Metadata,
@@ -301,9 +301,11 @@ async function replaceDirectory(
       directorySize: directory.length,
       directoryOffset: offset,
     });
+    // From here the header may point at what was allocated: a failure
+    // leaks it (safe) rather than free what the image may use.
+    allocated.length = 0;
     await metadata.writeBitmapsExtension(extension, true);
   }
-  allocated.length = 0; // the header now owns what was allocated
   if (old) await metadata.freeClusters(old.offset, clustersFor(metadata, old.size));
 }
 
