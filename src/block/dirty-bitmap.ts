@@ -253,15 +253,24 @@ export class DirtyBitmap {
    */
   importBits(firstByte: number, from: Uint8Array): void {
     const end = Math.min(from.length, this.storedBytes - firstByte);
+    if (end <= 0) return;
+    const words = this.#storage();
+    const firstWord = Math.floor(firstByte / 4);
+    const lastWord = Math.floor((firstByte + end - 1) / 4);
+    let before = 0;
+    for (let index = firstWord; index <= lastWord; index++) before += popcount(words[index]);
     for (let index = 0; index < end; index++) {
-      let byte = from[index];
-      while (byte) {
-        const bit = 31 - Math.clz32(byte & -byte);
-        const granule = (firstByte + index) * 8 + bit;
-        if (granule < this.#granules) this.#setRange(granule, granule + 1);
-        byte &= byte - 1;
-      }
+      const byte = firstByte + index;
+      words[Math.floor(byte / 4)] |= from[index] << ((byte % 4) * 8);
     }
+    // Bits past the last granule stay clear.
+    const tail = this.#granules % WORD_BITS;
+    if (tail && lastWord === Math.floor((this.#granules - 1) / WORD_BITS)) {
+      words[lastWord] &= rangeMask(0, tail);
+    }
+    let after = 0;
+    for (let index = firstWord; index <= lastWord; index++) after += popcount(words[index]);
+    this.#dirtyGranules += after - before;
   }
 
   /** Mark dirty every granule whose bit lies in stored bytes [firstByte, firstByte + length). */

@@ -55,7 +55,12 @@ export interface PersistentBitmapStore {
   checkNewBitmap(name: string, granularity: number): void;
   /** The bitmaps stored in the image, to adopt into the node's set; marks them in use in a writable image. */
   load(): Promise<DirtyBitmap[]>;
-  /** Store the persistent bitmaps among `bitmaps` (others are skipped); durable when it resolves. */
+  /**
+   * Store the persistent bitmaps among `bitmaps` (others are skipped);
+   * durable when it resolves. Pass the node's set newest first
+   * (`DirtyBitmapSet.list()`): bitmaps new to the image are added to its
+   * directory in that order, as QEMU adds them.
+   */
   store(bitmaps: readonly DirtyBitmap[]): Promise<void>;
   /** Remove bitmap `name` from the image now (no error if the image does not hold it). */
   remove(name: string): Promise<void>;
