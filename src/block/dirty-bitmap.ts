@@ -233,7 +233,7 @@ export class DirtyBitmap {
     const end = Math.min(into.length, this.storedBytes - firstByte);
     for (let index = 0; index < end; index++) {
       const byte = firstByte + index;
-      into[index] = (words[byte >>> 2] >>> ((byte & 3) * 8)) & 0xff;
+      into[index] = (words[Math.floor(byte / 4)] >>> ((byte % 4) * 8)) & 0xff;
     }
   }
 
