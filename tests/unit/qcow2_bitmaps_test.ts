@@ -407,3 +407,22 @@ Deno.test("QMP bitmap commands on a node with a qcow2 store: QEMU's prefix, and 
   assert.equal(node.bitmaps.find("stored"), undefined);
   assert.deepEqual(await readBitmapDirectory(metadata), []);
 });
+
+Deno.test("replacing a stale bitmap whose old table is corrupt leaks its clusters instead of freeing them", async () => {
+  const metadata = await image();
+  await storeBitmaps(metadata, [bitmap("b0", 4 * MiB, [[0, 1]])]);
+  const [loaded] = await loadBitmaps(metadata); // now in use in the image
+  const [old] = await readBitmapDirectory(metadata);
+  const corrupt = new Uint8Array(8);
+  corrupt[7] = 2; // a reserved bit
+  await metadata.file.write(old.tableOffset, corrupt);
+  const used = await metadata.usedClusters();
+  await storeBitmaps(metadata, [loaded]);
+  const now = await metadata.usedClusters();
+  // The old table and data cluster stay allocated; a new table and data cluster
+  // and a new directory were added, and only the old directory was freed.
+  assert.ok(now.includes(old.tableOffset));
+  assert.equal(now.length, used.length + 2);
+  const [stored] = await loadBitmaps(await TestQcow2Metadata.open(metadata.file, false));
+  assert.equal(stored.count, 65536);
+});
