@@ -107,17 +107,26 @@ export class DirtyBitmapCommands {
     if (!isValidGranularity(granularity)) {
       throw new DenbdError("invalid", "Granularity must be power of 2 and at least 512");
     }
-    if (options.persistent) {
-      if (!node.persistentStore) {
-        throw new DenbdError(
-          "not-supported",
-          `Can't store persistent bitmaps to ${nodeName}: Operation not supported`,
-        );
-      }
-      node.persistentStore.checkNewBitmap(name, granularity);
+    // qemu-storage-daemon 7.2: a node that cannot store bitmaps is refused
+    // first, then a name in use, then what the image cannot hold.
+    const store = options.persistent ? node.persistentStore : undefined;
+    if (options.persistent && !store) {
+      throw new DenbdError(
+        "not-supported",
+        `Can't store persistent bitmaps to ${nodeName}: Operation not supported`,
+      );
     }
     if (node.bitmaps.find(name)) {
       throw new DenbdError("busy", `Bitmap already exists: ${name}`);
+    }
+    try {
+      store?.checkNewBitmap(name, granularity);
+    } catch (error) {
+      if (!(error instanceof DenbdError)) throw error;
+      throw new DenbdError(
+        error.kind,
+        `Can't make bitmap '${name}' persistent in '${nodeName}': ${error.message}`,
+      );
     }
     if (new TextEncoder().encode(name).length > BITMAP_MAX_NAME_BYTES) {
       throw new DenbdError("invalid", `Bitmap name too long: ${name}`);
@@ -129,11 +138,21 @@ export class DirtyBitmapCommands {
     });
   }
 
-  /** block-dirty-bitmap-remove: bitmap `name` of node `nodeName`. */
-  remove(nodeName: string, name: string): void {
+  /**
+   * block-dirty-bitmap-remove: bitmap `name` of node `nodeName`. A
+   * persistent bitmap is removed from the image first, at once, as QEMU
+   * does; if that fails the bitmap stays. The checks throw at once, and a
+   * bitmap that is not in an image is gone when this returns.
+   */
+  remove(nodeName: string, name: string): Promise<void> {
     const { node, bitmap } = this.#find(nodeName, name);
     checkUsable(bitmap, ALLOW_INCONSISTENT);
-    node.bitmaps.delete(bitmap);
+    const store = node.persistentStore;
+    if (!bitmap.persistent || !store) {
+      node.bitmaps.delete(bitmap);
+      return Promise.resolve();
+    }
+    return store.remove(name).then(() => void node.bitmaps.delete(bitmap));
   }
 
   /** block-dirty-bitmap-clear: every granule clean again. */

@@ -65,6 +65,13 @@ export interface DirtyBitmapOptions {
   readonly persistent?: boolean;
   /** Created disabled: writes do not mark it until it is enabled. */
   readonly disabled?: boolean;
+  /**
+   * Loaded from an image where it was not stored cleanly (qcow2's in_use
+   * flag): it is created disabled, stays clean and cannot be used.
+   */
+  readonly inconsistent?: boolean;
+  /** Loaded from a read-only image: it cannot be changed. */
+  readonly readOnly?: boolean;
 }
 
 /** What query-named-block-nodes reports for a bitmap (QEMU's BlockDirtyInfo). */
@@ -123,16 +130,19 @@ export class DirtyBitmap {
   /** Writes mark this bitmap. */
   enabled: boolean;
   /** Loaded from a read-only image: cannot be changed. */
-  readOnly = false;
+  readOnly: boolean;
   /** Loaded from an image where it was not stored cleanly: cannot be used. */
-  inconsistent = false;
+  inconsistent: boolean;
   /** Granules covering `size`. */
   readonly #granules: number;
+  /** Storage words: granules rounded up to whole 64-bit words, laid out like QEMU's. */
+  readonly #wordCount: number;
   /**
-   * The bits, 32 to a word, lowest bit first; the length is rounded up to
-   * whole 64-bit words so that the bytes are laid out like QEMU's.
+   * The bits, 32 to a word, lowest bit first; allocated on the first dirty
+   * granule, so clean bitmaps (an inconsistent one loaded from a hostile
+   * image among them) cost no memory.
    */
-  readonly #words: Uint32Array;
+  #words: Uint32Array | undefined;
   #dirtyGranules = 0;
   #busy = false;
 
@@ -146,9 +156,11 @@ export class DirtyBitmap {
     this.size = size;
     this.granularity = granularity;
     this.persistent = Boolean(options.persistent);
-    this.enabled = !options.disabled;
+    this.inconsistent = Boolean(options.inconsistent);
+    this.enabled = !options.disabled && !this.inconsistent;
+    this.readOnly = Boolean(options.readOnly);
     this.#granules = Math.ceil(size / granularity);
-    this.#words = new Uint32Array(2 * Math.ceil(this.#granules / 64));
+    this.#wordCount = 2 * Math.ceil(this.#granules / 64);
   }
 
   /** Claimed by an operation (an NBD export): most changes are refused. */
@@ -198,8 +210,73 @@ export class DirtyBitmap {
 
   /** Make every granule clean. */
   clear(): void {
-    this.#words.fill(0);
+    this.#words = undefined;
     this.#dirtyGranules = 0;
+  }
+
+  /**
+   * Bytes of the bits as qcow2 stores them: one bit per granule, granule 0
+   * in the lowest bit of byte 0.
+   */
+  get storedBytes(): number {
+    return Math.ceil(this.#granules / 8);
+  }
+
+  /**
+   * Copy the stored form of the bits from byte `firstByte` into `into`
+   * (bytes past {@linkcode DirtyBitmap.storedBytes} are zero).
+   */
+  exportBits(firstByte: number, into: Uint8Array): void {
+    into.fill(0);
+    const words = this.#words;
+    if (!words) return;
+    const end = Math.min(into.length, this.storedBytes - firstByte);
+    for (let index = 0; index < end; index++) {
+      const byte = firstByte + index;
+      into[index] = (words[Math.floor(byte / 4)] >>> ((byte % 4) * 8)) & 0xff;
+    }
+  }
+
+  /**
+   * Whether any granule whose bit lies in stored bytes
+   * [firstByte, firstByte + length) is dirty.
+   */
+  anyDirtyIn(firstByte: number, length: number): boolean {
+    const from = firstByte * 8;
+    const to = Math.min(this.#granules, (firstByte + length) * 8);
+    return from < to && this.#nextWith(from, true, to) < to;
+  }
+
+  /**
+   * Mark dirty the granules whose bits are set in `from`, the stored form of
+   * the bits from byte `firstByte` (bits past the last granule are ignored).
+   */
+  importBits(firstByte: number, from: Uint8Array): void {
+    const end = Math.min(from.length, this.storedBytes - firstByte);
+    if (end <= 0) return;
+    const words = this.#storage();
+    const firstWord = Math.floor(firstByte / 4);
+    const lastWord = Math.floor((firstByte + end - 1) / 4);
+    let before = 0;
+    for (let index = firstWord; index <= lastWord; index++) before += popcount(words[index]);
+    for (let index = 0; index < end; index++) {
+      const byte = firstByte + index;
+      words[Math.floor(byte / 4)] |= from[index] << ((byte % 4) * 8);
+    }
+    // Bits past the last granule stay clear.
+    const tail = this.#granules % WORD_BITS;
+    if (tail && lastWord === Math.floor((this.#granules - 1) / WORD_BITS)) {
+      words[lastWord] &= rangeMask(0, tail);
+    }
+    let after = 0;
+    for (let index = firstWord; index <= lastWord; index++) after += popcount(words[index]);
+    this.#dirtyGranules += after - before;
+  }
+
+  /** Mark dirty every granule whose bit lies in stored bytes [firstByte, firstByte + length). */
+  importOnes(firstByte: number, length: number): void {
+    const to = Math.min(this.#granules, (firstByte + length) * 8);
+    if (firstByte * 8 < to) this.#setRange(firstByte * 8, to);
   }
 
   /** Whether the granule holding byte `offset` is dirty. */
@@ -248,10 +325,13 @@ export class DirtyBitmap {
     }
     if (source === this) return;
     if (source.granularity === this.granularity) {
+      const from = source.#words;
+      if (!from) return;
+      const words = this.#storage();
       let dirty = 0;
-      for (let index = 0; index < this.#words.length; index++) {
-        const word = (this.#words[index] | source.#words[index]) >>> 0;
-        this.#words[index] = word;
+      for (let index = 0; index < words.length; index++) {
+        const word = (words[index] | from[index]) >>> 0;
+        words[index] = word;
         dirty += popcount(word);
       }
       this.#dirtyGranules = dirty;
@@ -271,29 +351,37 @@ export class DirtyBitmap {
    * them: 64-bit little-endian words, granule 0 in the lowest bit.
    */
   async sha256(): Promise<string> {
-    const bytes = new Uint8Array(this.#words.length * 4);
+    const bytes = new Uint8Array(this.#wordCount * 4);
     const view = new DataView(bytes.buffer);
-    this.#words.forEach((word, index) => view.setUint32(index * 4, word, true));
+    this.#words?.forEach((word, index) => view.setUint32(index * 4, word, true));
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
     return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
   }
 
   #bit(granule: number): boolean {
-    return (this.#words[Math.floor(granule / WORD_BITS)] & (1 << (granule % WORD_BITS))) !== 0;
+    const word = this.#words?.[Math.floor(granule / WORD_BITS)] ?? 0;
+    return (word & (1 << (granule % WORD_BITS))) !== 0;
+  }
+
+  /** The words, allocated on first use. */
+  #storage(): Uint32Array {
+    this.#words ??= new Uint32Array(this.#wordCount);
+    return this.#words;
   }
 
   /** Set granules [from, to). */
   #setRange(from: number, to: number): void {
     let added = 0;
+    const words = this.#storage();
     for (let granule = from; granule < to;) {
       const index = Math.floor(granule / WORD_BITS);
       const bit = granule % WORD_BITS;
       const stop = Math.min(WORD_BITS, bit + (to - granule));
-      const old = this.#words[index];
+      const old = words[index];
       const word = (old | rangeMask(bit, stop)) >>> 0;
       if (word !== old) {
         added += popcount(word) - popcount(old);
-        this.#words[index] = word;
+        words[index] = word;
       }
       granule += stop - bit;
     }
@@ -302,11 +390,13 @@ export class DirtyBitmap {
 
   /** The first granule in [from, limit) whose bit is `dirty`, or `limit` if none. */
   #nextWith(from: number, dirty: boolean, limit: number): number {
+    const words = this.#words;
+    if (!words) return dirty ? limit : Math.min(from, limit);
     let granule = from;
     while (granule < limit) {
       const index = Math.floor(granule / WORD_BITS);
       const bit = granule % WORD_BITS;
-      const word = dirty ? this.#words[index] : ~this.#words[index];
+      const word = dirty ? words[index] : ~words[index];
       const candidates = (word & rangeMask(bit, WORD_BITS)) >>> 0;
       if (candidates) return Math.min(limit, index * WORD_BITS + lowestBit(candidates));
       granule = (index + 1) * WORD_BITS;
@@ -346,6 +436,18 @@ export class DirtyBitmapSet {
     });
     this.#bitmaps.set(name, bitmap);
     return bitmap;
+  }
+
+  /**
+   * Add an existing bitmap (one loaded from an image); its name must be new
+   * and its size the set's.
+   */
+  adopt(bitmap: DirtyBitmap): void {
+    if (this.#bitmaps.has(bitmap.name)) throw new Error(`bitmap '${bitmap.name}' already exists`);
+    if (bitmap.size !== this.size) {
+      throw new RangeError(`bitmap '${bitmap.name}' covers ${bitmap.size} bytes, not ${this.size}`);
+    }
+    this.#bitmaps.set(bitmap.name, bitmap);
   }
 
   /** The bitmap named exactly `name`. */

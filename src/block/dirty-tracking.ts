@@ -22,20 +22,37 @@
  * @module
  */
 
-import { DirtyBitmapSet } from "./dirty-bitmap.ts";
+import { type DirtyBitmap, DirtyBitmapSet } from "./dirty-bitmap.ts";
 import { FilterNode } from "./filter.ts";
 import type { BlockNode, WriteOptions, ZeroOptions } from "./node.ts";
 
 /**
  * Where a format that keeps bitmaps in its image (qcow2) stores persistent
- * ones. Nodes without one cannot have persistent bitmaps.
+ * ones. Nodes without one cannot have persistent bitmaps. The owner of the
+ * node calls `load` once when it opens the node (before any other use),
+ * `store` with the node's bitmaps when it closes it (QEMU stores them at
+ * close and inactivation, not on flush), and `remove` is called by
+ * block-dirty-bitmap-remove of a persistent bitmap, which QEMU applies to
+ * the image at once.
  */
 export interface PersistentBitmapStore {
   /**
-   * Throw (a DenbdError with QEMU's message) when a new persistent bitmap
+   * Throw a DenbdError with QEMU's reason (the caller adds "Can't make
+   * bitmap 'NAME' persistent in 'NODE': ") when a new persistent bitmap
    * `name` of `granularity` cannot be stored in the image.
    */
   checkNewBitmap(name: string, granularity: number): void;
+  /** The bitmaps stored in the image, to adopt into the node's set; marks them in use in a writable image. */
+  load(): Promise<DirtyBitmap[]>;
+  /**
+   * Store the persistent bitmaps among `bitmaps` (others are skipped);
+   * durable when it resolves. Pass the node's set newest first
+   * (`DirtyBitmapSet.list()`): bitmaps new to the image are added to its
+   * directory in that order, as QEMU adds them.
+   */
+  store(bitmaps: readonly DirtyBitmap[]): Promise<void>;
+  /** Remove bitmap `name` from the image now (no error if the image does not hold it). */
+  remove(name: string): Promise<void>;
 }
 
 /** How a node is wrapped. */
