@@ -2,7 +2,7 @@
  * The qemu-nbd options that matter for qcow2, given to `denbd serve` and to
  * qemu-nbd alike: `-l` (an internal snapshot, found by id first, then by
  * name), `-s` (writes go to a throwaway overlay), `--detect-zeroes` (zero
- * data written as zero clusters); and the daemon's qcow2 `backing` option
+ * data written as zero clusters), no `-f` (the format probed); and the daemon's qcow2 `backing` option
  * (none, or another node than the header names) against
  * qemu-storage-daemon. Bytes read, maps, qemu-io's reports, the resulting
  * image layout and the files left behind must be the same.
@@ -92,6 +92,27 @@ Deno.test(
         assert.equal(message(subject.stderr), message(qemu.stderr), `-l ${spec}`);
       }
       assert.equal(await sha256File(image), before, "the image is unchanged");
+    });
+  },
+);
+
+Deno.test(
+  "without -f, a qcow2 image over a chain is probed as qemu-nbd probes it",
+  needs("qemu-img", "qemu-io", "qemu-nbd", "nbdinfo", "nbdcopy"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const chain = await makeChain(dir);
+      const seen = [];
+      for (const { start } of SERVERS) {
+        const args = ["-r", "-t", chain.path];
+        seen.push(
+          await withServer(start, { args, socket: await socketIn(dir) }, (s) => observe(s, dir)),
+        );
+      }
+      assert.deepEqual(seen[1], seen[0]);
+      const expected = join(dir, "expected.raw");
+      await check("qemu-img", ["convert", "-O", "raw", chain.path, expected]);
+      assert.equal(seen[0].sha256, await sha256File(expected), "qcow2 content, not its bytes");
     });
   },
 );
