@@ -2,10 +2,10 @@
  * The qemu-nbd options that matter for qcow2, given to `denbd serve` and to
  * qemu-nbd alike: `-l` (an internal snapshot, found by id first, then by
  * name), `-s` (writes go to a throwaway overlay), `--detect-zeroes` (zero
- * data written as zero clusters), no `-f` (the format probed); and the daemon's qcow2 `backing` option
- * (none, or another node than the header names) against
- * qemu-storage-daemon. Bytes read, maps, qemu-io's reports, the resulting
- * image layout and the files left behind must be the same.
+ * data written as zero clusters), no `-f` (the format probed); and the
+ * daemon's qcow2 `backing` option (none, or another node than the header
+ * names) against qemu-storage-daemon. Bytes read, maps, qemu-io's reports,
+ * the resulting image layout and the files left behind must be the same.
  *
  * With DENBD_SUBJECT=qemu the subjects are qemu-nbd and qemu-storage-daemon
  * themselves, which checks the test.
