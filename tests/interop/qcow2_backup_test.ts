@@ -107,7 +107,7 @@ async function observe(server: ServerProcess, dir: string): Promise<Record<strin
 
 Deno.test(
   "the backup tool's command line gives what qemu-nbd gives",
-  needs("qemu-img", "qemu-io", "qemu-nbd", "nbdinfo", "nbdcopy"),
+  needs("qemu-img", "qemu-io", "qemu-nbd", "nbdinfo", "nbdcopy", "python3"),
   async () => {
     await withTempDir(async (root) => {
       const dirs = { reference: join(root, "reference"), subject: join(root, "subject") };
