@@ -30,7 +30,9 @@ const BLOCK = 4096;
 const WRITERS = 4;
 const BLOCKS_PER_WRITER = 256;
 const IMAGE_SIZE = WRITERS * BLOCKS_PER_WRITER * BLOCK;
-const KILLS = 3;
+/** When each kill comes, after the server started: early, mid-stream, later (one per kill). */
+const KILL_AFTER_MS = [600, 1100, 1700];
+const KILLS = KILL_AFTER_MS.length;
 const MAGIC = 0xdeb10c5;
 
 /**
@@ -217,7 +219,7 @@ for (const crashCase of CASES) {
                 String(kill * WRITERS + writer + 1),
                 String((kill + 1) * 1_000_000),
               ]));
-            await delay(500 + Math.random() * 1500);
+            await delay(KILL_AFTER_MS[kill]);
             server.child.kill("SIGKILL");
             await server.child.status;
             for (const [writer, result] of (await Promise.all(writers)).entries()) {
