@@ -3,7 +3,9 @@
  * - fio: denbd vs qemu-nbd vs nbdkit, driven by fio's `nbd` ioengine. Creates a pseudo-random
  *   image (one private copy per server), starts every server on a free loopback port, runs each
  *   workload against each server for several interleaved rounds, and reports median IOPS and
- *   median server CPU time per operation.
+ *   median server CPU time per operation. The qcow2 rows serve a fully allocated qcow2 image
+ *   (`qemu-img convert` of the same data) with denbd and with qemu-nbd, in the same rounds, and
+ *   compare denbd's qcow2 with qemu-nbd's qcow2 and with denbd's raw.
  * - copy: `denbd copy` vs nbdcopy moving a sparse image (half data in scattered 1 MiB regions,
  *   half holes) between a local file and qemu-nbd, interleaved the same way; reports the median
  *   throughput (image size per second, the whole command timed) and the ratio denbd/nbdcopy.
@@ -23,19 +25,35 @@ const WORKLOADS = [
   { name: "seqwrite1m", rw: "write", bs: "1M", iodepth: 4 },
 ];
 
-/** The servers: command templates ({port}, {file}), run by `sh -c exec` in the repo root. */
-const SERVERS = [
+/**
+ * The servers: command templates ({port}, {file}), run by `sh -c exec` in the repo root, and the
+ * format of the image each serves (its own copy of the same data, raw or a fully allocated qcow2).
+ */
+const SERVERS: readonly Server[] = [
   {
     name: "denbd",
     cmd: "deno run --allow-all main.ts serve -f raw -b 127.0.0.1 -p {port} -t -e 0 {file}",
+    format: "raw",
   },
   {
     name: "qemu-nbd",
     cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {file}",
+    format: "raw",
   },
   {
     name: "nbdkit",
     cmd: "nbdkit -f --exit-with-parent -i 127.0.0.1 -p {port} file {file}",
+    format: "raw",
+  },
+  {
+    name: "denbd-qcow2",
+    cmd: "deno run --allow-all main.ts serve -f qcow2 -b 127.0.0.1 -p {port} -t -e 0 {file}",
+    format: "qcow2",
+  },
+  {
+    name: "qemu-nbd-qcow2",
+    cmd: "qemu-nbd -f qcow2 -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {file}",
+    format: "qcow2",
   },
 ];
 
@@ -59,10 +77,13 @@ const COPIERS = [
 const COPY_SERVER: Server = {
   name: "qemu-nbd",
   cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {mode} {file}",
+  format: "raw",
 };
 
 /** Target: denbd must reach this fraction of the reference (fio: qemu-nbd IOPS; copy: nbdcopy). */
 const TARGET_RATIO = 0.8;
+/** qcow2 targets: denbd's IOPS on qcow2 at least qemu-nbd's on qcow2, and 0.8x denbd's on raw. */
+const QCOW2_TARGET = { qemuNbd: 1, raw: 0.8 };
 const STARTUP_MS = 60_000;
 const STOP_MS = 5_000;
 const FIO_SLACK_MS = 30_000;
@@ -71,7 +92,7 @@ const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 type Workload = typeof WORKLOADS[number];
 type CopyWorkload = typeof COPY_WORKLOADS[number];
-type Server = { name: string; cmd: string };
+type Server = { name: string; cmd: string; format: "raw" | "qcow2" };
 type Options = ReturnType<typeof parseOptions>;
 /** A started server: its spec, port, process and a tail of its output for error messages. */
 type Running = {
@@ -102,9 +123,12 @@ const USAGE = `Usage: deno run --allow-all scripts/bench.ts [options]
   --workloads LIST     workloads (default all: ${WORKLOADS.map((w) => w.name).join(",")},
                        ${COPY_WORKLOADS.map((w) => w.name).join(",")})
   --denbd-cmd CMD      denbd command template with {port} and {file}
+  --denbd-qcow2-cmd CMD
+                       denbd-qcow2 command template with {port} and {file}
   --markdown FILE      append the results as a Markdown section to FILE
   --check              exit 1 if a workload misses the target (denbd >= ${TARGET_RATIO} x qemu-nbd
-                       for fio, >= ${TARGET_RATIO} x nbdcopy for copy)
+                       for fio, >= ${TARGET_RATIO} x nbdcopy for copy; denbd-qcow2 >=
+                       ${QCOW2_TARGET.qemuNbd} x qemu-nbd-qcow2 and >= ${QCOW2_TARGET.raw} x denbd)
   --help               show this help`;
 
 /** Parses and validates the command line. */
@@ -124,6 +148,7 @@ function parseOptions(args: string[]) {
         default: [...WORKLOADS, ...COPY_WORKLOADS].map((w) => w.name).join(","),
       },
       "denbd-cmd": { type: "string", default: SERVERS[0].cmd },
+      "denbd-qcow2-cmd": { type: "string", default: SERVERS[3].cmd },
       markdown: { type: "string" },
       check: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -143,7 +168,11 @@ function parseOptions(args: string[]) {
     ramp: num("ramp", v.ramp, 0),
     rounds: num("rounds", v.rounds, 1),
     servers: pick(SERVERS, v.only, "--only").map((s) =>
-      s.name === "denbd" ? { ...s, cmd: v["denbd-cmd"] } : s
+      s.name === "denbd"
+        ? { ...s, cmd: v["denbd-cmd"] }
+        : s.name === "denbd-qcow2"
+        ? { ...s, cmd: v["denbd-qcow2-cmd"] }
+        : s
     ),
     workloads: pick(WORKLOADS, v.workloads, "--workloads", COPY_WORKLOADS),
     copyWorkloads: pick(COPY_WORKLOADS, v.workloads, "--workloads", WORKLOADS),
@@ -258,22 +287,40 @@ async function prepareSparseImage(o: Options): Promise<string> {
   return path;
 }
 
-/** Ensures one image per server exists (reusing right-sized ones), returning name -> path. */
+/**
+ * Ensures one image per server exists, returning name -> path. Raw images are reused when
+ * right-sized; qcow2 images are fresh copies of a fully allocated qcow2 (`qemu-img convert` of
+ * the raw base, remade with it). Everything is synced to disk before measuring.
+ */
 async function prepareImages(o: Options): Promise<Map<string, string>> {
   await Deno.mkdir(o.dir, { recursive: true });
   const base = join(o.dir, `base-${o.size / MIB}M.img`);
+  const qcow2Base = join(o.dir, `base-${o.size / MIB}M.qcow2`);
   const images = new Map(
-    o.servers.map((s) => [s.name, join(o.dir, `${s.name}-${o.size / MIB}M.img`)]),
+    o.servers.map((s) => [s.name, join(o.dir, `${s.name}-${o.size / MIB}M.${s.format}`)]),
   );
-  const stale = [...images.values()].filter((p) => o.fresh || fileSize(p) !== o.size);
-  if (stale.length > 0 && (o.fresh || fileSize(base) !== o.size)) {
+  const raw = o.servers.filter((s) => s.format === "raw").map((s) => images.get(s.name)!);
+  const qcow2 = o.servers.filter((s) => s.format === "qcow2").map((s) => images.get(s.name)!);
+  const stale = raw.filter((p) => o.fresh || fileSize(p) !== o.size);
+  const needBase = stale.length > 0 || (qcow2.length > 0 && fileSize(qcow2Base) < 0);
+  if (needBase && (o.fresh || fileSize(base) !== o.size)) {
     console.log(`creating ${base} (${o.size / MIB} MiB pseudo-random)`);
     await writeRandomImage(base, o.size);
+    await Deno.remove(qcow2Base).catch(() => {});
   }
   for (const path of stale) {
     console.log(`copying to ${path}`);
     await run(["cp", "--reflink=never", base, path], 600_000);
   }
+  if (qcow2.length > 0 && fileSize(qcow2Base) < 0) {
+    console.log(`converting to ${qcow2Base} (fully allocated qcow2)`);
+    await run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", base, qcow2Base], 600_000);
+  }
+  for (const path of qcow2) {
+    console.log(`copying to ${path}`);
+    await run(["cp", "--reflink=never", qcow2Base, path], 600_000);
+  }
+  await run(["sync"], 600_000);
   return images;
 }
 
@@ -440,7 +487,7 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Builds the result table: one row per workload x server, ratios and target on denbd rows. */
+/** Builds the raw result table: one row per workload x raw server, ratios and target on denbd rows. */
 function resultTable(
   o: Options,
   results: Map<string, Sample[]>,
@@ -453,7 +500,7 @@ function resultTable(
     const med = (s: string, k: keyof Sample) =>
       median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
     const has = (s: string) => o.servers.some((x) => x.name === s);
-    for (const s of o.servers) {
+    for (const s of o.servers.filter((x) => x.format === "raw")) {
       const ratio = (k: keyof Sample) =>
         has("denbd") && s.name !== "denbd" ? fmt(med("denbd", k) / med(s.name, k), 2) : "";
       let target = "";
@@ -465,6 +512,46 @@ function resultTable(
       }
       const [iops, cpu] = [fmt(med(s.name, "iops")), fmt(med(s.name, "cpuUs"), 2)];
       rows.push([w.name, s.name, iops, cpu, ratio("iops"), ratio("cpuUs"), target]);
+    }
+  }
+  return { rows, failed };
+}
+
+/**
+ * Builds the qcow2 result table: one row per workload x qcow2 server; on denbd-qcow2 rows the
+ * two ratios of the issue (denbd-qcow2 / qemu-nbd-qcow2 IOPS, denbd-qcow2 / denbd raw IOPS) and
+ * the target, n/a when a server it needs was not run.
+ */
+function qcow2ResultTable(
+  o: Options,
+  results: Map<string, Sample[]>,
+): { rows: string[][]; failed: boolean } {
+  const fmt = (x: number, d = 0) =>
+    x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+  const header = "workload,server,IOPS,CPU µs/op,vs qemu-nbd-qcow2 IOPS,vs denbd raw IOPS,target";
+  const rows = [header.split(",")];
+  let failed = false;
+  const has = (s: string) => o.servers.some((x) => x.name === s);
+  for (const w of o.workloads) {
+    const med = (s: string, k: keyof Sample) =>
+      median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
+    for (const s of o.servers.filter((x) => x.format === "qcow2")) {
+      const [iops, cpu] = [fmt(med(s.name, "iops")), fmt(med(s.name, "cpuUs"), 2)];
+      if (s.name !== "denbd-qcow2") {
+        rows.push([w.name, s.name, iops, cpu, "", "", ""]);
+        continue;
+      }
+      const mine = med(s.name, "iops");
+      const vsQemu = has("qemu-nbd-qcow2") ? mine / med("qemu-nbd-qcow2", "iops") : NaN;
+      const vsRaw = has("denbd") ? mine / med("denbd", "iops") : NaN;
+      let target = "n/a";
+      if (has("qemu-nbd-qcow2") && has("denbd")) {
+        const pass = vsQemu >= QCOW2_TARGET.qemuNbd && vsRaw >= QCOW2_TARGET.raw;
+        target = pass ? "PASS" : "FAIL";
+        failed ||= !pass;
+      }
+      const ratio = (x: number) => Number.isNaN(x) ? "" : fmt(x, 2);
+      rows.push([w.name, s.name, iops, cpu, ratio(vsQemu), ratio(vsRaw), target]);
     }
   }
   return { rows, failed };
@@ -497,7 +584,10 @@ async function machineInfo(o: Options): Promise<string[]> {
   const copyTools = o.copyWorkloads.length
     ? [...COPIERS.slice(1), COPY_SERVER].map((t) => [t.name, t.cmd.split(" ")[0]])
     : [];
-  const tools = [...fioTools, ...copyTools.filter(([n]) => !fioTools.some(([f]) => f === n))];
+  // One version line per program (the qcow2 rows run the same programs as the raw ones).
+  const tools = [...fioTools, ...copyTools].filter(([, bin], i, all) =>
+    all.findIndex(([, other]) => other === bin) === i
+  );
   const versions = await Promise.all(
     tools.map(async ([name, bin]) => `${name}: ${await firstLine(`${bin} --version`)}`),
   );
@@ -657,8 +747,15 @@ async function main(): Promise<number> {
     }
     const results = await runRounds(o, started, hz);
     await Promise.all(started.map(stopServer));
-    const target = `denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`;
-    tables.push({ ...resultTable(o, results), target });
+    if (o.servers.some((s) => s.format === "raw")) {
+      const target = `denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`;
+      tables.push({ ...resultTable(o, results), target });
+    }
+    if (o.servers.some((s) => s.format === "qcow2")) {
+      const target = `denbd-qcow2 IOPS >= ${QCOW2_TARGET.qemuNbd} x qemu-nbd-qcow2 IOPS and >= ` +
+        `${QCOW2_TARGET.raw} x denbd (raw) IOPS (median of rounds)`;
+      tables.push({ ...qcow2ResultTable(o, results), target });
+    }
   }
   if (o.copyWorkloads.length) {
     const results = await runCopyRounds(o, await prepareSparseImage(o));

@@ -193,6 +193,33 @@ export function startQemuNbd(start: ServerStart): Promise<ServerProcess> {
   return startServer("qemu-nbd", [], start);
 }
 
+/**
+ * Whether the tests that compare denbd with QEMU run QEMU's own programs in
+ * denbd's place (DENBD_SUBJECT=qemu): qemu-nbd for `denbd serve`,
+ * qemu-storage-daemon for `denbd daemon`. Such a run checks the tests
+ * themselves: the peers must pass every one of them.
+ */
+export const SUBJECT_IS_QEMU = Deno.env.get("DENBD_SUBJECT") === "qemu";
+
+/** The server under test with qemu-nbd's flags: `denbd serve`, or qemu-nbd (DENBD_SUBJECT=qemu). */
+export function startSubject(start: ServerStart): Promise<ServerProcess> {
+  return SUBJECT_IS_QEMU ? startQemuNbd(start) : startDenbd(start);
+}
+
+/** The program and leading arguments of `denbd serve`, or qemu-nbd (DENBD_SUBJECT=qemu). */
+export function subjectServeCommand(): [string, string[]] {
+  if (SUBJECT_IS_QEMU) return ["qemu-nbd", []];
+  const [command, prefix] = denbdCommand();
+  return [command, [...prefix, "serve"]];
+}
+
+/** The program and leading arguments of `denbd daemon`, or qemu-storage-daemon (DENBD_SUBJECT=qemu). */
+export function subjectDaemonCommand(): [string, string[]] {
+  if (SUBJECT_IS_QEMU) return ["qemu-storage-daemon", []];
+  const [command, prefix] = denbdCommand();
+  return [command, [...prefix, "daemon"]];
+}
+
 /** Start `command prefix... args` (qemu-nbd's flags) on a fresh port or the given socket. */
 export function startServer(
   command: string,

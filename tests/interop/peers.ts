@@ -111,3 +111,40 @@ export async function startNbdServer(
     daemonPidFile: pidFile,
   });
 }
+
+/**
+ * A daemon with qemu-storage-daemon's command line (`command`: the program
+ * and its leading arguments, so qsd or `denbd daemon`) exporting node
+ * `nodeName` from `blockdevs` (each a `--blockdev` value) over NBD on the Unix
+ * socket `socket`, with extra export options such as `allocation-depth=on`.
+ */
+export function startDaemonExport(
+  command: readonly [string, readonly string[]],
+  blockdevs: readonly string[],
+  nodeName: string,
+  socket: string,
+  options: PeerOptions & { exportOptions?: readonly string[] } = {},
+): Promise<ServerProcess> {
+  const name = options.exportName ?? "disk";
+  const exportOptions = [
+    "type=nbd",
+    "id=export0",
+    `node-name=${nodeName}`,
+    `name=${name}`,
+    `writable=${options.readOnly ? "off" : "on"}`,
+    ...(options.exportOptions ?? []),
+  ];
+  return launch({
+    command: command[0],
+    args: [
+      ...command[1],
+      ...blockdevs.flatMap((blockdev) => ["--blockdev", blockdev]),
+      "--nbd-server",
+      `addr.type=unix,addr.path=${socket.replaceAll(",", ",,")}`,
+      "--export",
+      exportOptions.join(","),
+    ],
+    uri: `nbd+unix:///${encodeURIComponent(name)}?socket=${socket}`,
+    listen: socket,
+  });
+}
