@@ -158,7 +158,7 @@ export class NodeGraph {
     return {
       "file": this.#displayName(entry),
       "node-name": entry.name,
-      "ro": !entry.node.capabilities.writable,
+      "ro": entry.options["read-only"] ?? false,
       "drv": entry.driver,
       ...(backing && { "backing_file": this.#displayName(backing) }),
       "backing_file_depth": flat ? 0 : this.#chainDepth(entry),
@@ -285,10 +285,8 @@ export class NodeGraph {
     if (detectZeroes === "unmap" && options.discard !== "unmap") {
       throw new DenbdError("invalid", DETECT_ZEROES_UNMAP_NEEDS_DISCARD);
     }
-    // Named before its children are opened from a header, as QEMU lists them.
-    this.#nodes.set(name, null);
     try {
-      const opened = await this.#openDriver(options, extras, chain);
+      const opened = await this.#openDriver(options, name, extras, chain);
       const inner = detectZeroes === "off"
         ? opened.node
         : new DetectZeroesNode(opened.node, detectZeroes);
@@ -311,6 +309,7 @@ export class NodeGraph {
   /** Open the driver's node and its children; on failure, close the children it opened. */
   async #openDriver(
     options: ImplementedBlockdevOptions,
+    name: string,
     extras: NodeOpenExtras,
     chain: ChainPaths,
   ): Promise<{ node: BlockNode; children: EntryChild[] }> {
@@ -329,6 +328,8 @@ export class NodeGraph {
     try {
       const growable = options.driver === "qcow2";
       const file = await this.#child(options.file, "file", children, chain, { growable });
+      // Named after its file and before its backing, as QEMU lists them.
+      this.#nodes.set(name, null);
       if (options.driver === "raw") {
         const node = RawNode.open(file.node, {
           offset: options.offset,
