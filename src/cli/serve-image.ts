@@ -117,10 +117,18 @@ export async function openServeImage(
   const layers = (options.snapshot ? 1 : 0) + (options.offset !== undefined ? 1 : 0);
   const top = { "detect-zeroes": options.detectZeroes, discard: options.discard } as const;
   const imageName = layers > 0 ? "image" : EXPORTED_NODE;
-  await daemon.blockdevAdd(
-    { ...base.definition, "node-name": imageName, ...(layers === 0 && top) },
-    { probed: base.probedRaw, loadSnapshot: options.loadSnapshot },
-  );
+  try {
+    await daemon.blockdevAdd(
+      { ...base.definition, "node-name": imageName, ...(layers === 0 && top) },
+      { probed: base.probedRaw, loadSnapshot: options.loadSnapshot },
+    );
+  } catch (error) {
+    if (!options.imageOpts) throw error;
+    throw new DenbdError(
+      "invalid",
+      `Failed to blk_new_open '${options.file}': ${messageOf(error)}`,
+    );
+  }
   let below = imageName;
   let cleanup = () => Promise.resolve();
   if (options.snapshot) {

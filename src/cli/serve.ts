@@ -229,7 +229,7 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     shared: parseIntegerFlag(text("shared")!, "shared device number", 0, 0xffff_ffff),
     // qemu-nbd takes an int.
     handshakeLimit: parseIntegerFlag(text("handshake-limit")!, "handshake limit", 0, 0x7fff_ffff),
-    cache: resolveCache(text("cache"), Boolean(values.nocache), text("aio")),
+    cache: resolveCache(text("cache"), Boolean(values.nocache), text("aio"), file),
     discard,
     detectZeroes: resolveDetectZeroes(text("detect-zeroes"), discard),
     allocationDepth: Boolean(values["allocation-depth"]),
@@ -265,6 +265,7 @@ function resolveCache(
   cache: string | undefined,
   nocache: boolean,
   aio: string | undefined,
+  file: string | null,
 ): (typeof CACHE_MODES)[keyof typeof CACHE_MODES] {
   if (cache !== undefined && nocache) {
     throw new UsageError("-n and --cache can only be specified once");
@@ -276,7 +277,8 @@ function resolveCache(
   if (aio === "native" && !mode.direct) {
     throw new DenbdError(
       "invalid",
-      "aio=native was specified, but it requires cache.direct=on, which was not specified.",
+      `Failed to blk_new_open '${file ?? ""}': ` +
+        "aio=native was specified, but it requires cache.direct=on, which was not specified.",
     );
   }
   return mode;
