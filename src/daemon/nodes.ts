@@ -188,10 +188,11 @@ export class NodeGraph {
     return {
       "filename": filename,
       "format": entry.driver,
-      "virtual-size": entry.node.size,
+      // QEMU counts a file's length in whole 512-byte sectors.
+      "virtual-size": entry.driver === "file" ? roundUp(entry.node.size, 512) : entry.node.size,
       "actual-size": await allocatedBytes(this.#imagePath(entry)),
       "dirty-flag": false,
-      ...(entry.qcow2 && qcow2ImageInfo(entry.qcow2, filename)),
+      ...(entry.qcow2 && qcow2ImageInfo(entry.qcow2, this.#imagePath(entry))),
       ...(backing && !flat && { "backing-image": await this.#imageInfo(backing, false) }),
     };
   }
@@ -327,7 +328,13 @@ export class NodeGraph {
     const children: EntryChild[] = [];
     try {
       const growable = options.driver === "qcow2";
-      const file = await this.#child(options.file, "file", children, chain, { growable });
+      const file = await this.#child(
+        inheritReadOnly(options.file, options["read-only"]),
+        "file",
+        children,
+        chain,
+        { growable },
+      );
       // Named after its file and before its backing, as QEMU lists them.
       this.#nodes.set(name, null);
       if (options.driver === "raw") {
@@ -457,6 +464,21 @@ export class NodeGraph {
       if (entry) await this.#close(entry);
     }
   }
+}
+
+/** An inline child takes its parent's read-only unless it says otherwise, as in QEMU. */
+function inheritReadOnly(
+  ref: string | BlockdevOptionsValue,
+  readOnly: boolean | undefined,
+): string | BlockdevOptionsValue {
+  if (typeof ref === "string" || ref["read-only"] !== undefined || readOnly === undefined) {
+    return ref;
+  }
+  return { ...ref, "read-only": readOnly };
+}
+
+function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
 }
 
 /** Bytes allocated to `path` on disk (0 if it cannot be read). */

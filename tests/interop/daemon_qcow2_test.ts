@@ -47,6 +47,8 @@ async function chain(dir: string): Promise<void> {
   await create("-b", "base.qcow2", "-F", "qcow2", join(dir, "mid.qcow2"));
   await create("-b", "mid.qcow2", "-F", "qcow2", join(dir, "top.qcow2"));
   await create(join(dir, "other.qcow2"), "1M");
+  await create(join(dir, "lone.qcow2"), "1M");
+  await create(join(dir, "lone2.qcow2"), "1M");
   await Deno.mkdir(join(dir, "sub"));
   await create("-b", "../base.qcow2", "-F", "qcow2", join(dir, "sub", "rel.qcow2"));
   await create("-u", "-b", "missing.qcow2", "-F", "qcow2", join(dir, "miss.qcow2"), "1M");
@@ -65,8 +67,8 @@ Deno.test(
         add({ driver: "qcow2", "node-name": "miss", file: file("miss.qcow2") }),
         add({ driver: "qcow2", "node-name": "o", "read-only": true, file: file("other.qcow2") }),
         add({ driver: "qcow2", "node-name": "nul", file: file("miss.qcow2"), backing: null }),
-        add({ driver: "qcow2", "node-name": "byname", file: file("base.qcow2"), backing: "o" }),
-        add({ driver: "qcow2", "node-name": "x", file: file("mid.qcow2"), backing: "nonode" }),
+        add({ driver: "qcow2", "node-name": "byname", file: file("lone.qcow2"), backing: "o" }),
+        add({ driver: "qcow2", "node-name": "x", file: file("lone2.qcow2"), backing: "nonode" }),
         qmp("query-named-block-nodes"),
         del("o"),
         del("byname"),
