@@ -27,6 +27,7 @@ import {
   openQcow2,
   qcow2ImageInfo,
   Qcow2Node,
+  trackWithPersistentBitmaps,
 } from "./qcow2-nodes.ts";
 import {
   type BlockDeviceInfoValue,
@@ -294,7 +295,9 @@ export class NodeGraph {
       const entry: NodeEntry = {
         name,
         driver: options.driver,
-        node: new DirtyTrackingNode(inner),
+        node: opened.node instanceof Qcow2Node
+          ? await trackWithPersistentBitmaps(opened.node, inner)
+          : new DirtyTrackingNode(inner),
         options,
         children: opened.children,
         ...(opened.node instanceof Qcow2Node && { qcow2: opened.node }),
@@ -452,6 +455,11 @@ export class NodeGraph {
 
   async #close(entry: NodeEntry): Promise<void> {
     this.#nodes.delete(entry.name);
+    const { node } = entry;
+    // QEMU stores persistent bitmaps when it closes the node.
+    if (node.persistentStore && node.capabilities.writable) {
+      await node.persistentStore.store(node.bitmaps.list()).catch(() => {});
+    }
     await entry.node.flush().catch(() => {});
     await entry.node.close();
     await this.#closeOwned(entry.children);

@@ -10,6 +10,8 @@
  */
 
 import { type BackingReference, Qcow2Node } from "../block/qcow2/qcow2-node.ts";
+import { qcow2BitmapStore } from "../block/qcow2/bitmap-store.ts";
+import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
 import type { BlockNode } from "../block/node.ts";
 import { findSnapshot, type Qcow2Snapshot } from "../block/qcow2/snapshots.ts";
 import { DenbdError, messageOf } from "../errors.ts";
@@ -74,6 +76,22 @@ export async function openQcow2(file: BlockNode, options: Qcow2NodeOptions): Pro
     await active.close();
   }
   return await open(snapshot);
+}
+
+/**
+ * Wrap `inner` (the qcow2 node `image`, or a filter over it) for dirty
+ * tracking with the image as its persistent-bitmap store, and load the
+ * bitmaps the image holds, as QEMU does when it opens a qcow2 node (they
+ * are stored again when the node is closed: see NodeGraph).
+ */
+export async function trackWithPersistentBitmaps(
+  image: Qcow2Node,
+  inner: BlockNode,
+): Promise<DirtyTrackingNode> {
+  const store = qcow2BitmapStore(image.metadata);
+  const tracking = new DirtyTrackingNode(inner, { persistentStore: store });
+  for (const bitmap of await store.load()) tracking.bitmaps.adopt(bitmap);
+  return tracking;
 }
 
 /**
