@@ -119,7 +119,12 @@ export async function openServeImage(
   const imageName = layers > 0 ? "image" : EXPORTED_NODE;
   try {
     await daemon.blockdevAdd(
-      { ...base.definition, "node-name": imageName, ...(layers === 0 && top) },
+      {
+        ...base.definition,
+        "node-name": imageName,
+        ...(options.snapshot && { "read-only": true }),
+        ...(layers === 0 && top),
+      },
       { probed: base.probedRaw, loadSnapshot: options.loadSnapshot },
     );
   } catch (error) {
@@ -178,7 +183,8 @@ async function definitionOfPath(
         "temporarily loading internal snapshots",
     );
   }
-  const readOnly = options.readOnly || options.loadSnapshot !== undefined;
+  // The image under a loaded snapshot or a temporary overlay is only read, as in qemu-nbd.
+  const readOnly = options.readOnly || options.loadSnapshot !== undefined || options.snapshot;
   const file = {
     driver: "file",
     filename: options.file,
