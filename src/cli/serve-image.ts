@@ -78,14 +78,20 @@ export function imageOptsDefinition(text: string): BlockdevOptionsValue {
   const parsed = parseQemuOpts(text, { impliedName: "file" });
   const tree: Record<string, JsonValue> = {};
   for (const { name, value } of parsed.opts) setDotted(tree, name.split("."), value);
-  const file = tree.file;
-  if (typeof file === "object" && file !== null && !Array.isArray(file) && !("driver" in file)) {
-    file.driver = "file";
-  }
+  defaultFileDrivers(tree);
   try {
     return validateInput(BlockdevOptions, tree, "keyval");
   } catch (error) {
     throw fail(messageOf(error));
+  }
+}
+
+/** Give every inline `file` child without a driver the file driver, as QEMU's protocol default. */
+function defaultFileDrivers(tree: Record<string, JsonValue>): void {
+  for (const [key, value] of Object.entries(tree)) {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) continue;
+    if (key === "file" && !("driver" in value)) value.driver = "file";
+    defaultFileDrivers(value);
   }
 }
 

@@ -353,9 +353,11 @@ export class NodeGraph {
       checkQcow2Options(options);
       const imagePath = this.#imagePath(file);
       const path = chain.length ? [] : [await Deno.realPath(imagePath).catch(() => imagePath)];
-      const backing = options.backing === undefined || options.backing === null
-        ? options.backing
-        : (await this.#backingChild(options.backing, children)).node;
+      // QEMU takes the deprecated "backing": "" (the keyval form `backing=`) as null.
+      const backingRef = options.backing === "" ? null : options.backing;
+      const backing = backingRef === undefined || backingRef === null
+        ? backingRef
+        : (await this.#backingChild(backingRef, children)).node;
       const node = await openQcow2(file.node, {
         readOnly: Boolean(options["read-only"]),
         discard: options.discard ?? "ignore",
