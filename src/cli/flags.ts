@@ -29,13 +29,15 @@ export interface FlagSpec {
   readonly choices?: readonly string[];
   /** Value used when the flag is absent. */
   readonly default?: string;
+  /** The flag may be given several times; its value is then the list of them, in order. */
+  readonly multiple?: boolean;
 }
 
 /** Flags keyed by their long spelling (without the dashes). */
 export type FlagTable = Readonly<Record<string, FlagSpec>>;
 
-/** Parsed values: strings for flags with values, booleans for switches. */
-export type FlagValues = Record<string, string | boolean | undefined>;
+/** Parsed values: strings for flags with values (lists for `multiple` ones), booleans for switches. */
+export type FlagValues = Record<string, string | string[] | boolean | undefined>;
 
 /** A mistake on the command line; reported with a hint to see --help. */
 export class UsageError extends Error {
@@ -58,6 +60,7 @@ export function parseFlags(
         type: spec.value ? "string" as const : "boolean" as const,
         ...(spec.short ? { short: spec.short } : {}),
         ...(spec.default !== undefined ? { default: spec.default } : {}),
+        ...(spec.multiple ? { multiple: true } : {}),
       },
     ]),
   );
@@ -122,6 +125,7 @@ export function formatFlagHelp(table: FlagTable): string {
     const notes = [
       spec.choices ? `one of ${spec.choices.join(", ")}` : "",
       spec.default ? `default '${spec.default}'` : "",
+      spec.multiple ? "may be repeated" : "",
     ].filter(Boolean);
     return [spelling, spec.help + (notes.length ? ` (${notes.join("; ")})` : "")];
   });

@@ -14,8 +14,21 @@ import {
 } from "./flags.ts";
 import { createDemoImage, DEMO_IMAGE_SIZE } from "./demo-image.ts";
 import { Daemon } from "../daemon/daemon.ts";
-import { probeFormat } from "../block/probe.ts";
 import { loadLibc } from "../block/libc.ts";
+import { ObjectOptions } from "../daemon/qapi-types.ts";
+import { DETECT_ZEROES_UNMAP_NEEDS_DISCARD } from "../block/detect-zeroes.ts";
+import { validateInput } from "../qmp/input.ts";
+import { isJsonArgument, parseKeyval, QSD_IMPLIED_KEYS } from "../qmp/keyval.ts";
+import { JsonStreamParser } from "../qmp/json-stream.ts";
+import type { JsonValue } from "../qmp/json-value.ts";
+import { isForkChild, runForkParent, signalForkReady } from "./fork.ts";
+import {
+  EXPORTED_NODE,
+  type OpenedImage,
+  openServeImage,
+  probedRawWarning,
+  SERVE_FORMATS,
+} from "./serve-image.ts";
 import { DenbdError, messageOf } from "../errors.ts";
 import { Logger } from "../log.ts";
 import { formatAddress, type ListeningAddress } from "../net/socket-address.ts";
@@ -41,8 +54,11 @@ const CACHE_MODES = {
 /** What each --discard mode means ("on" and "off" are QEMU's aliases). */
 const DISCARD_MODES = { ignore: "ignore", off: "ignore", unmap: "unmap", on: "unmap" } as const;
 
-/** Image formats `serve` can export today. */
-const SUPPORTED_FORMATS = ["raw"] as const;
+/** The --aio modes qemu-nbd accepts. */
+const AIO_MODES = ["threads", "native", "io_uring"] as const;
+
+/** The --detect-zeroes modes. */
+const DETECT_ZEROES_MODES = ["off", "on", "unmap"] as const;
 
 /** qemu-nbd's port when -p is not given. */
 const DEFAULT_PORT = "10809";
@@ -68,7 +84,31 @@ export const SERVE_FLAGS = {
     default: String(DEFAULT_HANDSHAKE_LIMIT_SECONDS),
   },
   "read-only": { short: "r", help: "export read-only" },
-  format: { short: "f", value: "FORMAT", help: "image format (probed if not given)" },
+  format: {
+    short: "f",
+    value: "FORMAT",
+    help: `image format: ${SERVE_FORMATS.join(" or ")} (probed if not given)`,
+  },
+  "image-opts": {
+    help: "FILE is a node definition (QemuOpts), e.g. driver=qcow2,file.filename=disk.qcow2",
+  },
+  offset: { short: "o", value: "OFFSET", help: "export the image from byte OFFSET on" },
+  snapshot: {
+    short: "s",
+    help: "write to a temporary qcow2 overlay over FILE (deleted on exit); FILE is not changed",
+  },
+  "load-snapshot": {
+    short: "l",
+    value: "SNAPSHOT",
+    help: "export the internal snapshot SNAPSHOT of a qcow2 image, read-only " +
+      "(snapshot.id=ID, snapshot.name=NAME, or an id or name)",
+  },
+  bitmap: {
+    short: "B",
+    value: "NAME",
+    help: "export the dirty bitmap NAME (metadata context qemu:dirty-bitmap:NAME)",
+    multiple: true,
+  },
   persistent: { short: "t", help: "keep serving after the last client disconnects" },
   shared: {
     short: "e",
@@ -78,9 +118,15 @@ export const SERVE_FLAGS = {
   },
   cache: {
     value: "MODE",
-    help: "host cache mode",
+    help: "host cache mode (default 'writeback')",
     choices: Object.keys(CACHE_MODES),
-    default: "writeback",
+  },
+  nocache: { short: "n", help: "bypass the host cache: --cache=none" },
+  aio: {
+    value: "MODE",
+    help: `accepted as qemu-nbd takes it (${AIO_MODES.join(", ")}); ` +
+      "native needs --cache=none or directsync. It changes nothing: denbd does its I/O " +
+      "with pread/pwrite on Deno's thread pool whatever the mode",
   },
   discard: {
     value: "MODE",
@@ -88,11 +134,22 @@ export const SERVE_FLAGS = {
     choices: Object.keys(DISCARD_MODES),
     default: "ignore",
   },
+  "detect-zeroes": {
+    value: "MODE",
+    help: "turn writes of zeroes into zero requests: off, on, or unmap (deallocate; " +
+      "needs --discard=unmap)",
+  },
   "allocation-depth": {
     short: "A",
     help: "expose the allocation depth (the qemu:allocation-depth metadata context)",
   },
   "pid-file": { value: "PATH", help: "write the server's process id to PATH" },
+  object: {
+    value: "PROPERTIES",
+    help: "create an object (qemu-nbd's --object: iothread, secret, tls-creds-*, authz-*)",
+    multiple: true,
+  },
+  fork: { help: "return once the server listens, and serve in the background" },
   verbose: { short: "v", help: "log the listening address, connections and refused requests" },
   help: { short: "h", help: "show this help and exit" },
   version: { short: "V", help: "show the version and exit" },
@@ -120,6 +177,11 @@ export function serveHelp(): string {
 interface ServeSettings {
   readonly file: string | null;
   readonly format: string | null;
+  readonly imageOpts: boolean;
+  readonly offset: number | undefined;
+  readonly snapshot: boolean;
+  readonly loadSnapshot: string | undefined;
+  readonly bitmaps: readonly string[];
   readonly address: SocketAddressValue;
   readonly exportName: string;
   readonly description: string | undefined;
@@ -129,7 +191,10 @@ interface ServeSettings {
   readonly handshakeLimit: number;
   readonly cache: (typeof CACHE_MODES)[keyof typeof CACHE_MODES];
   readonly discard: "ignore" | "unmap";
+  readonly detectZeroes: (typeof DETECT_ZEROES_MODES)[number];
   readonly allocationDepth: boolean;
+  readonly objects: readonly string[];
+  readonly fork: boolean;
   readonly pidFile: string | undefined;
   readonly verbose: boolean;
 }
@@ -139,24 +204,102 @@ type ServeValues = ReturnType<typeof parseFlags>["values"];
 function resolveSettings(values: ServeValues, positionals: string[]): ServeSettings {
   if (positionals.length > 1) throw new UsageError("Invalid number of arguments");
   const text = (name: keyof typeof SERVE_FLAGS) => values[name] as string | undefined;
+  const list = (name: keyof typeof SERVE_FLAGS) => (values[name] ?? []) as string[];
   const file = positionals[0] ?? null;
+  const imageOpts = Boolean(values["image-opts"]);
+  if (imageOpts && text("format") !== undefined) {
+    throw new UsageError("--image-opts and -f are mutually exclusive");
+  }
+  const loadSnapshot = text("load-snapshot");
+  const discard = DISCARD_MODES[text("discard") as keyof typeof DISCARD_MODES];
   return {
     file,
     format: text("format") ?? null,
+    imageOpts,
+    offset: parseOffset(text("offset")),
+    snapshot: Boolean(values.snapshot),
+    loadSnapshot,
+    bitmaps: list("bitmap"),
     address: resolveAddress(text("socket"), text("bind"), text("port"), file === null),
     exportName: text("export-name") ?? "",
     description: text("description"),
-    readOnly: Boolean(values["read-only"]),
+    // qemu-nbd exports a loaded snapshot read-only.
+    readOnly: Boolean(values["read-only"]) || loadSnapshot !== undefined,
     persistent: Boolean(values.persistent),
     shared: parseIntegerFlag(text("shared")!, "shared device number", 0, 0xffff_ffff),
     // qemu-nbd takes an int.
     handshakeLimit: parseIntegerFlag(text("handshake-limit")!, "handshake limit", 0, 0x7fff_ffff),
-    cache: CACHE_MODES[text("cache") as keyof typeof CACHE_MODES],
-    discard: DISCARD_MODES[text("discard") as keyof typeof DISCARD_MODES],
+    cache: resolveCache(text("cache"), Boolean(values.nocache), text("aio"), file),
+    discard,
+    detectZeroes: resolveDetectZeroes(text("detect-zeroes"), discard),
     allocationDepth: Boolean(values["allocation-depth"]),
+    objects: list("object"),
+    fork: Boolean(values.fork),
     pidFile: text("pid-file"),
     verbose: Boolean(values.verbose),
   };
+}
+
+/** -o: a C integer as qemu-nbd reads it; a negative one is refused later, with QEMU's words. */
+function parseOffset(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^[+-]?\d+$/.test(text.trim())) throw new DenbdError("invalid", `Invalid offset '${text}'`);
+  const offset = Number(text);
+  if (offset < 0 || !Number.isSafeInteger(offset)) {
+    throw new DenbdError(
+      "invalid",
+      "Parameter 'offset' expects a non-negative number below 2^64\n" +
+        "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+        "and exabytes, respectively.",
+    );
+  }
+  return offset;
+}
+
+/**
+ * --cache, -n (its alias for "none": the two together are refused, as
+ * qemu-nbd refuses them) and --aio (checked as qemu-nbd checks it, with no
+ * effect: see its help).
+ */
+function resolveCache(
+  cache: string | undefined,
+  nocache: boolean,
+  aio: string | undefined,
+  file: string | null,
+): (typeof CACHE_MODES)[keyof typeof CACHE_MODES] {
+  if (cache !== undefined && nocache) {
+    throw new UsageError("-n and --cache can only be specified once");
+  }
+  const mode = CACHE_MODES[nocache ? "none" : (cache ?? "writeback") as keyof typeof CACHE_MODES];
+  if (aio !== undefined && !(AIO_MODES as readonly string[]).includes(aio)) {
+    throw new DenbdError("invalid", `Invalid aio mode '${aio}'`);
+  }
+  if (aio === "native" && !mode.direct) {
+    throw new DenbdError(
+      "invalid",
+      `Failed to blk_new_open '${file ?? ""}': ` +
+        "aio=native was specified, but it requires cache.direct=on, which was not specified.",
+    );
+  }
+  return mode;
+}
+
+/** --detect-zeroes, with qemu-nbd's messages (unmap needs --discard=unmap). */
+function resolveDetectZeroes(
+  text: string | undefined,
+  discard: "ignore" | "unmap",
+): (typeof DETECT_ZEROES_MODES)[number] {
+  const mode = text ?? "off";
+  if (!(DETECT_ZEROES_MODES as readonly string[]).includes(mode)) {
+    throw new DenbdError(
+      "invalid",
+      `Failed to parse detect_zeroes mode: invalid parameter value: ${mode}`,
+    );
+  }
+  if (mode === "unmap" && discard !== "unmap") {
+    throw new DenbdError("invalid", DETECT_ZEROES_UNMAP_NEEDS_DISCARD);
+  }
+  return mode as (typeof DETECT_ZEROES_MODES)[number];
 }
 
 /**
@@ -208,70 +351,55 @@ function checkLengths(settings: ServeSettings): void {
   }
 }
 
-/**
- * Refuse formats `serve` cannot export yet, naming the ones it can. Returns
- * whether the format was probed (not named).
- */
-async function checkFormat(file: string, format: string | null): Promise<boolean> {
-  const effective = format ?? await probeFormat(file);
-  if (!(SUPPORTED_FORMATS as readonly string[]).includes(effective)) {
-    const how = format ? `format '${format}'` : `'${file}' looks like ${effective}, which`;
-    throw new DenbdError(
-      "not-supported",
-      `${how} is not supported yet (supported: ${SUPPORTED_FORMATS.join(", ")}); ` +
-        `-f raw exports the file's bytes as they are`,
-    );
+/** An option argument that is JSON (it starts with '{'), with QEMU's errors. */
+function parseJsonArgument(text: string): JsonValue {
+  const [first] = new JsonStreamParser().feed(new TextEncoder().encode(text));
+  if (!first) throw new DenbdError("invalid", "JSON parse error, premature EOI");
+  if ("error" in first) throw new DenbdError("invalid", first.error);
+  return first.value;
+}
+
+/** --object: each created as qemu-nbd creates it (keyval or JSON, `qom-type` implied). */
+async function createObjects(daemon: Daemon, objects: readonly string[]): Promise<void> {
+  for (const text of objects) {
+    const json = isJsonArgument(text);
+    const value = json ? parseJsonArgument(text) : parseKeyval(text, QSD_IMPLIED_KEYS.object);
+    await daemon.objectAdd(validateInput(ObjectOptions, value, json ? "json" : "keyval"));
   }
-  return format === null;
-}
-
-/** qemu-nbd's warning (QEMU's raw driver prints it) for a writable image probed as raw. */
-function probedRawWarning(file: string): string {
-  return [
-    `WARNING: Image format was not specified for '${file}' and probing guessed raw.`,
-    "         Automatically detecting the format is dangerous for raw images, " +
-    "write operations on block 0 will be restricted.",
-    "         Specify the 'raw' format explicitly to remove the restrictions.",
-  ].join("\n");
 }
 
 /**
- * Open `file` as the node "disk": the file node itself when the format was
- * named (or is the demo's), else a raw node marked probed over it, which
- * keeps block 0 raw. Says what is degraded when FFI is not permitted.
+ * Open the image as the node to export, warning as qemu-nbd does for a
+ * writable image whose format was probed as raw. Says what is degraded when
+ * FFI is not permitted.
  */
 async function openImage(
   daemon: Daemon,
   file: string,
   settings: ServeSettings,
   log: Logger,
-): Promise<void> {
-  const probed = await checkFormat(file, settings.format);
-  const fileNode = {
-    driver: "file",
-    filename: file,
-    "read-only": settings.readOnly,
-    cache: { direct: settings.cache.direct, "no-flush": settings.cache.noFlush },
+): Promise<OpenedImage> {
+  const opened = await openServeImage(daemon, {
+    file,
+    imageOpts: settings.imageOpts,
+    format: settings.format,
+    readOnly: settings.readOnly,
+    direct: settings.cache.direct,
+    noFlush: settings.cache.noFlush,
     discard: settings.discard,
-  } as const;
-  if (probed) {
-    if (!settings.readOnly) console.error(probedRawWarning(file));
-    await daemon.blockdevAdd({
-      driver: "raw",
-      "node-name": "disk",
-      "read-only": settings.readOnly,
-      discard: settings.discard,
-      file: fileNode,
-    }, true);
-  } else {
-    await daemon.blockdevAdd({ ...fileNode, "node-name": "disk" });
-  }
+    detectZeroes: settings.detectZeroes,
+    offset: settings.offset,
+    snapshot: settings.snapshot,
+    loadSnapshot: settings.loadSnapshot,
+  });
+  if (opened.probedRaw && !settings.readOnly) console.error(probedRawWarning(file));
   if (settings.readOnly && loadLibc() === null) {
     log.warn(
       `without FFI (--allow-ffi), '${file}' is served with no image lock and no hole ` +
         "detection (every block is reported as data)",
     );
   }
+  return opened;
 }
 
 /** Resolves when the server should stop: on SIGINT/SIGTERM, or when asked. */
@@ -340,14 +468,17 @@ export async function runServe(args: readonly string[]): Promise<number> {
   }
   const settings = resolveSettings(values, positionals);
   checkLengths(settings);
+  if (settings.fork && !isForkChild()) return await runForkParent(["serve", ...args]);
   const log = new Logger({ verbose: settings.verbose });
   const demo = settings.file === null ? await createDemoImage() : null;
   const file = settings.file ?? demo!.path;
   const daemon = new Daemon(log);
   const stop = new StopSignal();
   let pidFile: PidFile | undefined;
+  let image: OpenedImage | undefined;
   try {
-    await openImage(
+    await createObjects(daemon, settings.objects);
+    image = await openImage(
       daemon,
       file,
       { ...settings, format: settings.format ?? (demo ? "raw" : null) },
@@ -366,16 +497,18 @@ export async function runServe(args: readonly string[]): Promise<number> {
     }
     daemon.blockExportAdd({
       type: "nbd",
-      id: "disk",
-      "node-name": "disk",
+      id: EXPORTED_NODE,
+      "node-name": EXPORTED_NODE,
       name: settings.exportName,
       description: settings.description,
       writable: !settings.readOnly,
       writethrough: settings.cache.writethrough,
       "allocation-depth": settings.allocationDepth,
+      bitmaps: [...settings.bitmaps],
     });
     // Locked while serving; left in place at exit, as qemu-nbd leaves it.
     if (settings.pidFile) pidFile = await writePidFile(settings.pidFile);
+    if (settings.fork) signalForkReady();
     log.debug(
       `serving '${file}' as export '${settings.exportName}' on ${formatAddress(bound)}` +
         (settings.readOnly ? " (read-only)" : ""),
@@ -385,6 +518,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
     stop.dispose();
     pidFile?.release(false);
     await daemon.shutdown("answered");
+    await image?.cleanup();
     await demo?.remove();
   }
   return 0;

@@ -21,14 +21,16 @@ import { type ListeningAddress, listenOn, removeStaleSocket } from "../net/socke
 import { adoptListener } from "../net/inherited-listener.ts";
 import { EventBus } from "../qmp/events.ts";
 import { isWellFormedId } from "../qmp/qemu-opts.ts";
-import { NodeGraph } from "./nodes.ts";
+import { NodeGraph, type NodeOpenExtras } from "./nodes.ts";
 import { ObjectRegistry } from "./objects.ts";
 import {
   BLOCK_EXPORT_DELETED,
+  type BlockDeviceInfoValue,
   type BlockdevOptionsValue,
   type BlockExportInfoValue,
   type BlockExportOptionsValue,
   type BlockExportRemoveModeValue,
+  type BlockInfoValue,
   type DaemonEvent,
   isServedExport,
   type NbdServerAddOptionsValue,
@@ -100,9 +102,9 @@ export class Daemon {
     this.log = log;
   }
 
-  /** blockdev-add: open a node (`probed`: see {@linkcode NodeGraph.add}). */
-  async blockdevAdd(options: BlockdevOptionsValue, probed = false): Promise<void> {
-    await this.nodes.add(options, probed);
+  /** blockdev-add: open a node (`extras`: see {@linkcode NodeGraph.add}). */
+  async blockdevAdd(options: BlockdevOptionsValue, extras: NodeOpenExtras = {}): Promise<void> {
+    await this.nodes.add(options, extras);
   }
 
   /** blockdev-del: close a node nothing uses. */
@@ -111,13 +113,24 @@ export class Daemon {
     await this.nodes.delete(nodeName, exported);
   }
 
-  /** query-named-block-nodes: every node, newest first. */
-  async queryNamedBlockNodes(): Promise<Record<string, unknown>[]> {
+  /**
+   * query-named-block-nodes: every node, newest first; unless `flat`, each
+   * with its backing chain nested in its image.
+   */
+  async queryNamedBlockNodes(flat = false): Promise<BlockDeviceInfoValue[]> {
     return await Promise.all(
       this.nodes.list().map((entry) =>
-        this.nodes.describe(entry, this.dirtyBitmaps.query(entry.name))
+        this.nodes.describe(entry, this.dirtyBitmaps.query(entry.name), flat)
       ),
     );
+  }
+
+  /**
+   * query-block: the block backends that have a name or a device. As in
+   * qemu-storage-daemon, exports use anonymous backends, so there are none.
+   */
+  queryBlock(): BlockInfoValue[] {
+    return [];
   }
 
   /** nbd-server-start (and --nbd-server): listen for NBD clients; returns the bound address. */

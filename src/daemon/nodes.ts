@@ -1,9 +1,11 @@
 /**
- * The daemon's block graph: named nodes (file and raw drivers), children
- * defined inline (with generated names, as QEMU's `#blockNNN`), who uses
- * whom, and the description of each node that query-named-block-nodes gives.
- * Every node is wrapped for dirty-bitmap tracking, so a change through any
- * path marks its bitmaps.
+ * The daemon's block graph: named nodes (file, raw and qcow2 drivers),
+ * children defined inline or opened from a qcow2 header's backing file
+ * (with generated names, as QEMU's `#blockNNN`), who uses whom and in which
+ * role, and the description of each node that query-named-block-nodes
+ * gives. Every node is wrapped for dirty-bitmap tracking, so a change
+ * through any path marks its bitmaps; with detect-zeroes, a filter below the
+ * tracking turns writes of zeroes into write-zeroes.
  *
  * @module
  */
@@ -11,16 +13,40 @@
 import { FileNode } from "../block/file.ts";
 import { RawNode } from "../block/raw.ts";
 import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
+import { DETECT_ZEROES_UNMAP_NEEDS_DISCARD, DetectZeroesNode } from "../block/detect-zeroes.ts";
 import { READ_ONLY_USE, takePermissions, WRITABLE_USE } from "../block/permissions.ts";
 import type { DirtyBitmapInfo } from "../block/dirty-bitmap.ts";
-import { DenbdError } from "../errors.ts";
+import type { BlockNode, ChildRole } from "../block/node.ts";
+import { probeFormat } from "../block/probe.ts";
+import { DenbdError, messageOf } from "../errors.ts";
 import { isWellFormedId } from "../qmp/qemu-opts.ts";
 import { formatJson } from "../qmp/json-value.ts";
 import {
+  backingPath,
+  type BackingReference,
+  checkQcow2Options,
+  openQcow2,
+  qcow2ImageInfo,
+  Qcow2Node,
+  trackWithPersistentBitmaps,
+} from "./qcow2-nodes.ts";
+import {
+  type BlockDeviceInfoValue,
   type BlockdevOptionsValue,
+  type ImageInfoValue,
   type ImplementedBlockdevOptions,
   isImplementedDriver,
 } from "./qapi-types.ts";
+
+/** A child of a node in the graph. */
+export interface EntryChild {
+  /** The role it plays for its parent. */
+  readonly role: ChildRole;
+  /** Its node name. */
+  readonly name: string;
+  /** It was defined inline or opened from an image header, and goes away with its parent. */
+  readonly owned: boolean;
+}
 
 /** A node of the graph with what the daemon knows about it. */
 export interface NodeEntry {
@@ -32,57 +58,83 @@ export interface NodeEntry {
   readonly node: DirtyTrackingNode;
   /** The options it was opened with. */
   readonly options: ImplementedBlockdevOptions;
-  /** The image file underneath (for the description of the node). */
-  readonly filename: string;
-  /** Name of its child node, if any. */
-  readonly child?: string;
-  /** The child was defined inline and goes away with this node. */
-  readonly ownsChild: boolean;
+  /** Its children by role (file, backing). */
+  readonly children: readonly EntryChild[];
+  /** The qcow2 driver's node, for a qcow2 image (its header's details). */
+  readonly qcow2?: Qcow2Node;
+}
+
+/** Options of {@linkcode NodeGraph.add} beyond blockdev-add's. */
+export interface NodeOpenExtras {
+  /**
+   * The format was probed (`denbd serve` without -f): a raw node keeps
+   * block 0 from turning into another format.
+   */
+  readonly probed?: boolean;
+  /** A file node may grow past its end (the file of a qcow2 image). */
+  readonly growable?: boolean;
+  /** qemu-nbd -l: open a qcow2 image at this internal snapshot (see {@linkcode openQcow2}). */
+  readonly loadSnapshot?: string;
 }
 
 /** Generated names of inline children start with this (QEMU uses "#block"). */
 const GENERATED_PREFIX = "#block";
 
+/**
+ * The longest backing chain opened from image headers. QEMU has no limit;
+ * denbd bounds the files and memory one blockdev-add can take.
+ */
+export const MAX_BACKING_CHAIN = 256;
+
+/** The chain being opened from headers: the real paths of its images, top first. */
+type ChainPaths = readonly string[];
+
 /** The named nodes of one daemon. */
 export class NodeGraph {
-  readonly #nodes = new Map<string, NodeEntry>();
+  /** Nodes by name, in the order they were named; null while a node is being opened. */
+  readonly #nodes = new Map<string, NodeEntry | null>();
   #generated = 0;
 
   /** The node named `name`. */
   get(name: string): NodeEntry | undefined {
-    return this.#nodes.get(name);
+    return this.#nodes.get(name) ?? undefined;
   }
 
   /** Every node, newest first (as QEMU lists them). */
   list(): NodeEntry[] {
-    return [...this.#nodes.values()].reverse();
+    return [...this.#nodes.values()].filter((entry) => entry !== null).reverse();
   }
 
   /**
    * Open the node `options` describes (blockdev-add). A root node needs a
-   * node-name; a raw node's file may be a node name or an inline definition.
-   * `probed` marks a raw node whose format was guessed (`denbd serve`
-   * without -f): it keeps block 0 from turning into another format.
+   * node-name; children may be node names or inline definitions.
    */
-  async add(options: BlockdevOptionsValue, probed = false): Promise<NodeEntry> {
+  async add(options: BlockdevOptionsValue, extras: NodeOpenExtras = {}): Promise<NodeEntry> {
     const name = options["node-name"];
     if (name === undefined) {
       throw new DenbdError("invalid", "'node-name' must be specified for the root node");
     }
-    return await this.#open(options, name, probed);
+    return await this.#open(options, name, extras, []);
   }
 
   /**
    * Close and forget the node named `name` (blockdev-del). Refused while
    * another node has it as a child, or while `usedByExport` (an export
-   * serves it).
+   * serves it), with QEMU's messages.
    */
   async delete(name: string, usedByExport: boolean): Promise<void> {
-    const entry = this.#nodes.get(name);
+    const entry = this.get(name);
     if (!entry || name.startsWith(GENERATED_PREFIX)) {
       throw new DenbdError("not-found", `Failed to find node with node-name='${name}'`);
     }
-    if (this.#parentOf(name)) throw new DenbdError("busy", `Block device ${name} is in use`);
+    const parent = this.#parentOf(name);
+    if (parent?.child.role === "backing") {
+      throw new DenbdError(
+        "busy",
+        `Node '${name}' is busy: node is used as backing hd of '${parent.entry.name}'`,
+      );
+    }
+    if (parent) throw new DenbdError("busy", `Block device ${name} is in use`);
     if (usedByExport) throw new DenbdError("busy", `Node ${name} is in use`);
     await this.#close(entry);
   }
@@ -90,24 +142,28 @@ export class NodeGraph {
   /** Close every node, parents before their children. */
   async closeAll(): Promise<void> {
     for (const entry of this.list()) {
-      if (this.#nodes.has(entry.name)) await this.#close(entry);
+      if (this.get(entry.name)) await this.#close(entry);
     }
   }
 
-  /** The description of `entry` for query-named-block-nodes. */
+  /**
+   * The description of `entry` for query-named-block-nodes: with `flat`,
+   * without the backing chain nested in `image` (and a depth of 0).
+   */
   async describe(
     entry: NodeEntry,
     bitmaps: readonly DirtyBitmapInfo[],
-  ): Promise<Record<string, unknown>> {
+    flat = false,
+  ): Promise<BlockDeviceInfoValue> {
     const cache = entry.options.cache ?? {};
-    const actualSize = await allocatedBytes(entry.filename);
-    const filename = this.#displayName(entry);
-    const info: Record<string, unknown> = {
-      "file": filename,
+    const backing = this.#backingOf(entry);
+    return {
+      "file": this.#displayName(entry),
       "node-name": entry.name,
       "ro": entry.options["read-only"] ?? false,
       "drv": entry.driver,
-      "backing_file_depth": 0,
+      ...(backing && { "backing_file": this.#displayName(backing) }),
+      "backing_file_depth": flat ? 0 : this.#chainDepth(entry),
       "encrypted": false,
       "detect_zeroes": entry.options["detect-zeroes"] ?? "off",
       "bps": 0,
@@ -116,22 +172,53 @@ export class NodeGraph {
       "iops": 0,
       "iops_rd": 0,
       "iops_wr": 0,
-      "write_threshold": 0,
-      "image": {
-        "filename": filename,
-        "format": entry.driver,
-        "virtual-size": entry.node.size,
-        "actual-size": actualSize,
-        "dirty-flag": false,
-      },
+      "image": await this.#imageInfo(entry, flat),
       "cache": {
         "writeback": true,
         "direct": cache.direct ?? false,
         "no-flush": cache["no-flush"] ?? false,
       },
+      "write_threshold": 0,
+      ...(bitmaps.length > 0 && { "dirty-bitmaps": bitmaps }),
     };
-    if (bitmaps.length) info["dirty-bitmaps"] = bitmaps;
-    return info;
+  }
+
+  /** The ImageInfo of `entry`, with its backing chain nested unless `flat`. */
+  async #imageInfo(entry: NodeEntry, flat: boolean): Promise<ImageInfoValue> {
+    const backing = this.#backingOf(entry);
+    const filename = this.#displayName(entry);
+    return {
+      "filename": filename,
+      "format": entry.driver,
+      // QEMU counts a file's length in whole 512-byte sectors.
+      "virtual-size": entry.driver === "file" ? roundUp(entry.node.size, 512) : entry.node.size,
+      "actual-size": await allocatedBytes(this.#imagePath(entry)),
+      "dirty-flag": false,
+      ...(entry.qcow2 && qcow2ImageInfo(entry.qcow2, this.#imagePath(entry))),
+      ...(backing && !flat && { "backing-image": await this.#imageInfo(backing, false) }),
+    };
+  }
+
+  /** How many backing images are below `entry`. */
+  #chainDepth(entry: NodeEntry): number {
+    let depth = 0;
+    for (let at = this.#backingOf(entry); at; at = this.#backingOf(at)) depth++;
+    return depth;
+  }
+
+  #childOf(entry: NodeEntry, role: ChildRole): NodeEntry | undefined {
+    const child = entry.children.find((candidate) => candidate.role === role);
+    return child && this.get(child.name);
+  }
+
+  #backingOf(entry: NodeEntry): NodeEntry | undefined {
+    return this.#childOf(entry, "backing");
+  }
+
+  /** The path of the file at the bottom of `entry`'s file children. */
+  #imagePath(entry: NodeEntry): string {
+    if (entry.options.driver === "file") return entry.options.filename;
+    return this.#imagePath(this.#childOf(entry, "file")!);
   }
 
   /**
@@ -139,30 +226,52 @@ export class NodeGraph {
    * adds nothing to it, else `json:` and the options that open it again.
    */
   #displayName(entry: NodeEntry): string {
-    const plain = this.#plainFilename(entry);
-    return plain ?? `json:${formatJson(this.#openOptions(entry))}`;
+    return this.#plainFilename(entry) ?? `json:${formatJson(this.#openOptions(entry))}`;
   }
 
-  /** The image's path, unless a raw window (offset, size) on the way makes it another image. */
+  /**
+   * The image's path, unless something on the way makes it another image:
+   * a raw window (offset, size), or a qcow2 backing other than its header's.
+   */
   #plainFilename(entry: NodeEntry): string | undefined {
-    if (entry.options.driver === "file") return entry.filename;
-    if (entry.options.offset !== undefined || entry.options.size !== undefined) return undefined;
-    return this.#plainFilename(this.#nodes.get(entry.child!)!);
+    const options = entry.options;
+    if (options.driver === "file") return options.filename;
+    if (options.driver === "raw" && (options.offset !== undefined || options.size !== undefined)) {
+      return undefined;
+    }
+    if (options.driver === "qcow2" && options.backing !== undefined) return undefined;
+    return this.#plainFilename(this.#childOf(entry, "file")!);
   }
 
   /** The options that matter to what a node reads (QEMU's full_open_options). */
   #openOptions(entry: NodeEntry): Record<string, unknown> {
     const options = entry.options;
     if (options.driver === "file") return { driver: "file", filename: options.filename };
+    const file = this.#openOptions(this.#childOf(entry, "file")!);
+    if (options.driver === "raw") {
+      return {
+        driver: "raw",
+        ...(options.offset !== undefined && { offset: options.offset }),
+        ...(options.size !== undefined && { size: options.size }),
+        file,
+      };
+    }
+    const backing = this.#backingOf(entry);
     return {
-      driver: "raw",
-      ...(options.offset !== undefined && { offset: options.offset }),
-      ...(options.size !== undefined && { size: options.size }),
-      file: this.#openOptions(this.#nodes.get(entry.child!)!),
+      driver: "qcow2",
+      ...(options.backing !== undefined && {
+        backing: backing ? this.#openOptions(backing) : null,
+      }),
+      file,
     };
   }
 
-  async #open(options: BlockdevOptionsValue, name: string, probed = false): Promise<NodeEntry> {
+  async #open(
+    options: BlockdevOptionsValue,
+    name: string,
+    extras: NodeOpenExtras,
+    chain: ChainPaths,
+  ): Promise<NodeEntry> {
     if (!isWellFormedId(name) && !name.startsWith(GENERATED_PREFIX)) {
       throw new DenbdError("invalid", `Invalid node-name: '${name}'`);
     }
@@ -175,82 +284,170 @@ export class NodeGraph {
         `driver '${options.driver}' is not supported by denbd yet`,
       );
     }
-    if (options["detect-zeroes"] !== undefined && options["detect-zeroes"] !== "off") {
-      throw new DenbdError("not-supported", "detect-zeroes is not supported by denbd yet");
-    }
-    const entry = options.driver === "file"
-      ? await this.#openFile(options, name)
-      : await this.#openRaw(options, name, probed);
-    this.#nodes.set(name, entry);
-    return entry;
-  }
-
-  async #openFile(
-    options: Extract<BlockdevOptionsValue, { driver: "file" }>,
-    name: string,
-  ): Promise<NodeEntry> {
-    const file = await FileNode.open(options.filename, {
-      readOnly: options["read-only"],
-      direct: options.cache?.direct,
-      noFlush: options.cache?.["no-flush"],
-      discard: options.discard,
-      lock: options.locking !== "off",
-    });
-    // The daemon uses every file node it opens, as an export would, from the
-    // start: its image locks are taken now (QEMU waits for a user; see
-    // docs/compatibility.md). Closing the node releases them.
-    try {
-      takePermissions(file, options["read-only"] ? READ_ONLY_USE : WRITABLE_USE);
-    } catch (error) {
-      await file.close();
-      throw error;
-    }
-    return {
-      name,
-      driver: "file",
-      node: new DirtyTrackingNode(file),
-      options,
-      filename: options.filename,
-      ownsChild: false,
-    };
-  }
-
-  async #openRaw(
-    options: Extract<BlockdevOptionsValue, { driver: "raw" }>,
-    name: string,
-    probed: boolean,
-  ): Promise<NodeEntry> {
-    const inline = typeof options.file !== "string";
-    const child = typeof options.file === "string"
-      ? this.#nodes.get(options.file)
-      : await this.#open(options.file, this.#generatedName());
-    if (!child) {
-      const missing = options.file as string;
-      throw new DenbdError(
-        "not-found",
-        `Cannot find device='${missing}' nor node-name='${missing}'`,
-      );
+    const detectZeroes = options["detect-zeroes"] ?? "off";
+    if (detectZeroes === "unmap" && options.discard !== "unmap") {
+      throw new DenbdError("invalid", DETECT_ZEROES_UNMAP_NEEDS_DISCARD);
     }
     try {
-      const raw = RawNode.open(child.node, {
-        offset: options.offset,
-        size: options.size,
-        readOnly: options["read-only"],
-        discard: options.discard,
-        probed,
-      });
-      return {
+      const opened = await this.#openDriver(options, name, extras, chain);
+      const inner = detectZeroes === "off"
+        ? opened.node
+        : new DetectZeroesNode(opened.node, detectZeroes);
+      const entry: NodeEntry = {
         name,
-        driver: "raw",
-        node: new DirtyTrackingNode(raw),
+        driver: options.driver,
+        node: opened.node instanceof Qcow2Node
+          ? await trackWithPersistentBitmaps(opened.node, inner)
+          : new DirtyTrackingNode(inner),
         options,
-        filename: child.filename,
-        child: child.name,
-        ownsChild: inline,
+        children: opened.children,
+        ...(opened.node instanceof Qcow2Node && { qcow2: opened.node }),
       };
+      this.#nodes.set(name, entry);
+      return entry;
     } catch (error) {
-      if (inline) await this.#close(child);
+      this.#nodes.delete(name);
       throw error;
+    }
+  }
+
+  /** Open the driver's node and its children; on failure, close the children it opened. */
+  async #openDriver(
+    options: ImplementedBlockdevOptions,
+    name: string,
+    extras: NodeOpenExtras,
+    chain: ChainPaths,
+  ): Promise<{ node: BlockNode; children: EntryChild[] }> {
+    if (options.driver === "file") {
+      const node = await FileNode.open(options.filename, {
+        readOnly: options["read-only"],
+        direct: options.cache?.direct,
+        noFlush: options.cache?.["no-flush"],
+        discard: options.discard,
+        lock: options.locking !== "off",
+        growable: extras.growable,
+      });
+      // The daemon uses every file node it opens, as an export would, from the
+      // start: its image locks are taken now (QEMU waits for a user; see
+      // docs/compatibility.md). Closing the node releases them.
+      try {
+        takePermissions(node, options["read-only"] ? READ_ONLY_USE : WRITABLE_USE);
+      } catch (error) {
+        await node.close();
+        throw error;
+      }
+      return { node, children: [] };
+    }
+    const children: EntryChild[] = [];
+    try {
+      const growable = options.driver === "qcow2";
+      const file = await this.#child(
+        inheritReadOnly(options.file, options["read-only"]),
+        "file",
+        children,
+        chain,
+        { growable },
+      );
+      // Named after its file and before its backing, as QEMU lists them.
+      this.#nodes.set(name, null);
+      if (options.driver === "raw") {
+        const node = RawNode.open(file.node, {
+          offset: options.offset,
+          size: options.size,
+          readOnly: options["read-only"],
+          discard: options.discard,
+          probed: extras.probed,
+        });
+        return { node, children };
+      }
+      checkQcow2Options(options);
+      const imagePath = this.#imagePath(file);
+      const path = chain.length ? [] : [await Deno.realPath(imagePath).catch(() => imagePath)];
+      // QEMU takes the deprecated "backing": "" (the keyval form `backing=`) as null.
+      const backingRef = options.backing === "" ? null : options.backing;
+      const backing = backingRef === undefined || backingRef === null
+        ? backingRef
+        : (await this.#backingChild(backingRef, children)).node;
+      const node = await openQcow2(file.node, {
+        readOnly: Boolean(options["read-only"]),
+        discard: options.discard ?? "ignore",
+        backing,
+        openBacking: async (reference) =>
+          (await this.#headerBacking(reference, imagePath, [...chain, ...path], children)).node,
+        loadSnapshot: extras.loadSnapshot,
+      });
+      return { node, children };
+    } catch (error) {
+      await this.#closeOwned(children);
+      throw error;
+    }
+  }
+
+  /** The child `ref` names or defines, recorded in `children` under `role`. */
+  async #child(
+    ref: string | BlockdevOptionsValue,
+    role: ChildRole,
+    children: EntryChild[],
+    chain: ChainPaths,
+    extras: NodeOpenExtras = {},
+  ): Promise<NodeEntry> {
+    if (typeof ref === "string") {
+      const found = this.get(ref);
+      if (!found) {
+        throw new DenbdError("not-found", `Cannot find device='${ref}' nor node-name='${ref}'`);
+      }
+      children.push({ role, name: ref, owned: false });
+      return found;
+    }
+    const opened = await this.#open(ref, this.#generatedName(), extras, chain);
+    children.push({ role, name: opened.name, owned: true });
+    return opened;
+  }
+
+  /** A backing given in blockdev-add (a node name or an inline definition). */
+  async #backingChild(
+    ref: string | BlockdevOptionsValue,
+    children: EntryChild[],
+  ): Promise<NodeEntry> {
+    try {
+      return await this.#child(ref, "backing", children, []);
+    } catch (error) {
+      throw new DenbdError("invalid", `Could not open backing file: ${messageOf(error)}`);
+    }
+  }
+
+  /**
+   * Open the backing file a qcow2 header names, read-only as QEMU does:
+   * the name resolved against the image's directory, the format the header
+   * gives or else probed; a loop or a chain longer than
+   * {@linkcode MAX_BACKING_CHAIN} is refused.
+   */
+  async #headerBacking(
+    reference: BackingReference,
+    imageFilename: string,
+    chain: ChainPaths,
+    children: EntryChild[],
+  ): Promise<NodeEntry> {
+    try {
+      const filename = backingPath(imageFilename, reference.filename);
+      const real = await Deno.realPath(filename).catch(() => filename);
+      if (chain.includes(real)) {
+        throw new DenbdError("invalid", `Backing file '${filename}' creates an infinite loop.`);
+      }
+      if (chain.length >= MAX_BACKING_CHAIN) {
+        throw new DenbdError(
+          "not-supported",
+          `backing chain longer than ${MAX_BACKING_CHAIN} images is not supported by denbd`,
+        );
+      }
+      const format = reference.format ?? await probeFormat(filename);
+      const file = { driver: "file", filename, "read-only": true } as const;
+      const options = { driver: format, "read-only": true, file } as BlockdevOptionsValue;
+      const opened = await this.#open(options, this.#generatedName(), {}, [...chain, real]);
+      children.push({ role: "backing", name: opened.name, owned: true });
+      return opened;
+    } catch (error) {
+      throw new DenbdError("invalid", `Could not open backing file: ${messageOf(error)}`);
     }
   }
 
@@ -260,19 +457,48 @@ export class NodeGraph {
     return `${GENERATED_PREFIX}${String(this.#generated).padStart(3, "0")}`;
   }
 
-  #parentOf(name: string): NodeEntry | undefined {
-    return [...this.#nodes.values()].find((entry) => entry.child === name);
+  #parentOf(name: string): { entry: NodeEntry; child: EntryChild } | undefined {
+    for (const entry of this.list()) {
+      const child = entry.children.find((candidate) => candidate.name === name);
+      if (child) return { entry, child };
+    }
+    return undefined;
   }
 
   async #close(entry: NodeEntry): Promise<void> {
     this.#nodes.delete(entry.name);
+    const { node } = entry;
+    // QEMU stores persistent bitmaps when it closes the node.
+    if (node.persistentStore && node.capabilities.writable) {
+      await node.persistentStore.store(node.bitmaps.list()).catch(() => {});
+    }
     await entry.node.flush().catch(() => {});
     await entry.node.close();
-    if (entry.ownsChild && entry.child) {
-      const child = this.#nodes.get(entry.child);
-      if (child) await this.#close(child);
+    await this.#closeOwned(entry.children);
+  }
+
+  /** Close the children that belong to their parent (inline or from a header). */
+  async #closeOwned(children: readonly EntryChild[]): Promise<void> {
+    for (const child of children) {
+      const entry = child.owned ? this.get(child.name) : undefined;
+      if (entry) await this.#close(entry);
     }
   }
+}
+
+/** An inline child takes its parent's read-only unless it says otherwise, as in QEMU. */
+function inheritReadOnly(
+  ref: string | BlockdevOptionsValue,
+  readOnly: boolean | undefined,
+): string | BlockdevOptionsValue {
+  if (typeof ref === "string" || ref["read-only"] !== undefined || readOnly === undefined) {
+    return ref;
+  }
+  return { ...ref, "read-only": readOnly };
+}
+
+function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
 }
 
 /** Bytes allocated to `path` on disk (0 if it cannot be read). */

@@ -200,6 +200,8 @@ const blockdevBase = [
 interface RecursiveTypes {
   /** BlockdevOptions, which BlockdevRef (a raw node's file) refers back to. */
   readonly BlockdevOptions: typeof BlockdevOptions;
+  /** ImageInfo, whose backing-image is an ImageInfo. */
+  readonly ImageInfo: typeof ImageInfo;
 }
 
 /** BlockdevRef: a node defined inline, or a node name. */
@@ -214,8 +216,68 @@ export const BlockdevOptionsRaw = struct("BlockdevOptionsRaw", [
   optional("size", int),
 ]);
 
+/** BlockdevRefOrNull: a node defined inline, a node name, or null (no node). */
+export const BlockdevRefOrNull: QapiAlternate<
+  readonly [QapiForward<RecursiveTypes, "BlockdevOptions">, typeof str, typeof BUILTIN.null]
+> = alternate("BlockdevRefOrNull", () => [BlockdevOptions, str, BUILTIN.null]);
+
+/** Qcow2OverlapCheckMode. */
+export const Qcow2OverlapCheckMode = enumeration("Qcow2OverlapCheckMode", [
+  "none",
+  "constant",
+  "cached",
+  "all",
+]);
+
+/** Qcow2OverlapCheckFlags. */
+export const Qcow2OverlapCheckFlags = struct("Qcow2OverlapCheckFlags", [
+  optional("template", Qcow2OverlapCheckMode),
+  optional("main-header", bool),
+  optional("active-l1", bool),
+  optional("active-l2", bool),
+  optional("refcount-table", bool),
+  optional("refcount-block", bool),
+  optional("snapshot-table", bool),
+  optional("inactive-l1", bool),
+  optional("inactive-l2", bool),
+  optional("bitmap-directory", bool),
+]);
+
+/** Qcow2OverlapChecks: a mode for every structure, or one flag per structure. */
+export const Qcow2OverlapChecks = alternate("Qcow2OverlapChecks", [
+  Qcow2OverlapCheckFlags,
+  Qcow2OverlapCheckMode,
+]);
+
+/**
+ * BlockdevOptionsQcow2 (QEMU 7.2): the image's `file`, its `backing` (a
+ * node, an inline definition, null for none; absent: the one the header
+ * names), and the driver's tuning options. `encrypt` and `data-file` are
+ * checked no further than by type: denbd refuses them.
+ */
+export const BlockdevOptionsQcow2 = struct("BlockdevOptionsQcow2", [
+  member("file", BlockdevRef),
+  optional("backing", BlockdevRefOrNull),
+  optional("lazy-refcounts", bool),
+  optional("pass-discard-request", bool),
+  optional("pass-discard-snapshot", bool),
+  optional("pass-discard-other", bool),
+  optional("overlap-check", Qcow2OverlapChecks),
+  optional("cache-size", int),
+  optional("l2-cache-size", int),
+  optional("l2-cache-entry-size", int),
+  optional("refcount-cache-size", int),
+  optional("cache-clean-interval", int),
+  optional("encrypt", BUILTIN.any),
+  optional("data-file", BlockdevRef),
+]);
+
 /** Branches of BlockdevOptions: the drivers denbd implements. */
-const blockdevBranches = { file: BlockdevOptionsFile, raw: BlockdevOptionsRaw };
+const blockdevBranches = {
+  file: BlockdevOptionsFile,
+  qcow2: BlockdevOptionsQcow2,
+  raw: BlockdevOptionsRaw,
+};
 
 /** The block drivers denbd implements, from the branches (the others are refused by name). */
 export const IMPLEMENTED_DRIVERS: readonly string[] = Object.keys(blockdevBranches);
@@ -252,6 +314,136 @@ export const BlockdevDelArguments = struct("blockdev-del-arg", [member("node-nam
 export const QueryNamedBlockNodesArguments = struct("query-named-block-nodes-arg", [
   optional("flat", bool),
 ]);
+
+/** BlockdevCacheInfo. */
+export const BlockdevCacheInfo = struct("BlockdevCacheInfo", [
+  member("writeback", bool),
+  member("direct", bool),
+  member("no-flush", bool),
+]);
+
+/** BlockDirtyInfo: a bitmap as query-named-block-nodes shows it. */
+export const BlockDirtyInfo = struct("BlockDirtyInfo", [
+  optional("name", str),
+  member("count", int),
+  member("granularity", uint32),
+  member("recording", bool),
+  member("busy", bool),
+  member("persistent", bool),
+  optional("inconsistent", bool),
+]);
+
+/** SnapshotInfo: an internal snapshot of an image. */
+export const SnapshotInfo = struct("SnapshotInfo", [
+  member("id", str),
+  member("name", str),
+  member("vm-state-size", int),
+  member("date-sec", int),
+  member("date-nsec", int),
+  member("vm-clock-sec", int),
+  member("vm-clock-nsec", int),
+  optional("icount", int),
+]);
+
+/** Qcow2BitmapInfo: a persistent bitmap as stored in a qcow2 image. */
+export const Qcow2BitmapInfo = struct("Qcow2BitmapInfo", [
+  member("name", str),
+  member("granularity", uint32),
+  member("flags", array(enumeration("Qcow2BitmapInfoFlags", ["in-use", "auto"]))),
+]);
+
+/** ImageInfoSpecificQCow2: what qcow2 adds to an image's description. */
+export const ImageInfoSpecificQCow2 = struct("ImageInfoSpecificQCow2", [
+  member("compat", str),
+  optional("data-file", str),
+  optional("data-file-raw", bool),
+  optional("extended-l2", bool),
+  optional("lazy-refcounts", bool),
+  optional("corrupt", bool),
+  member("refcount-bits", int),
+  optional("bitmaps", array(Qcow2BitmapInfo)),
+  optional("compression-type", enumeration("Qcow2CompressionType", ["zlib", "zstd"])),
+]);
+
+/** ImageInfoSpecific: format-specific information, by format (qcow2's modelled). */
+export const ImageInfoSpecific = union(
+  "ImageInfoSpecific",
+  [member("type", enumeration("ImageInfoSpecificKind", ["qcow2", "vmdk", "luks", "rbd", "file"]))],
+  "type",
+  { qcow2: struct("ImageInfoSpecificQCow2Wrapper", [member("data", ImageInfoSpecificQCow2)]) },
+  ["vmdk", "luks", "rbd", "file"],
+);
+
+/** ImageInfo: an image and, nested, its backing chain. */
+export const ImageInfo = struct("ImageInfo", [
+  member("filename", str),
+  member("format", str),
+  optional("dirty-flag", bool),
+  optional("actual-size", int),
+  member("virtual-size", int),
+  optional("cluster-size", int),
+  optional("encrypted", bool),
+  optional("compressed", bool),
+  optional("backing-filename", str),
+  optional("full-backing-filename", str),
+  optional("backing-filename-format", str),
+  optional("snapshots", array(SnapshotInfo)),
+  optional("backing-image", forwardImageInfo()),
+  optional("format-specific", ImageInfoSpecific),
+]);
+
+/** An ImageInfo value. */
+export type ImageInfoValue = QapiValue<typeof ImageInfo>;
+
+/** ImageInfo as its own backing-image's type: a struct whose members are ImageInfo's, looked up on use. */
+function forwardImageInfo(): QapiForward<RecursiveTypes, "ImageInfo"> {
+  return {
+    kind: "struct",
+    name: "ImageInfo",
+    get members() {
+      return ImageInfo.members;
+    },
+  };
+}
+
+/** BlockDeviceInfo: a node as query-named-block-nodes describes it. */
+export const BlockDeviceInfo = struct("BlockDeviceInfo", [
+  member("file", str),
+  optional("node-name", str),
+  member("ro", bool),
+  member("drv", str),
+  optional("backing_file", str),
+  member("backing_file_depth", int),
+  member("encrypted", bool),
+  member("detect_zeroes", BlockdevDetectZeroesOptions),
+  member("bps", int),
+  member("bps_rd", int),
+  member("bps_wr", int),
+  member("iops", int),
+  member("iops_rd", int),
+  member("iops_wr", int),
+  member("image", ImageInfo),
+  member("cache", BlockdevCacheInfo),
+  member("write_threshold", int),
+  optional("dirty-bitmaps", array(BlockDirtyInfo)),
+]);
+
+/** A BlockDeviceInfo value. */
+export type BlockDeviceInfoValue = QapiValue<typeof BlockDeviceInfo>;
+
+/** BlockInfo: a block backend with a name or a device (query-block; qsd has none). */
+export const BlockInfo = struct("BlockInfo", [
+  member("device", str),
+  optional("qdev", str),
+  member("type", str),
+  member("removable", bool),
+  member("locked", bool),
+  optional("inserted", BlockDeviceInfo),
+  optional("tray_open", bool),
+]);
+
+/** A BlockInfo value. */
+export type BlockInfoValue = QapiValue<typeof BlockInfo>;
 
 // ---------------------------------------------------------------------------
 // Dirty bitmaps

@@ -14,6 +14,7 @@ import { array, EMPTY_STRUCT } from "../qmp/schema.ts";
 import type { Daemon } from "./daemon.ts";
 import {
   BlockdevDelArguments,
+  BlockDeviceInfo,
   BlockdevOptions,
   BlockDirtyBitmap,
   BlockDirtyBitmapAdd,
@@ -22,6 +23,7 @@ import {
   BlockExportDelArguments,
   BlockExportInfo,
   BlockExportOptions,
+  BlockInfo,
   NbdServerAddOptions,
   NbdServerRemoveArguments,
   NbdServerStartArguments,
@@ -106,7 +108,15 @@ const blockdevDel = daemonCommand({
 const queryNamedBlockNodes = daemonCommand({
   name: "query-named-block-nodes",
   args: QueryNamedBlockNodesArguments,
-  run: ({ state }) => state.queryNamedBlockNodes(),
+  returns: array(BlockDeviceInfo),
+  run: ({ state }, args) => state.queryNamedBlockNodes(args.flat),
+});
+
+const queryBlock = daemonCommand({
+  name: "query-block",
+  args: EMPTY_STRUCT,
+  returns: array(BlockInfo),
+  run: ({ state }) => state.queryBlock(),
 });
 
 const bitmapAdd = daemonCommand({
@@ -169,6 +179,7 @@ export function daemonCommands(): CommandTable<Daemon> {
     blockdevAdd,
     blockdevDel,
     queryNamedBlockNodes,
+    queryBlock,
     nbdServerStart,
     nbdServerAdd,
     nbdServerRemove,

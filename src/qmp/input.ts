@@ -244,6 +244,9 @@ class InputVisitor {
     switch (type.name) {
       case "any":
         return this.#present(name, value);
+      case "null":
+        if (this.#present(name, value) !== null) this.#typeError(name, "null");
+        return null;
       case "str":
         return this.#string(name, value);
       case "bool":
@@ -319,6 +322,7 @@ class InputVisitor {
 
 /** Whether an alternate picks `alternative` for `value`, by the value's JSON type. */
 function accepts(alternative: QapiType, value: JsonValue): boolean {
+  if (value === null) return alternative.kind === "builtin" && alternative.name === "null";
   switch (typeof value) {
     case "string":
       return alternative.kind === "enum" ||
@@ -328,7 +332,7 @@ function accepts(alternative: QapiType, value: JsonValue): boolean {
     case "number":
     case "bigint":
       return alternative.kind === "builtin" &&
-        !["str", "bool", "any"].includes(alternative.name);
+        !["str", "bool", "any", "null"].includes(alternative.name);
   }
   if (Array.isArray(value)) return alternative.kind === "array";
   return isJsonObject(value) && (alternative.kind === "struct" || alternative.kind === "union");

@@ -30,7 +30,7 @@ import type { JsonValue } from "./json-value.ts";
 export interface QapiBuiltin<N extends BuiltinName = BuiltinName> {
   /** Discriminates the kinds of types. */
   readonly kind: "builtin";
-  /** QAPI's name: str, bool, int, int64, uint16, uint32, uint64, size, number, any. */
+  /** QAPI's name: str, bool, int, int64, uint16, uint32, uint64, size, number, any, null. */
   readonly name: N;
 }
 
@@ -49,6 +49,7 @@ interface BuiltinValues {
   size: number;
   number: number;
   any: JsonValue;
+  null: null;
 }
 
 /** Names of the builtin types denbd uses. */
@@ -154,14 +155,15 @@ export interface QapiEvent<N extends string = string, D extends QapiStruct = Qap
 declare const forwardTarget: unique symbol;
 
 /**
- * The declared type of a union used before its definition, which a
- * recursive schema needs (BlockdevOptions holds a BlockdevRef that holds
- * BlockdevOptions). At runtime it is the union itself; to the type checker
- * it also names the union's exact type as member `K` of the interface
- * `Scope`, which is resolved only when a value type is derived, so the
- * cycle never has to be written out.
+ * The declared type of a union or struct used before its definition, which
+ * a recursive schema needs (BlockdevOptions holds a BlockdevRef that holds
+ * BlockdevOptions; ImageInfo holds its backing image's ImageInfo). At
+ * runtime it is the type itself (or a struct whose members are looked up on
+ * use); to the type checker it also names the type's exact type as member
+ * `K` of the interface `Scope`, which is resolved only when a value type is
+ * derived, so the cycle never has to be written out.
  */
-export type QapiForward<Scope, K extends keyof Scope> = QapiUnion & {
+export type QapiForward<Scope, K extends keyof Scope> = (QapiUnion | QapiStruct) & {
   readonly [forwardTarget]?: readonly [Scope, K];
 };
 
@@ -257,6 +259,7 @@ export const BUILTIN: { readonly [N in BuiltinName]: QapiBuiltin<N> } = {
   size: { kind: "builtin", name: "size" },
   number: { kind: "builtin", name: "number" },
   any: { kind: "builtin", name: "any" },
+  null: { kind: "builtin", name: "null" },
 };
 
 /** A required member. */

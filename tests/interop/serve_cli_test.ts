@@ -89,18 +89,6 @@ Deno.test(
   },
 );
 
-Deno.test("qcow2 images are refused until the qcow2 format lands", needs("qemu-img"), async () => {
-  await withTempDir(async (dir) => {
-    const image = join(dir, "disk.qcow2");
-    await check("qemu-img", ["create", "-q", "-f", "qcow2", image, "1M"]);
-    const probed = await denbd("serve", image);
-    assert.equal(probed.code, 1);
-    assert.match(probed.stderr, /looks like qcow2, which is not supported yet/);
-    const named = await denbd("serve", "-f", "qcow2", image);
-    assert.match(named.stderr, /format 'qcow2' is not supported yet/);
-  });
-});
-
 Deno.test(
   "without -t the server exits 0 after its last client disconnects",
   needs("nbdinfo"),
