@@ -22,19 +22,8 @@
  * @module
  */
 
-import {
-  allocationDepthOf,
-  type AllocationDepthSource,
-  type DepthExtent,
-} from "./allocation-depth.ts";
-import type {
-  BlockExtent,
-  BlockNode,
-  NodeCapabilities,
-  NodeChild,
-  WriteOptions,
-  ZeroOptions,
-} from "./node.ts";
+import { FilterNode } from "./filter.ts";
+import type { BlockNode, WriteOptions } from "./node.ts";
 
 /** The modes of detect-zeroes that do something ("off" means no filter at all). */
 export type DetectZeroesMode = "on" | "unmap";
@@ -58,83 +47,27 @@ export function isAllZeroes(data: Uint8Array): boolean {
   return true;
 }
 
-/** A node that turns writes of zeroes into write-zeroes requests on its child. */
-export class DetectZeroesNode implements BlockNode, AllocationDepthSource {
-  /** The node underneath. */
-  readonly inner: BlockNode;
+/** A filter that turns writes of zeroes into write-zeroes requests on its child. */
+export class DetectZeroesNode extends FilterNode {
   /** What a detected zero write becomes: plain zeroing ("on") or zeroing that may deallocate. */
   readonly mode: DetectZeroesMode;
-  /** The node underneath, as its one child. */
-  readonly children: readonly NodeChild[];
 
-  /** Filter `inner`; it is closed when this node is closed. */
-  constructor(inner: BlockNode, mode: DetectZeroesMode) {
-    this.inner = inner;
+  /** Filter `file`; it is closed when this node is closed. */
+  constructor(file: BlockNode, mode: DetectZeroesMode) {
+    super(file, { ownsFile: true });
     this.mode = mode;
-    this.children = [{ role: "file", node: inner }];
-  }
-
-  /** The inner node's size. */
-  get size(): number {
-    return this.inner.size;
-  }
-
-  /** The inner node's capabilities. */
-  get capabilities(): NodeCapabilities {
-    return this.inner.capabilities;
-  }
-
-  /** The inner node's alignment. */
-  get requestAlignment(): number {
-    return this.inner.requestAlignment;
-  }
-
-  /** Read from the inner node. */
-  read(offset: number, into: Uint8Array): Promise<void> {
-    return this.inner.read(offset, into);
   }
 
   /** Write `data`, or zero the range instead when `data` is all zeroes. */
-  write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
-    if (!isAllZeroes(data)) return this.inner.write(offset, data, options);
-    return this.inner.writeZeroes(offset, data.length, {
+  protected override driverWrite(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): Promise<void> {
+    if (!isAllZeroes(data)) return this.file.write(offset, data, options);
+    return this.file.writeZeroes(offset, data.length, {
       fua: options.fua,
       mayTrim: this.mode === "unmap",
     });
-  }
-
-  /** Zero through the inner node. */
-  writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
-    return this.inner.writeZeroes(offset, length, options);
-  }
-
-  /** Discard through the inner node. */
-  trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    return this.inner.trim(offset, length, options);
-  }
-
-  /** Flush the inner node. */
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-
-  /** Prefetch through the inner node. */
-  cache(offset: number, length: number): Promise<void> {
-    return this.inner.cache(offset, length);
-  }
-
-  /** The inner node's block status. */
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    return this.inner.blockStatus(offset, length);
-  }
-
-  /** The inner node's allocation depth. */
-  allocationDepth(offset: number, length: number): Promise<DepthExtent[]> {
-    return allocationDepthOf(this.inner, offset, length);
-  }
-
-  /** Close the inner node. */
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
