@@ -58,12 +58,15 @@ import {
   type Qcow2Header,
 } from "./header.ts";
 import {
+  COMPRESSED_FLAG,
   compressedPlace,
+  COPIED_FLAG,
   hostOffsetOf,
   PieceKind,
   pieceKind,
+  ZERO_FLAG,
 } from "./l2-entry.ts";
-import { corruptImage, offsetField, Refcounts, setU64 } from "./refcounts.ts";
+import { corruptImage, CorruptImageError, offsetField, Refcounts, setU64 } from "./refcounts.ts";
 import { TableCache } from "./table-cache.ts";
 
 export { createQcow2 } from "./create.ts";
@@ -160,6 +163,17 @@ interface Run {
 const L2_CACHE_BYTES = 32 << 20;
 /** Most extents one blockStatus call returns. */
 const MAX_EXTENTS = 1024;
+/** Changed metadata tables that may wait for a flush before they are written back anyway. */
+const MAX_DIRTY_TABLES = 32;
+/** Every subcluster of a cluster. */
+const ALL_SUBCLUSTERS = 0xffffffff;
+
+/** The bits of subclusters [from, to) of a cluster (0 <= from <= to <= 32). */
+function subclusterMask(from: number, to: number): number {
+  const upTo = to >= 32 ? ALL_SUBCLUSTERS : (1 << to) - 1;
+  return (upTo & ~((1 << from) - 1)) >>> 0;
+}
+
 /** Most pieces one blockStatus call looks at. */
 const MAX_STATUS_PIECES = 1 << 18;
 
@@ -515,19 +529,321 @@ export class Qcow2Node implements BlockNode {
     return Promise.resolve();
   }
 
-  /** Not yet: writes are refused. */
-  write(_offset: number, _data: Uint8Array, _options?: WriteOptions): Promise<void> {
-    return Promise.reject(new DenbdError("read-only", "qcow2: writes are not implemented yet"));
+  /** Store `data` at `offset`, allocating clusters (copy-on-write) where needed. */
+  async write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    this.#checkWritable();
+    if (!(await this.#writeInPlace(offset, data))) {
+      for (let done = 0; done < data.length;) {
+        const at = offset + done;
+        const length = Math.min(this.#clusterSize - (at % this.#clusterSize), data.length - done);
+        const bytes = data.subarray(done, done + length);
+        await this.#locked(() => this.#writeCluster(at, length, bytes));
+        done += length;
+      }
+    }
+    if (options.fua) await this.flush();
   }
 
-  /** Not yet: writes are refused. */
-  writeZeroes(_offset: number, _length: number, _options?: ZeroOptions): Promise<void> {
-    return Promise.reject(new DenbdError("read-only", "qcow2: writes are not implemented yet"));
+  /**
+   * Make `length` bytes at `offset` read as zeroes: zero clusters (and
+   * subclusters) in version 3, unmapped with `mayTrim`; explicit zeroes
+   * for the unaligned ends and in version 2.
+   */
+  async writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
+    this.#checkWritable();
+    const piece = this.#pieceSize;
+    const end = offset + length;
+    let first = Math.ceil(offset / piece) * piece;
+    let last = end === this.#size
+      ? Math.ceil(end / piece) * piece
+      : Math.floor(end / piece) * piece;
+    if (this.#header.version === 2 || first >= last) first = last = end;
+    if (options.fast && (first !== offset || Math.min(last, end) !== end)) {
+      throw new DenbdError("not-supported", "qcow2: zeroing this range is not fast");
+    }
+    await this.#writeZeroBytes(offset, Math.min(first, end) - offset);
+    for (let at = first; at < last;) {
+      const cluster = Math.floor(at / this.#clusterSize);
+      const until = Math.min(last, (cluster + 1) * this.#clusterSize);
+      const from = at;
+      await this.#locked(() => this.#zeroPieces(cluster, from, until, Boolean(options.mayTrim)));
+      at = until;
+    }
+    if (last < end) await this.#writeZeroBytes(last, end - last);
+    if (options.fua) await this.flush();
   }
 
-  /** Not yet: discards are ignored. */
-  trim(_offset: number, _length: number, _options?: WriteOptions): Promise<void> {
-    return Promise.resolve();
+  /** Write explicit zeroes (bounded buffers) through the write path. */
+  async #writeZeroBytes(offset: number, length: number): Promise<void> {
+    for (let done = 0; done < length;) {
+      const chunk = Math.min(length - done, 1 << 20);
+      await this.write(offset + done, new Uint8Array(chunk));
+      done += chunk;
+    }
+  }
+
+  /**
+   * With discard=unmap, free whole clusters in the range as QEMU does: they
+   * become zero clusters in version 3 and unallocated in version 2 (where
+   * an image with a backing file keeps them); otherwise nothing happens.
+   */
+  async trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
+    this.#checkWritable();
+    if (this.#discard !== "unmap") return;
+    if (this.#header.version === 2 && this.backing) return;
+    const cs = this.#clusterSize;
+    const end = offset + length;
+    const first = Math.ceil(offset / cs);
+    const last = end === this.#size ? Math.ceil(end / cs) : Math.floor(end / cs);
+    for (let cluster = first; cluster < last; cluster++) {
+      await this.#locked(() => this.#discardCluster(cluster));
+    }
+    if (options.fua) await this.flush();
+  }
+
+  #checkWritable(): void {
+    if (!this.#refcounts) throw new DenbdError("read-only", "qcow2: image opened read-only");
+    if (this.#broken) {
+      throw new DenbdError(
+        "io",
+        `qcow2: refusing to write a corrupt image: ${this.#broken.message}`,
+      );
+    }
+  }
+
+  /** Run `body` holding the metadata lock; corruption found on the way stops all changes. */
+  async #locked<T>(body: () => Promise<T>): Promise<T> {
+    const release = await this.#metadataLock.acquire(0, 1);
+    try {
+      this.#checkWritable();
+      return await body();
+    } catch (error) {
+      if (error instanceof CorruptImageError) this.#broken = error;
+      throw error;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * The hot path: when every piece of the request is stored data that this
+   * image alone references, contiguously, one file write; false otherwise.
+   */
+  async #writeInPlace(offset: number, data: Uint8Array): Promise<boolean> {
+    if (data.length === 0) return true;
+    let host = 0;
+    for (let done = 0; done < data.length;) {
+      const at = offset + done;
+      const piece = await this.#piece(at);
+      if (piece.kind !== PieceKind.Data || !(piece.high & COPIED_FLAG)) return false;
+      if (done === 0) host = piece.host;
+      else if (piece.host !== host + done) return false;
+      done += Math.min(this.#pieceSize - (at % this.#pieceSize), data.length - done);
+    }
+    this.#checkHostRange(host, data.length);
+    await this.#file.write(host, data);
+    return true;
+  }
+
+  /**
+   * Write `length` bytes at `at` (within one cluster; zeroes when `bytes` is
+   * undefined): in place where the cluster is this image's own, else into a
+   * new cluster with the rest of the touched (sub)clusters copied from what
+   * reads there now. Holds the metadata lock.
+   */
+  async #writeCluster(at: number, length: number, bytes: Uint8Array | undefined): Promise<void> {
+    const cs = this.#clusterSize;
+    const cluster = Math.floor(at / cs);
+    const clusterStart = cluster * cs;
+    const within = at - clusterStart;
+    const { table, l2, entryAt } = await this.#writableSlot(cluster);
+    const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+    const high = view.getUint32(entryAt);
+    const low = view.getUint32(entryAt + 4);
+    const zeroBits = this.#extended ? view.getUint32(entryAt + 8) : 0;
+    const allocBits = this.#extended ? view.getUint32(entryAt + 12) : 0;
+    const compressed = (high & COMPRESSED_FLAG) !== 0;
+    const host = compressed ? 0 : this.#checkedHost(high, low, cluster);
+    const inPlace = host !== 0 && (high & COPIED_FLAG) !== 0;
+    const shared = compressed || (host !== 0 && !inPlace);
+    if (this.#extended && host === 0 && !compressed && allocBits !== 0) {
+      throw corruptImage(`subclusters of unallocated cluster ${cluster} marked allocated`);
+    }
+    const piece = this.#pieceSize;
+    const touched = subclusterMask(
+      Math.floor(within / piece),
+      Math.ceil((within + length) / piece),
+    );
+    let regionStart = within, regionEnd = within + length;
+    if (shared || (!this.#extended && (!inPlace || (low & ZERO_FLAG)))) {
+      regionStart = 0;
+      regionEnd = cs;
+    } else if (this.#extended && (!inPlace || (allocBits & touched) >>> 0 !== touched)) {
+      regionStart = Math.floor(within / piece) * piece;
+      regionEnd = Math.ceil((within + length) / piece) * piece;
+    }
+    let buffer: Uint8Array;
+    if (regionStart === within && regionEnd === within + length) {
+      buffer = bytes ?? new Uint8Array(length);
+    } else {
+      buffer = new Uint8Array(regionEnd - regionStart);
+      await this.read(clusterStart + regionStart, buffer);
+      if (bytes) buffer.set(bytes, within - regionStart);
+      else buffer.fill(0, within - regionStart, within - regionStart + length);
+    }
+    const target = inPlace ? host : await this.#refcounts!.allocate(1);
+    await this.#file.write(target + regionStart, buffer);
+    this.#setEntry(view, entryAt, target, true);
+    if (this.#extended) {
+      const alloc = compressed ? ALL_SUBCLUSTERS : ((host !== 0 ? allocBits : 0) | touched) >>> 0;
+      view.setUint32(entryAt + 8, (zeroBits & ~alloc) >>> 0);
+      view.setUint32(entryAt + 12, alloc);
+    }
+    this.#l2Cache.markDirty(l2);
+    if (shared) await this.#release(high, low, false);
+    await this.#boundDirtyMetadata();
+  }
+
+  /** Make pieces [from, until) of `cluster` (virtual offsets, piece aligned) zero. */
+  async #zeroPieces(cluster: number, from: number, until: number, mayTrim: boolean) {
+    const cs = this.#clusterSize;
+    const whole = until - from === cs;
+    const { table, l2, entryAt } = await this.#writableSlot(cluster);
+    const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+    const high = view.getUint32(entryAt);
+    const low = view.getUint32(entryAt + 4);
+    const compressed = (high & COMPRESSED_FLAG) !== 0;
+    if (!whole) {
+      if (compressed) return await this.#writeCluster(from, until - from, undefined);
+      const base = cluster * cs;
+      const mask = subclusterMask(
+        (from - base) / this.#pieceSize,
+        (until - base) / this.#pieceSize,
+      );
+      view.setUint32(entryAt + 8, (view.getUint32(entryAt + 8) | mask) >>> 0);
+      view.setUint32(entryAt + 12, (view.getUint32(entryAt + 12) & ~mask) >>> 0);
+      this.#l2Cache.markDirty(l2);
+      return await this.#boundDirtyMetadata();
+    }
+    const host = compressed ? 0 : this.#checkedHost(high, low, cluster);
+    const unmap = compressed || (mayTrim && host !== 0);
+    if (unmap) view.setBigUint64(entryAt, 0n);
+    else this.#setEntry(view, entryAt, host, (high & COPIED_FLAG) !== 0);
+    if (this.#extended) {
+      view.setUint32(entryAt + 8, ALL_SUBCLUSTERS);
+      view.setUint32(entryAt + 12, 0);
+    } else {
+      view.setUint32(entryAt + 4, (view.getUint32(entryAt + 4) | ZERO_FLAG) >>> 0);
+    }
+    this.#l2Cache.markDirty(l2);
+    if (unmap) await this.#release(high, low, true);
+    await this.#boundDirtyMetadata();
+  }
+
+  /** Discard `cluster`: free its storage; it reads as zeroes (version 3) or unallocated. */
+  async #discardCluster(cluster: number): Promise<void> {
+    const slot = this.#slot(cluster);
+    if (slot.l2 === 0) return;
+    const { table, l2, entryAt } = await this.#writableSlot(cluster);
+    const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+    const high = view.getUint32(entryAt);
+    const low = view.getUint32(entryAt + 4);
+    const compressed = (high & COMPRESSED_FLAG) !== 0;
+    const host = compressed ? 0 : this.#checkedHost(high, low, cluster);
+    view.setBigUint64(entryAt, 0n);
+    if (this.#extended) {
+      view.setUint32(entryAt + 8, ALL_SUBCLUSTERS);
+      view.setUint32(entryAt + 12, 0);
+    } else if (this.#header.version === 3) {
+      view.setUint32(entryAt + 4, ZERO_FLAG);
+    }
+    this.#l2Cache.markDirty(l2);
+    if (compressed || host !== 0) await this.#release(high, low, true);
+    await this.#boundDirtyMetadata();
+  }
+
+  /** The host offset of a standard entry, checked to be aligned and past cluster 0. */
+  #checkedHost(high: number, low: number, cluster: number): number {
+    const host = hostOffsetOf(high, low);
+    if (host !== 0 && (host % this.#clusterSize !== 0 || host < this.#clusterSize)) {
+      throw corruptImage(
+        `cluster allocation offset 0x${host.toString(16)} invalid (L2 entry of cluster ${cluster})`,
+      );
+    }
+    return host;
+  }
+
+  /** Store a standard entry: `host` with the COPIED flag when `copied`. */
+  #setEntry(view: DataView, entryAt: number, host: number, copied: boolean): void {
+    setU64(view, entryAt, host);
+    if (copied) view.setUint32(entryAt, (view.getUint32(entryAt) | COPIED_FLAG) >>> 0);
+  }
+
+  /**
+   * Drop the reference an old entry (high, low) held, after the L2 tables
+   * that no longer point to it were written; freed clusters are punched in
+   * the file when `punch` (a discard request, as QEMU's pass-discard-request).
+   */
+  async #release(high: number, low: number, punch: boolean): Promise<void> {
+    const cs = this.#clusterSize;
+    let first: number, count: number;
+    if (high & COMPRESSED_FLAG) {
+      const place = compressedPlace(high, low, this.#clusterBits);
+      first = Math.floor(place.offset / cs);
+      count = Math.floor((place.offset + place.length - 1) / cs) - first + 1;
+      this.#lastCompressed = undefined;
+    } else {
+      first = hostOffsetOf(high, low) / cs;
+      count = 1;
+    }
+    await this.#writeBackMetadata();
+    for (let index = first; index < first + count; index++) {
+      const left = await this.#refcounts!.update(index, -1);
+      if (left === 0 && punch) await this.#file.trim(index * cs, cs);
+    }
+  }
+
+  /**
+   * The L2 table of `cluster`, ready to change: allocated when missing, or
+   * copied when shared with a snapshot (L1 entry without COPIED); the L1
+   * entry is rewritten after the new table is on disk.
+   */
+  async #writableSlot(
+    cluster: number,
+  ): Promise<{ table: Uint8Array; l2: number; entryAt: number }> {
+    const slot = this.#slot(cluster);
+    const l1Index = Math.floor(cluster / this.#l2Entries);
+    const entryAt = slot.index * this.#entryBytes;
+    if (l1Index * 8 >= this.#l1.byteLength) {
+      throw corruptImage(`cluster ${cluster} lies beyond the L1 table`);
+    }
+    if (slot.l2 !== 0 && (this.#l1.getUint32(l1Index * 8) & COPIED_FLAG)) {
+      return { table: await this.#l2Cache.get(slot.l2), l2: slot.l2, entryAt };
+    }
+    const old = slot.l2 === 0 ? undefined : await this.#l2Cache.get(slot.l2);
+    const l2 = await this.#refcounts!.allocate(1);
+    const table = this.#l2Cache.create(l2);
+    if (old) table.set(old);
+    await this.#writeBackMetadata();
+    this.#setEntry(this.#l1, l1Index * 8, l2, true);
+    await this.#file.write(
+      this.#l1Offset + l1Index * 8,
+      new Uint8Array(this.#l1.buffer, this.#l1.byteOffset + l1Index * 8, 8),
+    );
+    if (slot.l2 !== 0) {
+      await this.#file.flush();
+      this.#l2Cache.drop(slot.l2);
+      this.#lastCompressed = undefined;
+      await this.#refcounts!.update(slot.l2 / this.#clusterSize, -1);
+    }
+    return { table, l2, entryAt };
+  }
+
+  /** Write metadata back once enough of it changed, so the caches stay bounded. */
+  async #boundDirtyMetadata(): Promise<void> {
+    if (this.#l2Cache.dirtyCount + this.#refcounts!.dirtyCount >= MAX_DIRTY_TABLES) {
+      await this.#writeBackMetadata();
+    }
   }
 
   /** Write back changed metadata (refcounts first) and flush the file. */

@@ -31,9 +31,17 @@ export interface RefcountGeometry {
 /** Records the new place of a moved refcount table in the image header (durably). */
 export type TableMoved = (tableOffset: number, tableClusters: number) => Promise<void>;
 
+/** Metadata that cannot be right was found: the image is not changed any more. */
+export class CorruptImageError extends DenbdError {
+  /** An error of kind "io" saying what is wrong. */
+  constructor(message: string) {
+    super("io", `qcow2: image is corrupt: ${message}`);
+  }
+}
+
 /** An error for metadata that cannot be right. */
-export function corruptImage(message: string): DenbdError {
-  return new DenbdError("io", `qcow2: image is corrupt: ${message}`);
+export function corruptImage(message: string): CorruptImageError {
+  return new CorruptImageError(message);
 }
 
 /** Offset bits 9..55 of a big-endian u64 at `at` (0 for none). */
@@ -109,6 +117,11 @@ export class Refcounts {
   /** Whether some refcount block changed and was not written back. */
   get dirty(): boolean {
     return this.#blocks.dirty;
+  }
+
+  /** How many changed refcount blocks wait for write-back. */
+  get dirtyCount(): number {
+    return this.#blocks.dirtyCount;
   }
 
   /** The refcount of cluster `index`. */
