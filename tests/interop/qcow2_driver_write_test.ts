@@ -7,6 +7,7 @@
  * compressed clusters and a backing chain.
  */
 
+import assert from "node:assert/strict";
 import { copyFile } from "node:fs/promises";
 import { join } from "node:path";
 import { check, needs, run, withTempDir } from "./harness.ts";
@@ -60,19 +61,24 @@ async function runOnNode(node: BlockNode, steps: readonly Step[]): Promise<void>
 }
 
 /** Run SCRIPT on copies of `source` through qemu-io and through the node; compare. */
-async function compareScript(dir: string, source: string, name: string): Promise<void> {
+async function compareScript(
+  dir: string,
+  source: string,
+  name: string,
+  steps: readonly Step[] = SCRIPT,
+): Promise<void> {
   const ours = join(dir, `${name}.ours.qcow2`);
   const theirs = join(dir, `${name}.qemu.qcow2`);
   await copyFile(source, ours);
   await copyFile(source, theirs);
   await check("qemu-io", [
     "--image-opts",
-    ...SCRIPT.flatMap((step) => ["-c", qemuCommand(step)]),
+    ...steps.flatMap((step) => ["-c", qemuCommand(step)]),
     `driver=qcow2,file.filename=${theirs},discard=unmap`,
   ]);
   const image = await openImage(ours, "qcow2", { discard: "unmap" });
   try {
-    await runOnNode(image.node, SCRIPT);
+    await runOnNode(image.node, steps);
     await image.node.flush();
     const expected = await qemuRead(theirs, join(dir, `${name}.qemu.raw`));
     assertSameBytes(await readAll(image.node), expected, `${name}: node reads`);
@@ -88,6 +94,34 @@ async function compareScript(dir: string, source: string, name: string): Promise
     await Deno.readFile(join(dir, `${name}.qemu.raw`)),
     `${name}: qemu-img reads`,
   );
+  assert.deepEqual(await mapOf(ours), await mapOf(theirs), `${name}: qemu-img map`);
+}
+
+interface MapRun {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+}
+
+/** `qemu-img map` of an image without host offsets (which may differ), runs merged. */
+async function mapOf(path: string): Promise<MapRun[]> {
+  const map = JSON.parse(await check("qemu-img", ["map", "--output=json", path])) as MapRun[];
+  const runs: MapRun[] = [];
+  for (const { start, length, depth, present, zero, data } of map) {
+    const last = runs[runs.length - 1];
+    if (
+      last && last.depth === depth && last.present === present && last.zero === zero &&
+      last.data === data
+    ) {
+      last.length += length;
+    } else {
+      runs.push({ start, length, depth, present, zero, data });
+    }
+  }
+  return runs;
 }
 
 async function compareFresh(dir: string, name: string, options: string): Promise<void> {
@@ -107,6 +141,26 @@ Deno.test(
       await compareFresh(dir, "c2m", "cluster_size=2M");
       await compareFresh(dir, "r1", "refcount_bits=1,cluster_size=4096");
       await compareFresh(dir, "r64", "refcount_bits=64");
+    }),
+);
+
+Deno.test(
+  "qcow2 write: new refcount blocks and a growing refcount table",
+  needs("qemu-img", "qemu-io"),
+  () =>
+    withTempDir(async (dir) => {
+      const source = join(dir, "grow.qcow2");
+      await check("qemu-img", [
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512,refcount_bits=64",
+        source,
+        String(4 * MiB),
+      ]);
+      const fill: Step = { op: "write", offset: 0, length: 4 * MiB, pattern: 0x5a };
+      await compareScript(dir, source, "grow", [fill, ...SCRIPT]);
     }),
 );
 

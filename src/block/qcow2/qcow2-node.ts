@@ -546,18 +546,20 @@ export class Qcow2Node implements BlockNode {
 
   /**
    * Make `length` bytes at `offset` read as zeroes: zero clusters (and
-   * subclusters) in version 3, unmapped with `mayTrim`; explicit zeroes
-   * for the unaligned ends and in version 2.
+   * subclusters) in version 3, unmapped with `mayTrim`; in version 2 without
+   * a backing file, discarded clusters; explicit zeroes for the unaligned
+   * ends and in version 2 with a backing file (as QEMU does).
    */
   async writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
     this.#checkWritable();
     const piece = this.#pieceSize;
     const end = offset + length;
+    const version2 = this.#header.version === 2;
     let first = Math.ceil(offset / piece) * piece;
     let last = end === this.#size
       ? Math.ceil(end / piece) * piece
       : Math.floor(end / piece) * piece;
-    if (this.#header.version === 2 || first >= last) first = last = end;
+    if ((version2 && this.backing) || first >= last) first = last = end;
     if (options.fast && (first !== offset || Math.min(last, end) !== end)) {
       throw new DenbdError("not-supported", "qcow2: zeroing this range is not fast");
     }
@@ -566,7 +568,11 @@ export class Qcow2Node implements BlockNode {
       const cluster = Math.floor(at / this.#clusterSize);
       const until = Math.min(last, (cluster + 1) * this.#clusterSize);
       const from = at;
-      await this.#locked(() => this.#zeroPieces(cluster, from, until, Boolean(options.mayTrim)));
+      await this.#locked(() =>
+        version2
+          ? this.#discardCluster(cluster)
+          : this.#zeroPieces(cluster, from, until, Boolean(options.mayTrim))
+      );
       at = until;
     }
     if (last < end) await this.#writeZeroBytes(last, end - last);
@@ -740,16 +746,20 @@ export class Qcow2Node implements BlockNode {
     await this.#boundDirtyMetadata();
   }
 
-  /** Discard `cluster`: free its storage; it reads as zeroes (version 3) or unallocated. */
+  /**
+   * Discard `cluster` as QEMU does: free its storage; it then reads as
+   * zeroes (version 3) or is unallocated (version 2). An unallocated cluster
+   * without a backing file already reads as zeroes and is left alone.
+   */
   async #discardCluster(cluster: number): Promise<void> {
-    const slot = this.#slot(cluster);
-    if (slot.l2 === 0) return;
+    if (this.#slot(cluster).l2 === 0 && !this.backing) return;
     const { table, l2, entryAt } = await this.#writableSlot(cluster);
     const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
     const high = view.getUint32(entryAt);
     const low = view.getUint32(entryAt + 4);
     const compressed = (high & COMPRESSED_FLAG) !== 0;
     const host = compressed ? 0 : this.#checkedHost(high, low, cluster);
+    if (!compressed && host === 0 && !this.backing) return;
     view.setBigUint64(entryAt, 0n);
     if (this.#extended) {
       view.setUint32(entryAt + 8, ALL_SUBCLUSTERS);
