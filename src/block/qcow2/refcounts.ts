@@ -155,17 +155,19 @@ export class Refcounts {
    */
   async allocate(count: number): Promise<number> {
     let start = this.#freeHint;
+    let firstFree = -1;
     for (let run = 0; run < count;) {
       if ((await this.get(start + run)) === 0) {
         run++;
       } else {
+        if (run > 0 && firstFree < 0) firstFree = start;
         start += run + 1;
         run = 0;
       }
     }
     this.#allocatedEnd = Math.max(this.#allocatedEnd, start + count);
     for (let index = start; index < start + count; index++) await this.update(index, 1);
-    if (start === this.#freeHint) this.#freeHint = start + count;
+    this.#freeHint = firstFree >= 0 ? firstFree : start + count;
     return start * this.#clusterSize;
   }
 
