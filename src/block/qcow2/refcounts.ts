@@ -14,6 +14,7 @@
 import { DenbdError } from "../../errors.ts";
 import type { BlockNode } from "../node.ts";
 import { MAX_REFCOUNT_TABLE_BYTES } from "./header.ts";
+import { hostOffsetOf } from "./l2-entry.ts";
 import { TableCache } from "./table-cache.ts";
 
 /** Where the refcount table is and how wide its entries are. */
@@ -46,9 +47,7 @@ export function corruptImage(message: string): CorruptImageError {
 
 /** Offset bits 9..55 of a big-endian u64 at `at` (0 for none). */
 export function offsetField(view: DataView, at: number): number {
-  return (view.getUint32(at) & 0x00ffffff) * 0x1_0000_0000 +
-      (view.getUint32(at + 4) & 0xfffffe00) >>>
-    0;
+  return hostOffsetOf(view.getUint32(at), view.getUint32(at + 4));
 }
 
 /** Write `value` (an offset below 2^56) as a big-endian u64 at `at`. */
