@@ -114,7 +114,7 @@ interface MapEntry {
  */
 export async function assertSameMap(node: BlockNode, path: string): Promise<void> {
   const map = JSON.parse(
-    await check("qemu-img", ["map", "--output=json", "-f", "qcow2", path]),
+    await check("qemu-img", ["map", "-U", "--output=json", "-f", "qcow2", path]),
   ) as MapEntry[];
   const extents = await allExtents(node);
   for (const entry of map) {

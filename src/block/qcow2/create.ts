@@ -16,6 +16,7 @@ import {
   MAX_CLUSTER_BITS,
   MAX_VIRTUAL_SIZE,
   MIN_CLUSTER_BITS,
+  type Qcow2Header,
   V3_HEADER_LENGTH,
 } from "./header.ts";
 import { setU64 } from "./refcounts.ts";
@@ -50,6 +51,19 @@ function featureNameTable(): Uint8Array {
     table.set(new TextEncoder().encode(name), i * 48 + 2);
   });
   return table;
+}
+
+/** The encoded header with `extensions`, or undefined when it does not fit in cluster 0. */
+function headerBytes(
+  fields: Omit<Qcow2Header, "extensions">,
+  extensions: HeaderExtension[],
+): Uint8Array | undefined {
+  try {
+    return encodeHeader({ ...fields, extensions });
+  } catch (error) {
+    if (error instanceof DenbdError && error.kind === "no-space") return undefined;
+    throw error;
+  }
 }
 
 /** Create an empty qcow2 image in `file` (qemu-img create -f qcow2 defaults). */
@@ -92,8 +106,7 @@ export async function createQcow2(file: BlockNode, options: CreateQcow2Options):
       data: new TextEncoder().encode(options.backing.format),
     });
   }
-  extensions.push({ type: EXT_FEATURE_NAMES, data: featureNameTable() });
-  const header = encodeHeader({
+  const fields: Omit<Qcow2Header, "extensions"> = {
     version: 3,
     clusterBits,
     clusterSize,
@@ -112,9 +125,11 @@ export async function createQcow2(file: BlockNode, options: CreateQcow2Options):
     headerLength: V3_HEADER_LENGTH,
     compressionType: 0,
     unknownFields: new Uint8Array(V3_HEADER_LENGTH - 105),
-    extensions,
     backingFile: options.backing?.filename,
-  });
+  };
+  // The feature name table is left out where it does not fit (small clusters), as QEMU does.
+  const withNames = [...extensions, { type: EXT_FEATURE_NAMES, data: featureNameTable() }];
+  const header = headerBytes(fields, withNames) ?? encodeHeader({ ...fields, extensions });
 
   const metadata = new Uint8Array(l1Offset + l1Clusters * clusterSize);
   metadata.set(header);

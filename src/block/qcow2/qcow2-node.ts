@@ -495,16 +495,33 @@ export class Qcow2Node implements BlockNode {
   async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const extents: BlockExtent[] = [];
     let last: { data: boolean; zero: boolean; allocated: boolean; length: number } | undefined;
+    let fileRun: { start: number; end: number; zero: boolean } | undefined;
     let done = 0;
     for (let pieces = 0; done < length && pieces < MAX_STATUS_PIECES; pieces++) {
       const at = offset + done;
-      let step = Math.min(this.#pieceSize - (at % this.#pieceSize), length - done);
+      const cluster = Math.floor(at / this.#clusterSize);
+      // Without an L2 table, everything up to the next L1 entry is unallocated.
+      const span = this.#slot(cluster).l2 === 0
+        ? (Math.floor(cluster / this.#l2Entries) + 1) * this.#l2Entries * this.#clusterSize - at
+        : this.#pieceSize - (at % this.#pieceSize);
+      let step = Math.min(span, length - done);
       const piece = await this.#piece(at);
       let status: { data: boolean; zero: boolean; allocated: boolean };
       if (piece.kind === PieceKind.Unallocated) {
         const backingSize = this.backing?.size ?? 0;
         if (at < backingSize) step = Math.min(step, backingSize - at);
         status = { data: false, zero: at >= backingSize, allocated: false };
+      } else if (piece.kind === PieceKind.Data && this.#file.capabilities.blockStatus) {
+        // As QEMU: stored data over a hole of the file reads as zeroes.
+        if (!fileRun || piece.host < fileRun.start || piece.host >= fileRun.end) {
+          const [extent] = await this.#file.blockStatus(
+            piece.host,
+            Math.max(1, Math.min(length - done, this.#file.size - piece.host)),
+          );
+          fileRun = { start: piece.host, end: piece.host + extent.length, zero: extent.zero };
+        }
+        step = Math.min(step, fileRun.end - piece.host);
+        status = { data: true, zero: fileRun.zero, allocated: true };
       } else {
         const zero = piece.kind === PieceKind.Zero;
         status = { data: !zero, zero, allocated: true };
@@ -861,7 +878,7 @@ export class Qcow2Node implements BlockNode {
     if (!this.#refcounts) return;
     const release = await this.#metadataLock.acquire(0, 1);
     try {
-      await this.#writeBackMetadata();
+      if (!this.#broken) await this.#writeBackMetadata();
       await this.#file.flush();
     } finally {
       release();
