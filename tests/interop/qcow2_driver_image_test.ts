@@ -149,3 +149,40 @@ Deno.test(
       await assertClean(path);
     }),
 );
+
+Deno.test(
+  "qcow2 writes beside an internal snapshot leave the snapshot as it was",
+  needs("qemu-img", "qemu-io"),
+  () =>
+    withTempDir(async (dir) => {
+      for (const options of ["compat=1.1", "extended_l2=on", "compat=0.10"]) {
+        const path = join(dir, "snap.qcow2");
+        await check("qemu-img", ["create", "-f", "qcow2", "-o", options, path, String(4 * MiB)]);
+        await qemuIo(path, ["write -P 0x21 0 1M", "write -z 2M 64k"]);
+        await check("qemu-img", ["snapshot", "-c", "before", path]);
+        const snapshotRaw = join(dir, "before.raw");
+        await check("qemu-img", ["convert", "-l", "snapshot.name=before", path, snapshotRaw]);
+        const image = await openImage(path, "qcow2", { discard: "unmap" });
+        try {
+          await image.node.write(1000, new Uint8Array(70000).fill(0x22));
+          await image.node.writeZeroes(65536 * 5, 65536, { mayTrim: true });
+          await image.node.trim(65536 * 8, 65536 * 2);
+          await image.node.write(2 * MiB + 512, new Uint8Array(512).fill(0x23));
+          await image.node.flush();
+        } finally {
+          await image.close();
+        }
+        await assertClean(path);
+        const after = join(dir, "after.raw");
+        await check("qemu-img", ["convert", "-l", "snapshot.name=before", path, after]);
+        assert.deepEqual(await Deno.readFile(after), await Deno.readFile(snapshotRaw), options);
+        await qemuIo(path, [
+          "read -P 0x21 0 1000",
+          "read -P 0x22 1000 70000",
+          "read -P 0x21 71000 256680",
+          "read -P 0 327680 65536",
+          "read -P 0x23 2097664 512",
+        ]);
+      }
+    }),
+);
