@@ -140,7 +140,9 @@ Deno.test(
       await compareFresh(dir, "c512", "cluster_size=512");
       await compareFresh(dir, "c2m", "cluster_size=2M");
       await compareFresh(dir, "r1", "refcount_bits=1,cluster_size=4096");
-      await compareFresh(dir, "r64", "refcount_bits=64");
+      for (const bits of [2, 8, 32, 64]) {
+        await compareFresh(dir, `r${bits}`, `refcount_bits=${bits},cluster_size=4096`);
+      }
     }),
 );
 
