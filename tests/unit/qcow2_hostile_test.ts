@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { DenbdError } from "../../src/errors.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
+import type { BlockNode } from "../../src/block/node.ts";
 import { createQcow2, Qcow2Node } from "../../src/block/qcow2/qcow2-node.ts";
 import { decodeHeader, encodeHeader } from "../../src/block/qcow2/header.ts";
 
@@ -235,4 +236,51 @@ Deno.test("qcow2 backing: named but no way to open it, or overridden", async () 
   await layered.read((1 << 19) + 7, into);
   assert.deepEqual([...into], [0, 0], "past the shorter backing file: zeroes");
   assert.deepEqual(layered.children.map((c) => c.role), ["file", "backing"]);
+});
+
+/** A node over `inner` whose first read touching `[start, end)` waits for `gate`. */
+function gatedReads(inner: MemoryNode, start: number, end: number, gate: Promise<void>): BlockNode {
+  let gated = true;
+  return {
+    get size() {
+      return inner.size;
+    },
+    children: [],
+    capabilities: inner.capabilities,
+    requestAlignment: 1,
+    async read(offset, into) {
+      if (gated && offset < end && start < offset + into.length) {
+        gated = false;
+        await gate;
+      }
+      await inner.read(offset, into);
+    },
+    write: (offset, data, options) => inner.write(offset, data, options),
+    writeZeroes: (offset, length, options) => inner.writeZeroes(offset, length, options),
+    trim: (offset, length, options) => inner.trim(offset, length, options),
+    flush: () => inner.flush(),
+    cache: (offset, length) => inner.cache(offset, length),
+    blockStatus: (offset, length) => inner.blockStatus(offset, length),
+    close: () => inner.close(),
+  };
+}
+
+Deno.test("qcow2 copy-on-write does not reuse a cluster a read is still reading", async () => {
+  const { file, l2, data } = await imageWithData();
+  // Cluster 0 loses its COPIED flag: the next write to it copies it and
+  // frees the old data cluster (refcount 1 -> 0), which the next
+  // allocation would reuse.
+  await setU64At(file, l2, BigInt(data));
+  const { promise: gate, resolve: open } = Promise.withResolvers<void>();
+  const node = await Qcow2Node.open(gatedReads(file, data, data + CLUSTER, gate));
+  const into = new Uint8Array(4096);
+  const reading = node.read(0, into);
+  const writing = (async () => {
+    await node.write(8192, new Uint8Array(512).fill(0x33));
+    await node.write(5 * CLUSTER, new Uint8Array(CLUSTER).fill(0x22));
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  open();
+  await Promise.all([reading, writing]);
+  assert.ok(into.every((byte) => byte === 9), `read ${into[0]}, not the old data`);
 });

@@ -218,6 +218,8 @@ export class Qcow2Node implements BlockNode {
   /** Set when corruption was found while writing: no further change is made. */
   #broken: DenbdError | undefined;
   #lastCompressed: { host: number; data: Uint8Array } | undefined;
+  /** Reads in flight, which a cluster being freed waits for. */
+  readonly #reads = new Set<Promise<void>>();
   #closed = false;
 
   private constructor(
@@ -361,7 +363,15 @@ export class Qcow2Node implements BlockNode {
   }
 
   /** Fill `into` from the image (backing file or zeroes where nothing is stored). */
-  async read(offset: number, into: Uint8Array): Promise<void> {
+  read(offset: number, into: Uint8Array): Promise<void> {
+    const reading = this.#read(offset, into);
+    this.#reads.add(reading);
+    const done = () => this.#reads.delete(reading);
+    reading.then(done, done);
+    return reading;
+  }
+
+  async #read(offset: number, into: Uint8Array): Promise<void> {
     const runs: Promise<void>[] = [];
     let run: Run | undefined;
     for (let done = 0; done < into.length;) {
@@ -824,6 +834,9 @@ export class Qcow2Node implements BlockNode {
       count = 1;
     }
     await this.#writeBackMetadata();
+    // A read that found the old entry may still be reading these clusters:
+    // they are not reused (nor punched) before it is done.
+    await Promise.allSettled([...this.#reads]);
     for (let index = first; index < first + count; index++) {
       const left = await this.#refcounts!.update(index, -1);
       if (left === 0 && punch) await this.#file.trim(index * cs, cs);
@@ -861,6 +874,7 @@ export class Qcow2Node implements BlockNode {
       await this.#file.flush();
       this.#l2Cache.drop(slot.l2);
       this.#lastCompressed = undefined;
+      await Promise.allSettled([...this.#reads]);
       await this.#refcounts!.update(slot.l2 / this.#clusterSize, -1);
     }
     return { table, l2, entryAt };
