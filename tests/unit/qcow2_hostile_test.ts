@@ -284,3 +284,25 @@ Deno.test("qcow2 copy-on-write does not reuse a cluster a read is still reading"
   await Promise.all([reading, writing]);
   assert.ok(into.every((byte) => byte === 9), `read ${into[0]}, not the old data`);
 });
+
+Deno.test("qcow2 refcounts: a free cluster that holds metadata is never written", async () => {
+  const { file, l2 } = await imageWithData();
+  // The image says its only L2 table is free: allocating it for data would
+  // overwrite the table.
+  const header = new Uint8Array(CLUSTER);
+  await file.read(0, header);
+  const table = Number(new DataView(header.buffer).getBigUint64(48));
+  const entry = new Uint8Array(8);
+  await file.read(table, entry);
+  const block = Number(new DataView(entry.buffer).getBigUint64(0));
+  await file.write(block + (l2 / CLUSTER) * 2, new Uint8Array(2));
+  const before = new Uint8Array(file.size);
+  await file.read(0, before);
+  const node = await Qcow2Node.open(file);
+  await assert.rejects(node.write(2 * CLUSTER, new Uint8Array(512).fill(1)), /holds metadata/);
+  await assert.rejects(node.write(3 * CLUSTER, new Uint8Array(512)), /corrupt/);
+  await node.close();
+  const after = new Uint8Array(file.size);
+  await file.read(0, after);
+  assert.deepEqual(after, before, "nothing was written into the broken image");
+});

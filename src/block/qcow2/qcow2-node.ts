@@ -724,7 +724,7 @@ export class Qcow2Node implements BlockNode {
       if (bytes) buffer.set(bytes, within - regionStart);
       else buffer.fill(0, within - regionStart, within - regionStart + length);
     }
-    const target = inPlace ? host : await this.#refcounts!.allocate(1);
+    const target = inPlace ? host : await this.#allocate(1);
     await this.#file.write(target + regionStart, buffer);
     this.#setEntry(view, entryAt, target, true);
     if (this.#extended) {
@@ -861,7 +861,7 @@ export class Qcow2Node implements BlockNode {
       return { table: await this.#l2Cache.get(slot.l2), l2: slot.l2, entryAt };
     }
     const old = slot.l2 === 0 ? undefined : await this.#l2Cache.get(slot.l2);
-    const l2 = await this.#refcounts!.allocate(1);
+    const l2 = await this.#allocate(1);
     const table = this.#l2Cache.create(l2);
     if (old) table.set(old);
     await this.#writeBackMetadata();
@@ -878,6 +878,33 @@ export class Qcow2Node implements BlockNode {
       await this.#refcounts!.update(slot.l2 / this.#clusterSize, -1);
     }
     return { table, l2, entryAt };
+  }
+
+  /**
+   * Allocate `count` clusters; a free cluster inside the file that holds
+   * metadata (refcounts that lie) is corruption, found before anything is
+   * written there.
+   */
+  async #allocate(count: number): Promise<number> {
+    const offset = await this.#refcounts!.allocate(count);
+    const cs = this.#clusterSize;
+    for (let at = offset; at < offset + count * cs && at < this.#file.size; at += cs) {
+      if (this.#holdsMetadata(at)) {
+        throw corruptImage(`free cluster 0x${at.toString(16)} holds metadata`);
+      }
+    }
+    return offset;
+  }
+
+  /** Whether the cluster at host `offset` holds the header, the L1 table, an L2 table or refcounts. */
+  #holdsMetadata(offset: number): boolean {
+    const cs = this.#clusterSize;
+    if (offset < cs) return true;
+    if (offset + cs > this.#l1Offset && offset < this.#l1Offset + this.#l1.byteLength) return true;
+    for (let at = 0; at < this.#l1.byteLength; at += 8) {
+      if (offsetField(this.#l1, at) === offset) return true;
+    }
+    return this.#refcounts!.holdsRefcounts(offset);
   }
 
   /** Write metadata back once enough of it changed, so the caches stay bounded. */
@@ -958,7 +985,11 @@ export class Qcow2Node implements BlockNode {
       clusterSize: this.#clusterSize,
       virtualSize: this.#size,
       writable: this.#refcounts !== undefined,
-      allocateClusters: (count) => locked(() => refcounts().allocate(count)),
+      allocateClusters: (count) =>
+        locked(() => {
+          refcounts();
+          return this.#allocate(count);
+        }),
       freeClusters: (offset, count) =>
         locked(async () => {
           await this.#writeBackMetadata();

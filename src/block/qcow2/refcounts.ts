@@ -170,6 +170,17 @@ export class Refcounts {
     return start * this.#clusterSize;
   }
 
+  /** Whether the cluster at host `offset` holds the refcount table or a refcount block. */
+  holdsRefcounts(offset: number): boolean {
+    if (offset >= this.#tableOffset && offset < this.#tableOffset + this.#table.byteLength) {
+      return true;
+    }
+    for (let at = 0; at < this.#table.byteLength; at += 8) {
+      if (offsetField(this.#table, at) === offset) return true;
+    }
+    return false;
+  }
+
   /** Drop one reference from each of `count` clusters from host `offset`. */
   async free(offset: number, count: number): Promise<void> {
     const first = Math.floor(offset / this.#clusterSize);
