@@ -306,3 +306,17 @@ Deno.test("qcow2 refcounts: a free cluster that holds metadata is never written"
   await file.read(0, after);
   assert.deepEqual(after, before, "nothing was written into the broken image");
 });
+
+Deno.test("qcow2 backing: a chain that loops is refused", async () => {
+  const a = new MemoryNode(0, { growable: true });
+  const b = new MemoryNode(0, { growable: true });
+  await createQcow2(a, { size: 1 << 20, backing: { filename: "b", format: "qcow2" } });
+  await createQcow2(b, { size: 1 << 20, backing: { filename: "a", format: "qcow2" } });
+  const files: Record<string, MemoryNode> = { a, b };
+  const open = (file: MemoryNode): Promise<Qcow2Node> =>
+    Qcow2Node.open(file, {
+      readOnly: true,
+      openBacking: (reference) => open(files[reference.filename]),
+    });
+  await assert.rejects(open(a), /Backing file '[ab]' creates an infinite loop/);
+});

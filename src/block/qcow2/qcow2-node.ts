@@ -28,6 +28,7 @@
  * @module
  */
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { DenbdError } from "../../errors.ts";
 import { RangeLock } from "../range-lock.ts";
 import type {
@@ -1021,7 +1022,15 @@ export class Qcow2Node implements BlockNode {
   }
 }
 
-/** The backing node for `header` as the options ask. */
+/**
+ * How deep in a backing chain the current open is: an open called from an
+ * `openBacking` callback runs one level below the image that called it.
+ */
+const openingDepth = new AsyncLocalStorage<number>();
+/** Longest backing chain opened; deeper means a loop (or an absurd chain). */
+const MAX_BACKING_DEPTH = 256;
+
+/** The backing node for `header` as the options ask (a chain that loops is refused). */
 async function openBackingOf(
   header: Qcow2Header,
   options: Qcow2OpenOptions,
@@ -1034,9 +1043,18 @@ async function openBackingOf(
       `qcow2: the image has a backing file (${header.backingFile}) and no way to open it`,
     );
   }
+  const depth = (openingDepth.getStore() ?? 0) + 1;
+  if (depth > MAX_BACKING_DEPTH) {
+    throw new DenbdError(
+      "invalid",
+      `Backing file '${header.backingFile}' creates an infinite loop ` +
+        `(more than ${MAX_BACKING_DEPTH} images in the chain)`,
+    );
+  }
   const format = extensionData(header, EXT_BACKING_FORMAT);
-  return await options.openBacking({
-    filename: header.backingFile,
-    format: format ? new TextDecoder().decode(format) : undefined,
-  });
+  return await openingDepth.run(depth, () =>
+    options.openBacking!({
+      filename: header.backingFile!,
+      format: format ? new TextDecoder().decode(format) : undefined,
+    }));
 }
