@@ -9,7 +9,13 @@ import { join } from "node:path";
 import { FileNode } from "../../src/block/file.ts";
 import { createQcow2, Qcow2Node } from "../../src/block/qcow2/qcow2-node.ts";
 import { check, needs, run, withTempDir } from "./harness.ts";
-import { assertSameMap, openImage, qemuIo } from "./qcow2_driver_support.ts";
+import {
+  assertSameBytes,
+  assertSameMap,
+  openImage,
+  qemuIo,
+  readAll,
+} from "./qcow2_driver_support.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -173,6 +179,18 @@ Deno.test(
           await image.close();
         }
         await assertClean(path);
+        const file = await FileNode.open(path, { readOnly: true });
+        try {
+          const active = await Qcow2Node.open(file);
+          assert.deepEqual(active.snapshots.map((snapshot) => snapshot.name), ["before"]);
+          const [{ l1TableOffset, l1Size, size }] = active.snapshots;
+          const atSnapshot = await Qcow2Node.open(file, {
+            snapshot: { l1TableOffset, l1Size, size },
+          });
+          assertSameBytes(await readAll(atSnapshot), await Deno.readFile(snapshotRaw), "snapshot");
+        } finally {
+          await file.close();
+        }
         const after = join(dir, "after.raw");
         await check("qemu-img", ["convert", "-l", "snapshot.name=before", path, after]);
         assert.deepEqual(await Deno.readFile(after), await Deno.readFile(snapshotRaw), options);

@@ -68,6 +68,7 @@ import {
   ZERO_FLAG,
 } from "./l2-entry.ts";
 import { corruptImage, CorruptImageError, offsetField, Refcounts, setU64 } from "./refcounts.ts";
+import { type Qcow2Snapshot, readSnapshotTable } from "./snapshots.ts";
 import { TableCache } from "./table-cache.ts";
 
 export { createQcow2 } from "./create.ts";
@@ -192,8 +193,8 @@ export class Qcow2Node implements BlockNode {
   readonly backing: BlockNode | null;
   /** Facts about the image for info-style output. */
   readonly info: Qcow2ImageInfo;
-  /** Internal snapshots (the snapshot table is not read yet: always empty). */
-  readonly snapshots: readonly [] = [];
+  /** Internal snapshots, from the snapshot table read at open. */
+  readonly snapshots: readonly Qcow2Snapshot[];
   /** What the persistent-bitmap code uses. */
   readonly metadata: Qcow2Metadata;
 
@@ -231,9 +232,11 @@ export class Qcow2Node implements BlockNode {
     size: number,
     backing: BlockNode | null,
     refcounts: Refcounts | undefined,
+    snapshots: readonly Qcow2Snapshot[],
     options: Qcow2OpenOptions,
   ) {
     this.#file = file;
+    this.snapshots = snapshots;
     this.#header = header;
     this.#size = size;
     this.#clusterSize = header.clusterSize;
@@ -346,8 +349,25 @@ export class Qcow2Node implements BlockNode {
       tableOffset: header.refcountTableOffset,
       tableClusters: header.refcountTableClusters,
     }, (tableOffset, tableClusters) => opened.node!.#moveRefcountTable(tableOffset, tableClusters));
+    const snapshots = await readSnapshotTable(file, {
+      snapshotsOffset: header.snapshotsOffset,
+      snapshotCount: header.snapshotCount,
+      clusterSize,
+      version: header.version,
+      virtualSize: header.size,
+    });
     const backing = await openBackingOf(header, options);
-    const node = new Qcow2Node(file, header, l1, l1Offset, size, backing, refcounts, options);
+    const node = new Qcow2Node(
+      file,
+      header,
+      l1,
+      l1Offset,
+      size,
+      backing,
+      refcounts,
+      snapshots,
+      options,
+    );
     opened.node = node;
     if (!readOnly && (header.autoclearFeatures & ~KNOWN_AUTOCLEAR)) {
       await node.#rewriteHeader({
