@@ -32,6 +32,8 @@ const SCRIPT: Step[] = [
   { op: "zero", offset: 3150000, length: 5000, unmap: false },
   { op: "zero", offset: 3211264, length: 65536, unmap: true },
   { op: "discard", offset: 3276800, length: 100000 },
+  { op: "zero", offset: 2170000, length: 3000, unmap: false },
+  { op: "zero", offset: 4190000, length: 4304, unmap: false },
   { op: "write", offset: 2100000, length: 10, pattern: 0x55 },
   { op: "discard", offset: 0, length: 65536 },
   { op: "write", offset: 5000, length: 3000, pattern: 0x66 },

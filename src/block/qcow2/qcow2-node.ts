@@ -603,28 +603,69 @@ export class Qcow2Node implements BlockNode {
     const piece = this.#pieceSize;
     const end = offset + length;
     const version2 = this.#header.version === 2;
+    const mayTrim = Boolean(options.mayTrim);
     let first = Math.ceil(offset / piece) * piece;
     let last = end === this.#size
       ? Math.ceil(end / piece) * piece
       : Math.floor(end / piece) * piece;
-    if ((version2 && this.backing) || first >= last) first = last = end;
+    if (version2 && this.backing) first = last = end;
+    if (first >= last) first = last = Math.min(Math.floor(offset / piece) * piece + piece, end);
     if (options.fast && (first !== offset || Math.min(last, end) !== end)) {
       throw new DenbdError("not-supported", "qcow2: zeroing this range is not fast");
     }
-    await this.#writeZeroBytes(offset, Math.min(first, end) - offset);
+    if (offset < first) await this.#zeroPartialPiece(offset, first - offset, mayTrim);
     for (let at = first; at < last;) {
       const cluster = Math.floor(at / this.#clusterSize);
       const until = Math.min(last, (cluster + 1) * this.#clusterSize);
       const from = at;
       await this.#locked(() =>
-        version2
-          ? this.#discardCluster(cluster)
-          : this.#zeroPieces(cluster, from, until, Boolean(options.mayTrim))
+        version2 ? this.#discardCluster(cluster) : this.#zeroPieces(cluster, from, until, mayTrim)
       );
       at = until;
     }
-    if (last < end) await this.#writeZeroBytes(last, end - last);
+    if (Math.max(last, first) < end) {
+      const from = Math.max(last, first);
+      await this.#zeroPartialPiece(from, end - from, mayTrim);
+    }
     if (options.fua) await this.flush();
+  }
+
+  /**
+   * Zero part of one piece as QEMU does: when the piece is unallocated or
+   * zero and the rest of it reads as zeroes already, the whole piece
+   * becomes zero; otherwise zeroes are written.
+   */
+  async #zeroPartialPiece(at: number, length: number, mayTrim: boolean): Promise<void> {
+    const piece = this.#pieceSize;
+    const start = Math.floor(at / piece) * piece;
+    const end = Math.min(start + piece, this.#size);
+    const canZero = !(this.#header.version === 2 && this.backing) &&
+      await this.#locked(async () => {
+        const kind = (await this.#piece(start)).kind;
+        if (kind !== PieceKind.Unallocated && kind !== PieceKind.Zero) return false;
+        if (!(await this.#readsAsZero(start, at - start))) return false;
+        if (!(await this.#readsAsZero(at + length, end - at - length))) return false;
+        const cluster = Math.floor(start / this.#clusterSize);
+        if (this.#header.version === 2) await this.#discardCluster(cluster);
+        else await this.#zeroPieces(cluster, start, start + piece, mayTrim);
+        return true;
+      });
+    if (!canZero) await this.#writeZeroBytes(at, length);
+  }
+
+  /** Whether `length` bytes at `offset` read as zeroes (through the backing chain). */
+  async #readsAsZero(offset: number, length: number): Promise<boolean> {
+    for (let done = 0; done < length;) {
+      for (const extent of await this.blockStatus(offset + done, length - done)) {
+        if (!extent.allocated && this.backing && !extent.zero) {
+          if (!(await readsAsZeroIn(this.backing, offset + done, extent.length))) return false;
+        } else if (!extent.zero) {
+          return false;
+        }
+        done += extent.length;
+      }
+    }
+    return true;
   }
 
   /** Write explicit zeroes (bounded buffers) through the write path. */
@@ -1040,6 +1081,17 @@ export class Qcow2Node implements BlockNode {
         }),
     };
   }
+}
+
+/** Whether `length` bytes at `offset` of `node` read as zeroes, by its block status. */
+async function readsAsZeroIn(node: BlockNode, offset: number, length: number): Promise<boolean> {
+  for (let done = 0; done < length;) {
+    for (const extent of await node.blockStatus(offset + done, length - done)) {
+      if (!extent.zero) return false;
+      done += extent.length;
+    }
+  }
+  return true;
 }
 
 /**
