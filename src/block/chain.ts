@@ -9,7 +9,8 @@
  * `backing` of the node or, through filters ({@linkcode FilterNode}: raw,
  * dirty tracking), of the node under them, as QEMU's
  * bdrv_filter_or_cow_child sees through filters. Bytes past the end of a
- * shorter backing node, and bytes no layer holds, read as zeroes.
+ * shorter backing node, and bytes no layer holds, read as zeroes (the former
+ * at the depth of the shorter node, as QEMU reports them).
  *
  * Allocation depth is QEMU's: 0 where no layer holds the bytes, 1 where the
  * node itself does, N where its (N-1)th backing node does. A node without a
@@ -139,7 +140,12 @@ async function walkLayer(
   return done;
 }
 
-/** Append the extents of bytes `node` does not hold: its backing node's, or zeroes. */
+/**
+ * Append the extents of bytes `node` does not hold: its backing node's, or
+ * zeroes. Zeroes past the end of a shorter backing node belong to that node
+ * (its depth), as QEMU reports them; only bytes without any backing node are
+ * at depth 0.
+ */
 async function walkBelow(
   node: BlockNode,
   offset: number,
@@ -153,7 +159,9 @@ async function walkBelow(
     const covered = await walkLayer(backing.node, backing.offset, inside, depth + 1, out);
     if (covered < inside) return covered;
   }
-  if (inside < length) push(out, { length: length - inside, depth: 0, data: false, zero: true });
+  if (inside < length) {
+    push(out, { length: length - inside, depth: backing ? depth + 1 : 0, data: false, zero: true });
+  }
   return length;
 }
 

@@ -51,12 +51,16 @@ export interface CheckedNodeOptions {
  * driver's protected method of the same name (`driverRead` for `read`...).
  */
 export abstract class CheckedNode implements BlockNode {
-  /** Writes past the end are taken (the driver grows the node); reads past the end give zeroes. */
-  readonly growable: boolean;
+  readonly #growable: boolean;
 
   /** A node that checks ranges as `options` say. */
   constructor(options: CheckedNodeOptions = {}) {
-    this.growable = Boolean(options.growable);
+    this.#growable = Boolean(options.growable);
+  }
+
+  /** Writes past the end are taken (the driver grows the node); reads past the end give zeroes. */
+  get growable(): boolean {
+    return this.#growable;
   }
 
   /** Size in bytes. */

@@ -66,6 +66,11 @@ export class FilterNode extends CheckedNode {
     return this.file.size;
   }
 
+  /** Growable when the child is: a filter over the file of a format node must let it grow. */
+  override get growable(): boolean {
+    return this.file.growable;
+  }
+
   /** The child's capabilities. */
   get capabilities(): NodeCapabilities {
     return this.file.capabilities;

@@ -98,6 +98,11 @@ export interface NodeChild {
 export interface BlockNode {
   /** Size in bytes (it changes only on a growable node that was written past its end). */
   readonly size: number;
+  /**
+   * Writes past the end are taken and grow the node, and reads past the end
+   * give zeroes (a file under a format that allocates past its end).
+   */
+  readonly growable: boolean;
   /** The nodes this one is built on, by role; empty for a protocol node (file, memory). */
   readonly children: readonly NodeChild[];
   /** What this node can do. */

@@ -72,6 +72,11 @@ export class RawNode extends FilterNode {
     };
   }
 
+  /** A format node with a fixed window: it never grows, whatever its child does. */
+  override get growable(): boolean {
+    return false;
+  }
+
   /**
    * A raw node over `child`. Throws kind "invalid" with QEMU's message when
    * the window does not fit the child or `size` is not a multiple of 512.

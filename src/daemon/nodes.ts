@@ -71,8 +71,6 @@ export interface NodeOpenExtras {
    * block 0 from turning into another format.
    */
   readonly probed?: boolean;
-  /** A file node may grow past its end (the file of a qcow2 image). */
-  readonly growable?: boolean;
   /** qemu-nbd -l: open a qcow2 image at this internal snapshot (see {@linkcode openQcow2}). */
   readonly loadSnapshot?: string;
 }
@@ -325,7 +323,9 @@ export class NodeGraph {
         noFlush: options.cache?.["no-flush"],
         discard: options.discard,
         lock: options.locking !== "off",
-        growable: extras.growable,
+        // As QEMU's protocol nodes: a format above (qcow2) may write past the
+        // end; users of the node itself are bound by their own size checks.
+        growable: true,
       });
       // The daemon uses every file node it opens, as an export would, from the
       // start: its image locks are taken now (QEMU waits for a user; see
@@ -340,13 +340,11 @@ export class NodeGraph {
     }
     const children: EntryChild[] = [];
     try {
-      const growable = options.driver === "qcow2";
       const file = await this.#child(
         inheritReadOnly(options.file, options["read-only"]),
         "file",
         children,
         chain,
-        { growable },
       );
       // Named after its file and before its backing, as QEMU lists them.
       this.#nodes.set(name, null);
@@ -389,7 +387,6 @@ export class NodeGraph {
     role: ChildRole,
     children: EntryChild[],
     chain: ChainPaths,
-    extras: NodeOpenExtras = {},
   ): Promise<NodeEntry> {
     if (typeof ref === "string") {
       const found = this.get(ref);
@@ -399,7 +396,7 @@ export class NodeGraph {
       children.push({ role, name: ref, owned: false });
       return found;
     }
-    const opened = await this.#open(ref, this.#generatedName(), extras, chain);
+    const opened = await this.#open(ref, this.#generatedName(), {}, chain);
     children.push({ role, name: opened.name, owned: true });
     return opened;
   }

@@ -246,6 +246,7 @@ function gatedReads(inner: MemoryNode, start: number, end: number, gate: Promise
       return inner.size;
     },
     children: [],
+    growable: inner.growable,
     capabilities: inner.capabilities,
     requestAlignment: 1,
     async read(offset, into) {

@@ -187,6 +187,8 @@ export class Qcow2Node implements BlockNode {
   readonly capabilities: NodeCapabilities;
   /** Any byte range is accepted (partial clusters are read-modify-written). */
   readonly requestAlignment = 1;
+  /** A format node never grows: writes past its virtual size are refused. */
+  readonly growable = false;
   /** What the header names as the backing file (even when overridden). */
   readonly backingReference: BackingReference | undefined;
   /** The backing node, or null. */
