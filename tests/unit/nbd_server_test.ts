@@ -90,12 +90,13 @@ Deno.test("an export of a layered node reports and reads through its backing cha
       ]);
       assert.deepEqual(
         await client.blockStatus(0, 3 * C, { context: ALLOCATION_DEPTH_CONTEXT }),
-        [{ length: C, flags: 2 }, { length: C, flags: 1 }, { length: C, flags: 0 }],
+        // Zeroes past the end of the shorter backing node are its own, as QEMU reports them.
+        [{ length: C, flags: 2 }, { length: C, flags: 1 }, { length: C, flags: 2 }],
       );
       const expected = new Uint8Array(3 * C);
       expected.fill(7, 0, C).fill(1, C, 2 * C);
       assert.deepEqual(await client.read(0, 3 * C), expected);
-      // The last chunk, which no layer holds, went out as a hole without being read.
+      // The last chunk, past the end of the backing node, went out as a hole without being read.
       assert.deepEqual(reads, [[0, C], [C, C]]);
     } finally {
       await client.disconnect();
