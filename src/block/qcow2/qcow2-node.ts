@@ -30,6 +30,7 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import { DenbdError } from "../../errors.ts";
+import { CheckedNode } from "../checked-node.ts";
 import { RangeLock } from "../range-lock.ts";
 import type {
   BlockExtent,
@@ -180,15 +181,13 @@ function subclusterMask(from: number, to: number): number {
 const MAX_STATUS_PIECES = 1 << 18;
 
 /** A qcow2 image as a block node. */
-export class Qcow2Node implements BlockNode {
+export class Qcow2Node extends CheckedNode {
   /** The image file and, when present, the backing node. */
   readonly children: readonly NodeChild[];
   /** Writable unless opened read-only; discards free space only with discard=unmap. */
   readonly capabilities: NodeCapabilities;
   /** Any byte range is accepted (partial clusters are read-modify-written). */
   readonly requestAlignment = 1;
-  /** A format node never grows: writes past its virtual size are refused. */
-  readonly growable = false;
   /** What the header names as the backing file (even when overridden). */
   readonly backingReference: BackingReference | undefined;
   /** The backing node, or null. */
@@ -237,6 +236,7 @@ export class Qcow2Node implements BlockNode {
     snapshots: readonly Qcow2Snapshot[],
     options: Qcow2OpenOptions,
   ) {
+    super();
     this.#file = file;
     this.snapshots = snapshots;
     this.#header = header;
@@ -264,7 +264,7 @@ export class Qcow2Node implements BlockNode {
       writable,
       trim: writable && this.#discard === "unmap",
       fastZero: writable && header.version === 3,
-      cache: false,
+      cache: file.capabilities.cache,
       multiConn: true,
       blockStatus: true,
     };
@@ -386,7 +386,7 @@ export class Qcow2Node implements BlockNode {
   }
 
   /** Fill `into` from the image (backing file or zeroes where nothing is stored). */
-  read(offset: number, into: Uint8Array): Promise<void> {
+  protected driverRead(offset: number, into: Uint8Array): Promise<void> {
     const reading = this.#read(offset, into);
     this.#reads.add(reading);
     const done = () => this.#reads.delete(reading);
@@ -525,7 +525,7 @@ export class Qcow2Node implements BlockNode {
    * This layer's allocation from `offset`: stored data, zero clusters, and
    * unallocated stretches (allocated=false; zero when nothing is below).
    */
-  async blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+  protected async driverBlockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const extents: BlockExtent[] = [];
     let last: { data: boolean; zero: boolean; allocated: boolean; length: number } | undefined;
     let fileRun: { start: number; end: number; zero: boolean } | undefined;
@@ -574,13 +574,31 @@ export class Qcow2Node implements BlockNode {
     return extents;
   }
 
-  /** Hint only: nothing is prefetched. */
-  cache(_offset: number, _length: number): Promise<void> {
-    return Promise.resolve();
+  /**
+   * Prefetch the range: the host bytes of stored clusters from the image
+   * file, unallocated ones from the backing node (zero and compressed
+   * clusters have nothing worth prefetching).
+   */
+  protected async driverCache(offset: number, length: number): Promise<void> {
+    for (let done = 0; done < length;) {
+      const at = offset + done;
+      const step = Math.min(this.#pieceSize - (at % this.#pieceSize), length - done);
+      const piece = await this.#piece(at);
+      if (piece.kind === PieceKind.Data) {
+        await this.#file.cache(piece.host, Math.min(step, this.#file.size - piece.host));
+      } else if (piece.kind === PieceKind.Unallocated && this.backing && at < this.backing.size) {
+        await this.backing.cache(at, Math.min(step, this.backing.size - at));
+      }
+      done += step;
+    }
   }
 
   /** Store `data` at `offset`, allocating clusters (copy-on-write) where needed. */
-  async write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+  protected async driverWrite(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): Promise<void> {
     this.#checkWritable();
     if (!(await this.#writeInPlace(offset, data))) {
       for (let done = 0; done < data.length;) {
@@ -600,7 +618,11 @@ export class Qcow2Node implements BlockNode {
    * a backing file, discarded clusters; explicit zeroes for the unaligned
    * ends and in version 2 with a backing file (as QEMU does).
    */
-  async writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
+  protected async driverWriteZeroes(
+    offset: number,
+    length: number,
+    options: ZeroOptions,
+  ): Promise<void> {
     this.#checkWritable();
     const piece = this.#pieceSize;
     const end = offset + length;
@@ -684,7 +706,7 @@ export class Qcow2Node implements BlockNode {
    * become zero clusters in version 3 and unallocated in version 2 (where
    * an image with a backing file keeps them); otherwise nothing happens.
    */
-  async trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
+  protected async driverTrim(offset: number, length: number, options: WriteOptions): Promise<void> {
     this.#checkWritable();
     if (this.#discard !== "unmap") return;
     if (this.#header.version === 2 && this.backing) return;
