@@ -14,7 +14,14 @@ import { FileNode } from "../block/file.ts";
 import { RawNode } from "../block/raw.ts";
 import { DirtyTrackingNode } from "../block/dirty-tracking.ts";
 import { DETECT_ZEROES_UNMAP_NEEDS_DISCARD, DetectZeroesNode } from "../block/detect-zeroes.ts";
-import { READ_ONLY_USE, takePermissions, WRITABLE_USE } from "../block/permissions.ts";
+import {
+  backingPermissions,
+  type PermissionRequest,
+  READ_ONLY_USE,
+  storagePermissions,
+  takePermissions,
+  WRITABLE_USE,
+} from "../block/permissions.ts";
 import type { DirtyBitmapInfo } from "../block/dirty-bitmap.ts";
 import type { BlockNode, ChildRole } from "../block/node.ts";
 import { probeFormat } from "../block/probe.ts";
@@ -112,7 +119,7 @@ export class NodeGraph {
     if (name === undefined) {
       throw new DenbdError("invalid", "'node-name' must be specified for the root node");
     }
-    return await this.#open(options, name, extras, []);
+    return await this.#open(options, name, extras, [], rootUse(options));
   }
 
   /**
@@ -264,11 +271,17 @@ export class NodeGraph {
     };
   }
 
+  /**
+   * Open a node and its children; `use` is what its user (the daemon for a
+   * root node, the parent for a child) takes on it, passed down by role so
+   * that each file node takes its image locks before anything reads it.
+   */
   async #open(
     options: BlockdevOptionsValue,
     name: string,
     extras: NodeOpenExtras,
     chain: ChainPaths,
+    use: PermissionRequest,
   ): Promise<NodeEntry> {
     if (!isWellFormedId(name) && !name.startsWith(GENERATED_PREFIX)) {
       throw new DenbdError("invalid", `Invalid node-name: '${name}'`);
@@ -287,7 +300,7 @@ export class NodeGraph {
       throw new DenbdError("invalid", DETECT_ZEROES_UNMAP_NEEDS_DISCARD);
     }
     try {
-      const opened = await this.#openDriver(options, name, extras, chain);
+      const opened = await this.#openDriver(options, name, extras, chain, use);
       const inner = detectZeroes === "off"
         ? opened.node
         : new DetectZeroesNode(opened.node, detectZeroes);
@@ -315,6 +328,7 @@ export class NodeGraph {
     name: string,
     extras: NodeOpenExtras,
     chain: ChainPaths,
+    use: PermissionRequest,
   ): Promise<{ node: BlockNode; children: EntryChild[] }> {
     if (options.driver === "file") {
       const node = await FileNode.open(options.filename, {
@@ -327,11 +341,12 @@ export class NodeGraph {
         // end; users of the node itself are bound by their own size checks.
         growable: true,
       });
-      // The daemon uses every file node it opens, as an export would, from the
-      // start: its image locks are taken now (QEMU waits for a user; see
-      // docs/compatibility.md). Closing the node releases them.
+      // The daemon uses every node it opens, as an export would, from the
+      // start: the file's image locks are taken now, before a format reads it
+      // (QEMU waits for a user; see docs/compatibility.md). Closing the node
+      // releases them.
       try {
-        takePermissions(node, options["read-only"] ? READ_ONLY_USE : WRITABLE_USE);
+        takePermissions(node, options["read-only"] ? readOnlyUse(use) : use);
       } catch (error) {
         await node.close();
         throw error;
@@ -340,11 +355,13 @@ export class NodeGraph {
     }
     const children: EntryChild[] = [];
     try {
+      const writable = !options["read-only"];
       const file = await this.#child(
         inheritReadOnly(options.file, options["read-only"]),
         "file",
         children,
         chain,
+        options.driver === "qcow2" ? storagePermissions(use, writable) : use,
       );
       // Named after its file and before its backing, as QEMU lists them.
       this.#nodes.set(name, null);
@@ -365,13 +382,19 @@ export class NodeGraph {
       const backingRef = options.backing === "" ? null : options.backing;
       const backing = backingRef === undefined || backingRef === null
         ? backingRef
-        : (await this.#backingChild(backingRef, children)).node;
+        : (await this.#backingChild(backingRef, children, backingPermissions(use))).node;
       const node = await openQcow2(file.node, {
         readOnly: Boolean(options["read-only"]),
         discard: options.discard ?? "ignore",
         backing,
         openBacking: async (reference) =>
-          (await this.#headerBacking(reference, imagePath, [...chain, ...path], children)).node,
+          (await this.#headerBacking(
+            reference,
+            imagePath,
+            [...chain, ...path],
+            children,
+            backingPermissions(use),
+          )).node,
         loadSnapshot: extras.loadSnapshot,
       });
       return { node, children };
@@ -387,6 +410,7 @@ export class NodeGraph {
     role: ChildRole,
     children: EntryChild[],
     chain: ChainPaths,
+    use: PermissionRequest,
   ): Promise<NodeEntry> {
     if (typeof ref === "string") {
       const found = this.get(ref);
@@ -396,7 +420,7 @@ export class NodeGraph {
       children.push({ role, name: ref, owned: false });
       return found;
     }
-    const opened = await this.#open(ref, this.#generatedName(), {}, chain);
+    const opened = await this.#open(ref, this.#generatedName(), {}, chain, use);
     children.push({ role, name: opened.name, owned: true });
     return opened;
   }
@@ -405,9 +429,10 @@ export class NodeGraph {
   async #backingChild(
     ref: string | BlockdevOptionsValue,
     children: EntryChild[],
+    use: PermissionRequest,
   ): Promise<NodeEntry> {
     try {
-      return await this.#child(ref, "backing", children, []);
+      return await this.#child(ref, "backing", children, [], use);
     } catch (error) {
       throw new DenbdError("invalid", `Could not open backing file: ${messageOf(error)}`);
     }
@@ -424,6 +449,7 @@ export class NodeGraph {
     imageFilename: string,
     chain: ChainPaths,
     children: EntryChild[],
+    use: PermissionRequest,
   ): Promise<NodeEntry> {
     try {
       const filename = backingPath(imageFilename, reference.filename);
@@ -440,7 +466,13 @@ export class NodeGraph {
       const format = reference.format ?? await probeFormat(filename);
       const file = { driver: "file", filename, "read-only": true } as const;
       const options = { driver: format, "read-only": true, file } as BlockdevOptionsValue;
-      const opened = await this.#open(options, this.#generatedName(), {}, [...chain, real]);
+      const opened = await this.#open(
+        options,
+        this.#generatedName(),
+        {},
+        [...chain, real],
+        use,
+      );
       children.push({ role: "backing", name: opened.name, owned: true });
       return opened;
     } catch (error) {
@@ -481,6 +513,20 @@ export class NodeGraph {
       if (entry) await this.#close(entry);
     }
   }
+}
+
+/** What the daemon takes on a root node it opens: a reader's or a writer's use. */
+function rootUse(options: BlockdevOptionsValue): PermissionRequest {
+  return options["read-only"] ? READ_ONLY_USE : WRITABLE_USE;
+}
+
+/**
+ * What a read-only file node takes for `use`: a writer's use becomes a
+ * reader's (a writable node over a read-only file cannot write anyway);
+ * other uses (a backing file's) stay as they are.
+ */
+function readOnlyUse(use: PermissionRequest): PermissionRequest {
+  return use.take.includes("write") ? READ_ONLY_USE : use;
 }
 
 /** An inline child takes its parent's read-only unless it says otherwise, as in QEMU. */

@@ -163,3 +163,32 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "a writable qcow2 export locks its backing file against other writers, not readers",
+  needs("qemu-img", "qemu-io"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const base = join(dir, "base.raw");
+      const top = join(dir, "top.qcow2");
+      await check("qemu-img", ["create", "-q", "-f", "raw", base, "4M"]);
+      await check("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top]);
+      const server = await forked("denbd", dir, [top]);
+      try {
+        // As qemu-storage-daemon: the backing child shares neither write nor
+        // resize (qemu-nbd shares write on every export; docs/compatibility.md).
+        const write = await run("qemu-io", ["-f", "raw", "-c", "write 0 4k", base]);
+        assert.notEqual(write.code, 0);
+        assert.match(write.stderr, /Failed to get "write" lock/);
+        const read = await run("qemu-io", ["-r", "-f", "raw", "-c", "read 0 4k", base]);
+        assert.equal(read.code, 0, read.stderr);
+        const other = await run("qemu-io", ["-f", "qcow2", "-c", "read 0 4k", top]);
+        assert.match(other.stderr, /Failed to get "write" lock/);
+      } finally {
+        await server.stop();
+      }
+      const after = await run("qemu-io", ["-f", "raw", "-c", "write 0 4k", base]);
+      assert.equal(after.code, 0, `the locks go with the server: ${after.stderr}`);
+    });
+  },
+);

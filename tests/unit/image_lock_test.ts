@@ -11,6 +11,7 @@ import {
 import { RawNode } from "../../src/block/raw.ts";
 import { DirtyTrackingNode } from "../../src/block/dirty-tracking.ts";
 import { LayeredNode } from "./layered_node.ts";
+import { createQcow2, Qcow2Node } from "../../src/block/qcow2/qcow2-node.ts";
 
 const WRITABLE_IMAGE = lockRequestOf([WRITABLE_USE]);
 const READ_ONLY_IMAGE = lockRequestOf([READ_ONLY_USE]);
@@ -337,6 +338,29 @@ Deno.test("image lock: permissions reach the file through filters, a backing chi
       // A parent that shares write lets the backing file be written and resized.
       takePermissions(layer, { take: ["consistent read"], share: ["consistent read", "write"] });
       assert.deepEqual(await lockedRanges(path), ["100-100"]);
+    } finally {
+      await file.close();
+    }
+  });
+});
+
+Deno.test("image lock: a writable qcow2 node takes write and resize on its file even for a reader", async () => {
+  await withImage(async (path) => {
+    await Deno.truncate(path, 0);
+    const file = await FileNode.open(path, { growable: true });
+    try {
+      await createQcow2(file, { size: 1 << 20 });
+      const image = await Qcow2Node.open(file);
+      const grant = takePermissions(image, READ_ONLY_USE);
+      // Holds consistent read (100), write (101) and resize (103); shares no write (201) or resize (203).
+      assert.deepEqual(await lockedRanges(path), ["100-101", "103-103", "201-201", "203-203"]);
+      grant.release();
+      await image.close();
+      const readOnly = await Qcow2Node.open(file, { readOnly: true });
+      const reader = takePermissions(readOnly, READ_ONLY_USE);
+      assert.deepEqual(await lockedRanges(path), ["100-100", "201-201", "203-203"]);
+      reader.release();
+      await readOnly.close();
     } finally {
       await file.close();
     }

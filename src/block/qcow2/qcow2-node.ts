@@ -31,6 +31,12 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { DenbdError } from "../../errors.ts";
 import { CheckedNode } from "../checked-node.ts";
+import {
+  backingPermissions,
+  type ChildPermissionPolicy,
+  type PermissionRequest,
+  storagePermissions,
+} from "../permissions.ts";
 import { RangeLock } from "../range-lock.ts";
 import type {
   BlockExtent,
@@ -181,7 +187,7 @@ function subclusterMask(from: number, to: number): number {
 const MAX_STATUS_PIECES = 1 << 18;
 
 /** A qcow2 image as a block node. */
-export class Qcow2Node extends CheckedNode {
+export class Qcow2Node extends CheckedNode implements ChildPermissionPolicy {
   /** The image file and, when present, the backing node. */
   readonly children: readonly NodeChild[];
   /** Writable unless opened read-only; discards free space only with discard=unmap. */
@@ -378,6 +384,17 @@ export class Qcow2Node extends CheckedNode {
       });
     }
     return node;
+  }
+
+  /**
+   * What a user's `request` means for the children: the image file gets what
+   * a format with metadata needs (it writes metadata even for a reader when
+   * writable), the backing node what copy-on-write needs.
+   */
+  childPermissions(child: NodeChild, request: PermissionRequest): PermissionRequest {
+    return child.role === "backing"
+      ? backingPermissions(request)
+      : storagePermissions(request, this.capabilities.writable);
   }
 
   /** The virtual disk size. */
