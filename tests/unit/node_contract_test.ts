@@ -8,6 +8,7 @@ import type { BlockNode } from "../../src/block/node.ts";
 import { MemoryNode } from "../../src/block/memory.ts";
 import { FileNode } from "../../src/block/file.ts";
 import { RawNode } from "../../src/block/raw.ts";
+import { createQcow2, Qcow2Node } from "../../src/block/qcow2/qcow2-node.ts";
 
 const CHUNK = 64 * 1024;
 const SIZE = 4 * CHUNK;
@@ -17,6 +18,8 @@ interface Opened {
   readonly node: BlockNode;
   /** Bytes of storage allocated (memory chunks, file system blocks). */
   allocatedBytes(): Promise<number>;
+  /** Close the children the node does not close itself, after it. */
+  closeChildren?(): Promise<void>;
 }
 
 /** A way to open a node of SIZE bytes (all zero) in `dir`. */
@@ -76,6 +79,20 @@ const SUBJECTS: Subject[] = [
       return { node, allocatedBytes: blocksOf(path) };
     },
   },
+  {
+    name: "qcow2 over file",
+    open: async (dir, readOnly) => {
+      const path = `${dir}/disk.qcow2`;
+      await Deno.writeFile(path, new Uint8Array(0));
+      const created = await FileNode.open(path, { growable: true });
+      await createQcow2(created, { size: SIZE });
+      await created.close();
+      const file = await FileNode.open(path, { readOnly, discard: "unmap", growable: true });
+      const image = await Qcow2Node.open(file, { readOnly, discard: "unmap" });
+      // The qcow2 node leaves its file open, as the daemon closes each node itself.
+      return { node: image, allocatedBytes: blocksOf(path), closeChildren: () => file.close() };
+    },
+  },
 ];
 
 /** Open `subject` in a fresh directory, run `body`, close and clean up. */
@@ -91,6 +108,7 @@ async function withSubject(
       await body(opened);
     } finally {
       await opened.node.close();
+      await opened.closeChildren?.();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
