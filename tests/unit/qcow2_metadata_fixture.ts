@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { Qcow2Metadata } from "../../src/block/qcow2/bitmaps.ts";
+import type { Qcow2Metadata } from "../../src/block/qcow2/qcow2-node.ts";
 import type { BlockNode } from "../../src/block/node.ts";
 
 /** The bitmaps extension's type. */

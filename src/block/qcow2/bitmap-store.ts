@@ -16,13 +16,8 @@ import {
   MAX_BITMAPS,
   MAX_DIRECTORY_SIZE,
 } from "./bitmap-format.ts";
-import {
-  loadBitmaps,
-  type Qcow2Metadata,
-  readBitmapDirectory,
-  removeStoredBitmap,
-  storeBitmaps,
-} from "./bitmaps.ts";
+import { loadBitmaps, readBitmapDirectory, removeStoredBitmap, storeBitmaps } from "./bitmaps.ts";
+import type { Qcow2Metadata } from "./qcow2-node.ts";
 
 /** The image's qcow2 version, from its header. */
 async function imageVersion(metadata: Qcow2Metadata): Promise<number> {

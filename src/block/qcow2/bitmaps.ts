@@ -18,7 +18,6 @@
 
 import { DenbdError, messageOf } from "../../errors.ts";
 import { DirtyBitmap } from "../dirty-bitmap.ts";
-import type { BlockNode } from "../node.ts";
 import {
   bitmapConstraintError,
   type BitmapDirectoryEntry,
@@ -34,33 +33,7 @@ import {
   MAX_BITMAPS,
   MAX_DIRECTORY_SIZE,
 } from "./bitmap-format.ts";
-
-/**
- * What the persistent-bitmap code needs from a qcow2 image (the qcow2
- * driver's `Qcow2Node.metadata` provides it).
- */
-export interface Qcow2Metadata {
-  /** The image file (metadata clusters are read and written through it). */
-  readonly file: BlockNode;
-  /** The image's cluster size. */
-  readonly clusterSize: number;
-  /** The image's virtual size. */
-  readonly virtualSize: number;
-  /** The image is open writable. */
-  readonly writable: boolean;
-  /** Allocate `count` contiguous host clusters with refcount 1 (the file grows as needed); returns the offset. */
-  allocateClusters(count: number): Promise<number>;
-  /** Drop one reference from each of `count` clusters from `offset` (refcount 0 frees them). */
-  freeClusters(offset: number, count: number): Promise<void>;
-  /** Whether host range [offset, offset+length) lies inside the file and outside cluster 0. */
-  isValidMetadataRange(offset: number, length: number): boolean;
-  /** The bitmaps header extension's data (24 bytes), or undefined. */
-  readonly bitmapsExtension: Uint8Array | undefined;
-  /** Whether autoclear bit 0 (bitmaps consistent) was set at open. */
-  readonly bitmapsConsistent: boolean;
-  /** Rewrite the header with this bitmaps extension (undefined removes it) and autoclear bit 0 = consistent; durable when it resolves. */
-  writeBitmapsExtension(data: Uint8Array | undefined, consistent: boolean): Promise<void>;
-}
+import type { Qcow2Metadata } from "./qcow2-node.ts";
 
 /** Table entries read (and decoded) at a time: bounds the memory of a table walk. */
 const TABLE_CHUNK_ENTRIES = 4096;
