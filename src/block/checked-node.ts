@@ -6,7 +6,9 @@
  * before calling its driver. Drivers (memory, file, the filters) implement
  * the protected `driver*` methods and may assume the request is valid.
  *
- * The checks, and the kind of error each failure has:
+ * A failed check (or a driver method that throws) gives a rejected promise,
+ * never a synchronous throw. The checks, and the kind of error each failure
+ * has:
  *
  * - offsets and lengths must be non-negative safe integers ("invalid");
  * - a range must lie within the node: a write or write-zeroes past the end
@@ -74,58 +76,70 @@ export abstract class CheckedNode implements BlockNode {
 
   /** Fill `into` with the bytes at `offset` (zeroes past the end of a growable node). */
   read(offset: number, into: Uint8Array): Promise<void> {
-    return Promise.try(() => {
+    try {
       checkRange("read", offset, into.length);
       const size = this.size;
       if (offset + into.length <= size) return this.driverRead(offset, into);
       if (!this.growable) throw beyondEnd("read", offset, into.length, size, "invalid");
       const within = Math.max(0, size - offset);
       into.fill(0, within);
-      if (within > 0) return this.driverRead(offset, into.subarray(0, within));
-    });
+      return within > 0 ? this.driverRead(offset, into.subarray(0, within)) : Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Store `data` at `offset`. */
   write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
-    return Promise.try(() => {
+    try {
       this.#checkChange("write", offset, data.length, true);
       return this.driverWrite(offset, data, options);
-    });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Make `length` bytes at `offset` read as zeroes. */
   writeZeroes(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
-    return Promise.try(() => {
+    try {
       this.#checkChange("write zeroes", offset, length, true);
       if (options.fast && !this.capabilities.fastZero) {
         throw new DenbdError("not-supported", "write zeroes: this node cannot zero fast");
       }
       return this.driverWriteZeroes(offset, length, options);
-    });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Hint that `length` bytes at `offset` are no longer needed. */
   trim(offset: number, length: number, options: WriteOptions = {}): Promise<void> {
-    return Promise.try(() => {
+    try {
       this.#checkChange("trim", offset, length, false);
       return this.driverTrim(offset, length, options);
-    });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Hint that `length` bytes at `offset` will be read soon. */
   cache(offset: number, length: number): Promise<void> {
-    return Promise.try(() => {
+    try {
       this.#checkWithin("cache", offset, length);
       return this.driverCache(offset, length);
-    });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** The allocation status from `offset` (see {@linkcode BlockNode.blockStatus}); none of 0 bytes. */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    return Promise.try(() => {
+    try {
       this.#checkWithin("block status", offset, length);
-      return length === 0 ? [] : this.driverBlockStatus(offset, length);
-    });
+      return length === 0 ? Promise.resolve([]) : this.driverBlockStatus(offset, length);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Make every completed write durable. */
