@@ -49,33 +49,40 @@ export function checkQcow2Options(options: Readonly<Record<string, unknown>>): v
   }
 }
 
-/** Open a qcow2 image stored in `file`. */
+/** Open a qcow2 image stored in `file` (at an internal snapshot when `loadSnapshot` names one). */
 export async function openQcow2(file: BlockNode, options: Qcow2NodeOptions): Promise<Qcow2Node> {
-  const open = (snapshot?: Qcow2Snapshot) =>
-    Qcow2Node.open(file, {
-      readOnly: options.readOnly || snapshot !== undefined,
-      discard: options.discard,
-      ...(options.backing !== undefined && { backing: options.backing }),
-      openBacking: options.openBacking,
-      ...(snapshot && {
-        snapshot: {
-          l1TableOffset: snapshot.l1TableOffset,
-          l1Size: snapshot.l1Size,
-          size: snapshot.size,
-        },
-      }),
-    });
-  const active = await open();
-  if (options.loadSnapshot === undefined) return active;
-  let snapshot;
+  const snapshot = options.loadSnapshot === undefined
+    ? undefined
+    : await snapshotNamed(file, options.loadSnapshot);
+  return await Qcow2Node.open(file, {
+    readOnly: options.readOnly || snapshot !== undefined,
+    discard: options.discard,
+    ...(options.backing !== undefined && { backing: options.backing }),
+    openBacking: options.openBacking,
+    ...(snapshot && {
+      snapshot: {
+        l1TableOffset: snapshot.l1TableOffset,
+        l1Size: snapshot.l1Size,
+        size: snapshot.size,
+      },
+    }),
+  });
+}
+
+/**
+ * The internal snapshot `spec` names, from the snapshot table of the image
+ * in `file`, read with the image opened read-only and without its backing
+ * chain (which only the final open opens).
+ */
+async function snapshotNamed(file: BlockNode, spec: string): Promise<Qcow2Snapshot> {
+  const image = await Qcow2Node.open(file, { readOnly: true, backing: null });
   try {
-    snapshot = findSnapshot(active.snapshots, options.loadSnapshot);
+    return findSnapshot(image.snapshots, spec);
   } catch (error) {
     throw new DenbdError("not-found", `Failed to load snapshot: ${messageOf(error)}`);
   } finally {
-    await active.close();
+    await image.close();
   }
-  return await open(snapshot);
 }
 
 /**

@@ -7,8 +7,11 @@
  * qemu-img in each daemon's directory.
  */
 
+import assert from "node:assert/strict";
 import { join } from "node:path";
-import { check, makeSparseImage, needs } from "./harness.ts";
+import { Daemon } from "../../src/daemon/daemon.ts";
+import { Logger } from "../../src/log.ts";
+import { check, makeSparseImage, needs, withTempDir } from "./harness.ts";
 import { type Json, qmp, withDaemonPair } from "./daemon_harness.ts";
 
 const MiB = 1 << 20;
@@ -87,4 +90,41 @@ Deno.test(
         qmp("query-block"),
       ]));
   },
+);
+
+Deno.test(
+  "an internal snapshot of a chain opens the backing file once (qemu-nbd -l's node)",
+  needs("qemu-img", "qemu-io"),
+  () =>
+    withTempDir(async (dir) => {
+      const daemon = new Daemon(new Logger({ verbose: false }));
+      try {
+        const top = join(dir, "top.qcow2");
+        await check("qemu-img", ["create", "-q", "-f", "raw", join(dir, "base.raw"), "4M"]);
+        await check("qemu-img", [
+          "create",
+          "-q",
+          "-f",
+          "qcow2",
+          "-b",
+          "base.raw",
+          "-F",
+          "raw",
+          top,
+        ]);
+        await check("qemu-io", ["-c", "write -P 1 0 64k", top]);
+        await check("qemu-img", ["snapshot", "-c", "s1", top]);
+        await daemon.blockdevAdd({
+          driver: "qcow2",
+          "node-name": "disk",
+          "read-only": true,
+          file: { driver: "file", filename: top },
+        }, { loadSnapshot: "s1" });
+        const files = (await daemon.queryNamedBlockNodes()).map((node) => node.file);
+        assert.deepEqual(files.filter((file) => file === join(dir, "base.raw")).length, 2);
+        assert.equal(files.length, 4, "top, its file, the backing raw node and its file");
+      } finally {
+        await daemon.shutdown("answered");
+      }
+    }),
 );
