@@ -321,3 +321,13 @@ Deno.test("qcow2 backing: a chain that loops is refused", async () => {
     });
   await assert.rejects(open(a), /Backing file '[ab]' creates an infinite loop/);
 });
+
+Deno.test("qcow2 hostile: a snapshot's L1 table is bounded and checked before it is read", async () => {
+  const file = await image();
+  const atSnapshot = (l1TableOffset: number, l1Size: number) =>
+    Qcow2Node.open(file, { snapshot: { l1TableOffset, l1Size, size: 1 << 20 } });
+  // 2^32 - 1 entries would be a 32 GiB table: refused before anything is allocated.
+  await assert.rejects(atSnapshot(3 * CLUSTER, 0xffff_ffff), /Snapshot L1 table too large/);
+  await assert.rejects(atSnapshot(3 * CLUSTER + 512, 1), /Snapshot L1 table offset invalid/);
+  await assert.rejects(atSnapshot(64 * CLUSTER, 1), /Snapshot L1 table offset invalid/);
+});

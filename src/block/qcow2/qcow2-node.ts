@@ -75,7 +75,7 @@ import {
   ZERO_FLAG,
 } from "./l2-entry.ts";
 import { corruptImage, CorruptImageError, offsetField, Refcounts, setU64 } from "./refcounts.ts";
-import { type Qcow2Snapshot, readSnapshotTable } from "./snapshots.ts";
+import { checkSnapshotL1, type Qcow2Snapshot, readSnapshotTable } from "./snapshots.ts";
 import { TableCache } from "./table-cache.ts";
 
 export { createQcow2 } from "./create.ts";
@@ -336,6 +336,9 @@ export class Qcow2Node extends CheckedNode implements ChildPermissionPolicy {
           "repair it with 'qemu-img check -r all' or open it read-only",
       );
     }
+    // A snapshot's L1 table is checked as QEMU checks it when loading one
+    // (bounded in size before it is read); the active one was checked with the header.
+    if (options.snapshot) checkSnapshotL1(options.snapshot, clusterSize, file.size);
     const l1Offset = options.snapshot?.l1TableOffset ?? header.l1TableOffset;
     const l1Size = options.snapshot?.l1Size ?? header.l1Size;
     const size = options.snapshot?.size ?? header.size;

@@ -23,6 +23,7 @@
  */
 
 import { DenbdError } from "../../errors.ts";
+import { MAX_L1_BYTES } from "./header.ts";
 import type { BlockNode } from "../node.ts";
 
 /** One internal snapshot. */
@@ -67,8 +68,6 @@ export const MAX_SNAPSHOTS = 65536;
 export const MAX_SNAPSHOT_TABLE_BYTES = 1024 * MAX_SNAPSHOTS;
 /** Most extra data in one entry (QEMU's QCOW_MAX_SNAPSHOT_EXTRA_DATA). */
 export const MAX_SNAPSHOT_EXTRA_DATA = 1024;
-/** Largest L1 table, in bytes (QEMU's QCOW_MAX_L1_SIZE). */
-export const MAX_L1_BYTES = 32 * 1024 * 1024;
 
 /** Bytes of an entry before its extra data. */
 const ENTRY_HEADER_SIZE = 40;
@@ -154,7 +153,7 @@ export async function readSnapshotTable(
  * reads zeroes there) inside the file of `fileSize` bytes.
  */
 export function checkSnapshotL1(
-  snapshot: Qcow2Snapshot,
+  snapshot: Pick<Qcow2Snapshot, "l1TableOffset" | "l1Size">,
   clusterSize: number,
   fileSize: number,
 ): void {
