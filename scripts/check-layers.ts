@@ -96,6 +96,18 @@ export const LAYERS: readonly LayerGroup[] = [
     owns: "QMP: JSON stream, schema, input visitor, command table, monitor, client, keyval",
   },
   {
+    layer: 5,
+    name: "tls",
+    files: ["src/tls/**"],
+    owns: "TLS through GnuTLS: credentials, sessions over a byte stream, peer checks",
+  },
+  {
+    layer: 5,
+    name: "authz",
+    files: ["src/authz/**"],
+    owns: "authorization of peer identities: simple, list and list-file rules",
+  },
+  {
     layer: 6,
     name: "io",
     files: ["src/io/**"],
