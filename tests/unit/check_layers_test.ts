@@ -29,7 +29,7 @@ Deno.test("groupOf: a file's folder places it; tests and folders missing from th
   assert.equal(groupOf("src/nbd/wire.ts")?.name, "nbd-protocol");
   assert.equal(groupOf("src/errors.ts")?.name, "base");
   assert.equal(groupOf("src/block/sub/dir.ts")?.name, "block");
-  assert.equal(groupOf("src/tls/engine.ts"), undefined);
+  assert.equal(groupOf("src/vhost/engine.ts"), undefined);
   assert.equal(groupOf("tests/unit/wire_test.ts"), undefined);
 });
 
@@ -55,7 +55,7 @@ Deno.test("checkLayers: upward, sibling, outside and unplaced imports and a cycl
       `import { openFile } from "./file-endpoint.ts";\nexport interface Source {\n  size: number;\n}\nexport const open = openFile;\n`,
     "src/copy/file-endpoint.ts":
       `import type { Source } from "./endpoints.ts";\nexport function openFile(): Source {\n  return { size: 0 };\n}\n`,
-    "src/tls/engine.ts": `export const TLS = 1;\n`,
+    "src/vhost/engine.ts": `export const TLS = 1;\n`,
     "src/io/reader.ts":
       `import { helper } from "../../tests/helper.ts";\nexport const READER = helper;\n`,
     "tests/helper.ts": `export const helper = 1;\n`,
@@ -65,7 +65,7 @@ Deno.test("checkLayers: upward, sibling, outside and unplaced imports and a cycl
       "src/io/reader.ts:1 imports tests/helper.ts, which is outside the layers",
       "src/nbd/server/server.ts:2 imports src/nbd/client/client.ts: nbd-server may not import nbd-client, another group of layer 3",
       "src/qmp/monitor.ts:3 imports src/daemon/event-bus.ts: qmp (layer 5) may not import daemon (layer 2), which is above it",
-      "src/tls/engine.ts: in no layer; add its folder to LAYERS in scripts/check-layers.ts",
+      "src/vhost/engine.ts: in no layer; add its folder to LAYERS in scripts/check-layers.ts",
       "import cycle: src/copy/endpoints.ts -> src/copy/file-endpoint.ts -> src/copy/endpoints.ts",
     ]);
   } finally {
