@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { writeAll } from "../../src/io/byte-stream.ts";
 import { TlsCredentials } from "../../src/tls/credentials.ts";
 import { TlsSession } from "../../src/tls/session.ts";
-import { freePort, launch, needs, type ServerProcess } from "./harness.ts";
+import { freePort, launch, needs, run, type ServerProcess } from "./harness.ts";
 import { tlsFixtures } from "./tls_fixtures.ts";
 
 /** The most one exchange with a GnuTLS tool may take. */
@@ -296,6 +296,112 @@ Deno.test({
       assert.match(cliOutput, /pong/);
     } finally {
       credentials.release();
+    }
+  },
+});
+
+/** A credentials load that must fail: denbd's options and QEMU's `--object` for the same. */
+interface LoadCase {
+  readonly name: string;
+  readonly object: string;
+  readonly load: () => Promise<TlsCredentials>;
+}
+
+/** A new directory under the fixtures holding `files`: name -> a file to copy, or `{ text }`. */
+async function assemble(
+  name: string,
+  files: Record<string, string | { text: string }>,
+): Promise<string> {
+  const dir = join(fixtures.root, name);
+  await Deno.mkdir(dir, { recursive: true });
+  for (const [target, source] of Object.entries(files)) {
+    if (typeof source === "string") await Deno.copyFile(source, join(dir, target));
+    else await Deno.writeTextFile(join(dir, target), source.text);
+  }
+  return dir;
+}
+
+Deno.test({
+  name: "credential load errors are qemu-nbd's, word for word",
+  ...needs("qemu-nbd"),
+  async fn() {
+    const leafCa = await assemble("leaf-ca", {
+      "ca-cert.pem": join(fixtures.server, "server-cert.pem"),
+      "server-cert.pem": join(fixtures.server, "server-cert.pem"),
+      "server-key.pem": join(fixtures.server, "server-key.pem"),
+    });
+    const noKey = await assemble("no-key", {
+      "ca-cert.pem": join(fixtures.server, "ca-cert.pem"),
+      "server-cert.pem": join(fixtures.server, "server-cert.pem"),
+    });
+    const badHex = await assemble("bad-hex", { "keys.psk": { text: "qemu:zz11\n" } });
+    const shortKey = await assemble("short-key", { "keys.psk": { text: "qemu:0102\n" } });
+    const cases: LoadCase[] = [
+      {
+        name: "missing directory",
+        object: "tls-creds-x509,id=t,dir=/nonexistent,endpoint=server",
+        load: () => TlsCredentials.x509({ endpoint: "server", dir: "/nonexistent" }),
+      },
+      {
+        name: "missing server key",
+        object: `tls-creds-x509,id=t,dir=${noKey},endpoint=server`,
+        load: () => TlsCredentials.x509({ endpoint: "server", dir: noKey }),
+      },
+      {
+        name: "CA file holding a leaf certificate",
+        object: `tls-creds-x509,id=t,dir=${leafCa},endpoint=server`,
+        load: () => TlsCredentials.x509({ endpoint: "server", dir: leafCa }),
+      },
+      {
+        name: "expired server certificate",
+        object: `tls-creds-x509,id=t,dir=${fixtures.expiredServer},endpoint=server`,
+        load: () => TlsCredentials.x509({ endpoint: "server", dir: fixtures.expiredServer }),
+      },
+      {
+        name: "expired client certificate",
+        object: `tls-creds-x509,id=t,dir=${fixtures.expiredClient},endpoint=client`,
+        load: () => TlsCredentials.x509({ endpoint: "client", dir: fixtures.expiredClient }),
+      },
+      {
+        name: "client certificate from another CA",
+        object: `tls-creds-x509,id=t,dir=${fixtures.foreignClient},endpoint=client`,
+        load: () => TlsCredentials.x509({ endpoint: "client", dir: fixtures.foreignClient }),
+      },
+      {
+        name: "PSK username not in the file",
+        object: `tls-creds-psk,id=t,dir=${fixtures.psk},endpoint=client,username=nobody`,
+        load: () =>
+          TlsCredentials.psk({
+            endpoint: "client",
+            keysFile: fixtures.pskFile,
+            username: "nobody",
+          }),
+      },
+      {
+        name: "PSK server with a username",
+        object: `tls-creds-psk,id=t,dir=${fixtures.psk},endpoint=server,username=x`,
+        load: () =>
+          TlsCredentials.psk({ endpoint: "server", keysFile: fixtures.pskFile, username: "x" }),
+      },
+      {
+        name: "PSK key not hex",
+        object: `tls-creds-psk,id=t,dir=${badHex},endpoint=client`,
+        load: () => TlsCredentials.psk({ endpoint: "client", keysFile: join(badHex, "keys.psk") }),
+      },
+      {
+        name: "PSK key too short",
+        object: `tls-creds-psk,id=t,dir=${shortKey},endpoint=client`,
+        load: () =>
+          TlsCredentials.psk({ endpoint: "client", keysFile: join(shortKey, "keys.psk") }),
+      },
+    ];
+    for (const loadCase of cases) {
+      const qemu = await run("qemu-nbd", ["--object", loadCase.object, "/nonexistent"]);
+      const qemuMessage = qemu.stderr.trim().replace(/^qemu-nbd: /, "");
+      await assert.rejects(loadCase.load(), (error: Error) => {
+        assert.equal(error.message, qemuMessage, loadCase.name);
+        return true;
+      });
     }
   },
 });
