@@ -345,22 +345,25 @@ class SessionCore {
     for (;;) {
       this.#checkLive();
       const result = lib.gnutls_handshake(this.handle);
+      const failed = result < 0 && lib.gnutls_error_is_fatal(result) !== 0;
       // Send what GnuTLS produced, an alert included, before acting on the result.
-      await this.#flush().catch((error) => {
-        if (result >= 0 || result === Gnutls.E_AGAIN) throw handshakeError(error);
-      });
+      try {
+        await this.#flush();
+      } catch (error) {
+        // A failed handshake is reported as GnuTLS words it, whether its alert left or not.
+        if (!failed) throw handshakeError(error);
+      }
+      if (failed) throw new DenbdError("io", `TLS handshake failed: ${errorText(result)}`);
       if (result === 0) {
         this.#handshaken = true;
         return;
       }
       if (result === Gnutls.E_AGAIN || result === Gnutls.E_INTERRUPTED) {
-        await this.#fill().catch((error) => {
+        try {
+          await this.#fill();
+        } catch (error) {
           throw handshakeError(error);
-        });
-        continue;
-      }
-      if (lib.gnutls_error_is_fatal(result)) {
-        throw new DenbdError("io", `TLS handshake failed: ${errorText(result)}`);
+        }
       }
     }
   }
