@@ -76,6 +76,13 @@ const OUTGOING_KEEP_BYTES = 9 * 1024 * 1024;
 const MAX_RECORD_PLAINTEXT = 16 * 1024;
 /** Ciphertext bytes a record adds to its plaintext, generously (header, nonce, tag, padding). */
 const RECORD_OVERHEAD_BYTES = 64;
+/**
+ * The most ciphertext a peer may send before its handshake completes. GnuTLS
+ * 3.7 buffers a handshake message whole before refusing one over its 128 KiB
+ * limit, so a peer announcing 16 MiB would be held that long; legitimate
+ * handshakes (certificate chains included) take a few KiB.
+ */
+export const HANDSHAKE_MAX_BYTES = 512 * 1024;
 /** How long {@linkcode TlsSession.close} waits for close_notify to leave before closing anyway. */
 const CLOSE_NOTIFY_WAIT_MS = 1000;
 
@@ -91,6 +98,8 @@ class CiphertextBuffers {
   inEnd = 0;
   /** The transport ended. */
   eof = false;
+  /** Ciphertext received in all. */
+  receivedBytes = 0;
   /** Ciphertext GnuTLS pushed, not yet written: outgoing[outStart, outEnd). */
   outgoing = new Uint8Array(OUTGOING_BYTES);
   outStart = 0;
@@ -111,6 +120,7 @@ class CiphertextBuffers {
   /** Note `count` bytes received into `incoming` at `inEnd` (tracking record framing). */
   received(count: number): void {
     const end = this.inEnd + count;
+    this.receivedBytes += count;
     for (let at = this.inEnd; at < end;) {
       if (this.#bodyLeft > 0) {
         const skipped = Math.min(this.#bodyLeft, end - at);
@@ -364,6 +374,12 @@ class SessionCore {
         } catch (error) {
           throw handshakeError(error);
         }
+        if (this.#buffers.receivedBytes > HANDSHAKE_MAX_BYTES) {
+          throw new DenbdError(
+            "invalid",
+            `TLS handshake failed: the peer sent more than ${HANDSHAKE_MAX_BYTES} bytes`,
+          );
+        }
       }
     }
   }
@@ -443,7 +459,13 @@ class SessionCore {
       }
       done += sent;
     }
-    await this.#flush();
+    try {
+      await this.#flush();
+    } catch (error) {
+      throw new DenbdError("io", `Cannot write to TLS channel: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
     return data.length;
   }
 
