@@ -289,6 +289,8 @@ class SessionCore {
   #freed = false;
   /** Reading reached close_notify or the transport's end. */
   #ended = false;
+  /** What GnuTLS said after a read had plaintext already, for the next read. */
+  #deferred: number | undefined;
   #closing: Promise<void> | undefined;
   /** The flush in progress, which later flushes wait for. */
   #flushing: Promise<void> | undefined;
@@ -399,22 +401,19 @@ class SessionCore {
     const lib = gnutls();
     for (;;) {
       if (this.#freed || this.#ended) return null;
-      let count = Number(lib.gnutls_record_recv(this.handle, buffer, BigInt(buffer.length)));
-      // GnuTLS may answer during a read (a TLS 1.3 key update): send that in the background, as
-      // waiting here could deadlock with a writer whose peer is not reading until we do.
-      if (this.#buffers.outEnd > this.#buffers.outStart) this.#flush().catch(() => {});
+      let count = this.#deferred ?? this.#receive(buffer);
+      this.#deferred = undefined;
       if (count > 0) {
-        // Hand out whatever else GnuTLS has decrypted already, in the same buffer.
-        while (count < buffer.length && lib.gnutls_record_check_pending(this.handle) > 0) {
-          const more = Number(
-            lib.gnutls_record_recv(
-              this.handle,
-              buffer.subarray(count),
-              BigInt(buffer.length - count),
-            ),
-          );
-          if (more <= 0) break;
-          count += more;
+        // Decrypt what else has arrived into the rest of the buffer; an outcome other than
+        // plaintext or "need more" waits for the next read.
+        while (count < buffer.length && this.#moreToDecrypt()) {
+          const more = this.#receive(buffer.subarray(count));
+          if (more > 0) {
+            count += more;
+            continue;
+          }
+          if (more !== Gnutls.E_AGAIN && more !== Gnutls.E_INTERRUPTED) this.#deferred = more;
+          break;
         }
         return count;
       }
@@ -442,6 +441,23 @@ class SessionCore {
         throw new DenbdError("io", `Cannot read from TLS channel: ${errorText(count)}`);
       }
     }
+  }
+
+  /** One gnutls_record_recv into `buffer`: plaintext bytes, 0 at close_notify, or an error code. */
+  #receive(buffer: Uint8Array): number {
+    const result = Number(
+      gnutls().gnutls_record_recv(this.handle, buffer, BigInt(buffer.length)),
+    );
+    // GnuTLS may answer during a read (a TLS 1.3 key update): send that in the background, as
+    // waiting here could deadlock with a writer whose peer is not reading until we do.
+    if (this.#buffers.outEnd > this.#buffers.outStart) this.#flush().catch(() => {});
+    return result;
+  }
+
+  /** Whether GnuTLS holds decrypted plaintext or more ciphertext waits here. */
+  #moreToDecrypt(): boolean {
+    return this.#buffers.inEnd > this.#buffers.inStart ||
+      gnutls().gnutls_record_check_pending(this.handle) > 0;
   }
 
   async write(data: Uint8Array): Promise<number> {
