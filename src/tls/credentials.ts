@@ -20,10 +20,12 @@
  * Errors are DenbdErrors worded as QEMU words them.
  *
  * @example
- * ```ts ignore
- * const credentials = await TlsCredentials.x509({ endpoint: "server", dir: "/etc/pki/qemu" });
- * // ... TlsSession.handshake(conn, credentials) per connection ...
- * credentials.release();
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TlsCredentials } from "./credentials.ts";
+ * const credentials = await TlsCredentials.anon({ endpoint: "client" });
+ * assert.equal(credentials.priority, "NORMAL:+ANON-DH");
+ * credentials.release(); // freed at once: no session holds them
  * ```
  * @module
  */

@@ -23,10 +23,26 @@
  * (a TLS 1.3 key update answered during a read) go out in order.
  *
  * @example
- * ```ts ignore
- * const session = await TlsSession.handshake(conn, credentials, { hostname: "127.0.0.1" });
- * await session.write(new TextEncoder().encode("hello"));
- * session.close();
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TlsCredentials } from "./credentials.ts";
+ * import { TlsSession } from "./session.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [server, client] = await Promise.all([
+ *   listener.accept(),
+ *   Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
+ * ]);
+ * listener.close();
+ * const [serverSide, clientSide] = await Promise.all([
+ *   TlsSession.handshake(server, await TlsCredentials.anon({ endpoint: "server" })),
+ *   TlsSession.handshake(client, await TlsCredentials.anon({ endpoint: "client" })),
+ * ]);
+ * await clientSide.write(new TextEncoder().encode("hi"));
+ * assert.equal(await serverSide.read(new Uint8Array(16)), 2);
+ * clientSide.close(); // close_notify: the server reads the end
+ * assert.equal(await serverSide.read(new Uint8Array(16)), null);
+ * serverSide.close();
+ * await Promise.all([clientSide.closed, serverSide.closed]);
  * ```
  * @module
  */
