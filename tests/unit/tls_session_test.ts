@@ -424,3 +424,49 @@ Deno.test("a ClientHello announcing 16 MiB is refused, not buffered", () =>
     client.close();
     assert.ok(taken <= HANDSHAKE_MAX_BYTES + INCOMING_BYTES, `${taken} bytes taken in`);
   }));
+
+Deno.test("TLS 1.2 (QEMU's priority without TLS 1.3): x509 identity and PSK", () =>
+  within(TEST_MS, async () => {
+    const priority = "NORMAL:-VERS-TLS1.3";
+    const server = await TlsCredentials.x509({
+      endpoint: "server",
+      dir: fixtures.server,
+      priority,
+    });
+    const outcome = await handshakePair(server, clientX509, { hostname: "127.0.0.1" });
+    try {
+      const sides = sessions(outcome);
+      assert.match(sides.server.description, /^TLS1\.2, /);
+      assert.equal(sides.server.peer.identity, fixtures.clientDn);
+      const data = pattern(100_000, 5);
+      const [received] = await Promise.all([
+        readExactly(sides.server, data.length),
+        writeAll(sides.client, data),
+      ]);
+      assert.deepEqual(received, data);
+    } finally {
+      await closeAll(outcome);
+      server.release();
+    }
+    const pskServer = await TlsCredentials.psk({
+      endpoint: "server",
+      keysFile: fixtures.pskFile,
+      priority,
+    });
+    const pskClient = await TlsCredentials.psk({
+      endpoint: "client",
+      keysFile: fixtures.pskFile,
+      username: fixtures.pskUser,
+      priority,
+    });
+    const psk = await handshakePair(pskServer, pskClient);
+    try {
+      const sides = sessions(psk);
+      assert.match(sides.client.description, /^TLS1\.2, /);
+      assert.equal(sides.server.peer.identity, fixtures.pskUser);
+    } finally {
+      await closeAll(psk);
+      pskServer.release();
+      pskClient.release();
+    }
+  }));
