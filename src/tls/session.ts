@@ -13,8 +13,12 @@
  * GnuTLS asks of custom pull functions, answering from the buffer.
  *
  * Memory stays bounded whatever the peer sends: at most one transport read
- * of ciphertext is buffered here ({@linkcode INCOMING_BYTES}) and GnuTLS
- * holds at most a record; plaintext goes straight into the caller's buffer.
+ * of ciphertext is buffered here ({@linkcode INCOMING_BYTES}), GnuTLS holds
+ * at most a record once the handshake is done, and a handshake ends after
+ * {@linkcode HANDSHAKE_MAX_BYTES}; plaintext goes straight into the caller's
+ * buffer. The transport ending between records reads as the end of the
+ * stream (peers such as QEMU close without close_notify), inside a record as
+ * an error.
  * A write encrypts all of its data into the outgoing buffer (records of up to
  * 16 KiB) and hands it to the transport in one write.
  *
