@@ -189,17 +189,19 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-/** The settings in a list file's object, checked with the QAPI visitor's messages. */
+/** The settings in a list file's object, checked with the messages qsd's object-add of an authz-list gives. */
 function listSettings(value: Record<string, unknown>): AuthzListSettings {
   for (const key of Object.keys(value)) {
     if (!(LIST_MEMBERS as readonly string[]).includes(key)) {
-      throw new DenbdError("invalid", `Property 'authz-list.${key}' not found`);
+      throw new DenbdError("invalid", `Parameter '${key}' is unexpected`);
     }
   }
   const rules = value.rules ?? [];
   if (!Array.isArray(rules)) throw typeError("rules", "array");
   return {
-    policy: value.policy === undefined ? undefined : oneOf("policy", value.policy, AUTHZ_POLICIES),
+    policy: value.policy === undefined
+      ? undefined
+      : oneOf("policy", "policy", value.policy, AUTHZ_POLICIES),
     rules: rules.map((rule, index) => ruleOf(rule, `rules[${index}]`)),
   };
 }
@@ -219,15 +221,25 @@ function ruleOf(value: unknown, name: string): AuthzRule {
   if (typeof value.match !== "string") throw typeError(`${name}.match`, "string");
   return {
     match: value.match,
-    policy: oneOf(`${name}.policy`, value.policy, AUTHZ_POLICIES),
+    policy: oneOf(`${name}.policy`, "policy", value.policy, AUTHZ_POLICIES),
     format: value.format === undefined
       ? undefined
-      : oneOf(`${name}.format`, value.format, AUTHZ_RULE_FORMAT_NAMES),
+      : oneOf(`${name}.format`, "format", value.format, AUTHZ_RULE_FORMAT_NAMES),
   };
 }
 
-function oneOf<T extends string>(name: string, value: unknown, choices: readonly T[]): T {
-  if (typeof value !== "string") throw typeError(name, "string");
+/**
+ * `value` when it is one of `choices`. QEMU names the member by its full
+ * path (`rules[0].policy`) when its type is wrong, by its bare name
+ * (`policy`) when its value is not in the enumeration.
+ */
+function oneOf<T extends string>(
+  path: string,
+  name: string,
+  value: unknown,
+  choices: readonly T[],
+): T {
+  if (typeof value !== "string") throw typeError(path, "string");
   if (!(choices as readonly string[]).includes(value)) {
     throw new DenbdError("invalid", `Parameter '${name}' does not accept value '${value}'`);
   }
