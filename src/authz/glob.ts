@@ -1,7 +1,9 @@
 /**
  * The glob patterns of authz-list rules as QEMU 7.2 matches them: with
  * GLib's g_pattern_match_simple (the qemu-storage-daemon 7.2 binary imports
- * it and not fnmatch). `*` matches any run of characters, `/` included;
+ * it and not fnmatch; a qsd 7.2 NBD server with the glob rule
+ * `C=GB,O=denbd test,CN=[a]lice` denies the client `C=GB,O=denbd test,CN=alice`,
+ * which fnmatch would match). `*` matches any run of characters, `/` included;
  * `?` matches exactly one character (a Unicode code point, as GLib's UTF-8
  * matching does); every other character, `[`, `]` and `\` included, matches
  * only itself. There are no bracket expressions and no escapes.
