@@ -114,13 +114,14 @@ export class ObjectRegistry {
     if (!isWellFormedId(id)) {
       throw new KeyvalError("Parameter 'id' expects an identifier", ID_HINT);
     }
+    const make = makerOf(type, properties);
     if (this.#entries.has(id)) {
       throw new DenbdError(
         "busy",
         `attempt to add duplicate property '${id}' to object (type 'container')`,
       );
     }
-    const held = await makerOf(type, properties)(properties, this.#context);
+    const held = await make(properties, this.#context);
     if (this.#entries.has(id)) {
       // Another object-add of the same id finished first while this one loaded.
       this.#release(held);
@@ -157,12 +158,29 @@ export class ObjectRegistry {
   }
 
   /**
-   * The authorizer of object `id`, or undefined when there is none (QEMU
-   * then denies every client); an object that is no authorization object
-   * counts as none (QEMU would abort).
+   * The authorizer of object `id`, or undefined when there is none, or the
+   * object is no authorization object (QEMU then denies every client; see
+   * {@linkcode authorize}).
    */
   authorizer(id: string): Authorizer | undefined {
     return this.#entries.get(id)?.held.authorizer;
+  }
+
+  /**
+   * Whether the client whose X.509 certificate has the distinguished name
+   * `identity` may use a server whose `tls-authz` is `id`: null when it may,
+   * otherwise why not, in the words qsd 7.2 logs ("Cannot find QAuthZ object
+   * ID a0", "Object 'a0' is not a QAuthZ subclass", "TLS x509 authz check for
+   * C=GB,O=denbd test,CN=alice is denied"). The object is looked up at each
+   * check, as QEMU does. (QEMU 7.2 checks authz for X.509 clients only: PSK
+   * and anonymous clients are let in whatever `tls-authz` says.)
+   */
+  authorize(id: string, identity: string): string | null {
+    const entry = this.#entries.get(id);
+    if (!entry) return `Cannot find QAuthZ object ID ${id}`;
+    const authorizer = entry.held.authorizer;
+    if (!authorizer) return `Object '${id}' is not a QAuthZ subclass`;
+    return authorizer.isAllowed(identity) ? null : `TLS x509 authz check for ${identity} is denied`;
   }
 
   /**

@@ -73,6 +73,16 @@ Deno.test("authorization objects decide; other objects and missing ids have no a
   assert.equal(objects.authorizer("a0"), undefined);
 });
 
+Deno.test("authorize: qsd's verdicts and the refusals it logs", async () => {
+  const objects = registry();
+  await objects.add(options({ "qom-type": "authz-simple", id: "a0", identity: ALICE }));
+  await objects.add(options({ "qom-type": "secret", id: "s0", data: "x" }));
+  assert.equal(objects.authorize("a0", ALICE), null);
+  assert.equal(objects.authorize("a0", BOB), `TLS x509 authz check for ${BOB} is denied`);
+  assert.equal(objects.authorize("nope", ALICE), "Cannot find QAuthZ object ID nope");
+  assert.equal(objects.authorize("s0", ALICE), "Object 's0' is not a QAuthZ subclass");
+});
+
 Deno.test("authz-list-file objects follow their file until deleted", async () => {
   const dir = await Deno.makeTempDir({ prefix: "denbd-objects-" });
   const warnings: string[] = [];
