@@ -285,7 +285,8 @@ Deno.test(
       () => startNbdkitTls([`--tls-certificates=${expiredServer}`]),
       async (nbdkit) => {
         const uri = withQuery(nbdkit.uri, { "tls-certificates": client });
-        refused(await denbd("info", uri), /expired/i, "expired");
+        // GnuTLS marks an expired certificate invalid as well, and QEMU's wording for that wins.
+        refused(await denbd("info", uri), /expired|not trusted/i, "expired");
         succeeded(await denbd("info", withQuery(uri, { "tls-verify-peer": "0" })), "unchecked");
       },
     );
