@@ -214,17 +214,21 @@ Deno.test(
 
 Deno.test(
   "x509 over a Unix socket: the server certificate is checked against the CA",
-  needs("qemu-nbd", "certtool"),
+  needs("qemu-nbd", "nbdinfo", "certtool"),
   async () => {
     const { server, client, foreignServer } = await certificates();
     await withTempDir(async (dir) => {
       const path = await image(dir);
       const socket = join(dir, "nbd.sock");
       await withStarted(() => startQemuNbdTls(path, { x509: server }, socket), async (qemu) => {
-        const info = await denbd("info", withQuery(qemu.uri, { "tls-certificates": client }));
+        const uri = withQuery(qemu.uri, { "tls-certificates": client });
+        const info = await denbd("info", uri);
         succeeded(info, "info over nbds+unix");
         assert.match(info.stdout, /with TLS/);
         assert.match(info.stdout, new RegExp(`uri: nbds\\+unix:///\\?socket=${socket}&`));
+        const reference = await run("nbdinfo", ["--no-content", uri]);
+        succeeded(reference, "nbdinfo over nbds+unix");
+        assert.equal(info.stdout, reference.stdout);
       });
       const foreignSocket = join(dir, "foreign.sock");
       await withStarted(
@@ -321,7 +325,7 @@ Deno.test(
 
 Deno.test(
   "PSK with qemu-nbd and nbdkit: the right user and key work, another user or key does not",
-  needs("qemu-nbd", "nbdkit", "certtool"),
+  needs("qemu-nbd", "nbdkit", "nbdinfo", "certtool"),
   async () => {
     const { psk, pskFile, pskUser, wrongPskFile } = await certificates();
     await withTempDir(async (dir) => {
@@ -339,6 +343,9 @@ Deno.test(
           succeeded(info, `PSK as ${pskUser}`);
           assert.match(info.stdout, /with TLS/);
           assert.match(info.stdout, new RegExp(`uri: nbds://${pskUser}@127\\.0\\.0\\.1:`));
+          const reference = await run("nbdinfo", ["--no-content", uri]);
+          succeeded(reference, "nbdinfo over PSK");
+          assert.equal(info.stdout, reference.stdout);
           const wrongKey = withQuery(withUser(peer.uri, pskUser), { "tls-psk-file": wrongPskFile });
           refused(await denbd("info", wrongKey), /TLS|handshake|decrypt|closed/i, "wrong key");
           const stranger = withQuery(withUser(peer.uri, "bob"), { "tls-psk-file": strangerFile });
@@ -450,6 +457,17 @@ Deno.test(
           const back = join(dir, "back.raw");
           succeeded(await denbd("copy", to, back), "copy back from nbdkit");
           assert.equal(await sha256File(back), await sha256File(path));
+          // nbdkit allows multi-conn: every connection of the pool does TLS.
+          const pool = await NbdClient.connect(to, { connections: 4 });
+          try {
+            assert.equal(pool.connectionCount, 4);
+            assert.equal(pool.tls, true);
+            const [offset, length] = REGIONS[2];
+            const expected = (await Deno.readFile(path)).subarray(offset, offset + length);
+            assert.deepEqual(await pool.read(offset, length), expected);
+          } finally {
+            await pool.disconnect();
+          }
           // "allow" on a plain URI takes TLS when the server offers it.
           const allowed = await NbdClient.connect(from.replace("nbds://", "nbd://"), {
             tls: "allow",
