@@ -6,8 +6,11 @@
  * the session continues over its stream and forgets what was negotiated;
  * plain-text bytes the server sends after its acknowledgement are refused;
  * the handshake is bounded by the session's timeout. The TLS handshake itself
- * is a stand-in here (a pass-through stream): the real one is exercised
- * against real servers in tests/interop/tls_client_test.ts.
+ * is a stand-in here (a pass-through stream), except in the last test, where
+ * GnuTLS's waits for a server that stays silent after its acknowledgement
+ * (the connection is closed, which Deno's resource sanitizer checks); the
+ * real handshake is exercised against real servers in
+ * tests/interop/tls_client_test.ts.
  */
 
 import assert from "node:assert/strict";
@@ -15,6 +18,7 @@ import { DenbdError } from "../../src/errors.ts";
 import { BufferedReader } from "../../src/io/buffered-reader.ts";
 import { type ByteStream, writeAll } from "../../src/io/byte-stream.ts";
 import { WriteQueue } from "../../src/io/write-queue.ts";
+import { NbdClient } from "../../src/nbd/client/client.ts";
 import { NegotiationSession } from "../../src/nbd/client/negotiation.ts";
 import { negotiateTls, type TlsMode } from "../../src/nbd/client/tls.ts";
 import { nameOf, NBD_HANDSHAKE_FLAG, NBD_OPT, NBD_REP } from "../../src/nbd/protocol.ts";
@@ -30,7 +34,7 @@ import {
 const TIMEOUT_MS = 500;
 
 /** How the fake server answers NBD_OPT_STARTTLS. */
-type StartTlsAnswer = "ack" | "ack+injected" | "server-reply" | number;
+type StartTlsAnswer = "ack" | "ack+silent" | "ack+injected" | "server-reply" | number;
 
 /** A fake server: greets, answers STARTTLS as told, ACKs every other option; records options. */
 async function fakeServer(
@@ -58,6 +62,13 @@ async function fakeServer(
         await writeAll(conn, encodeOptionReply(option, NBD_REP.ACK));
       } else if (answer === "ack") {
         await writeAll(conn, encodeOptionReply(option, NBD_REP.ACK));
+      } else if (answer === "ack+silent") {
+        // Acknowledge, then read whatever comes (the TLS ClientHello) and never answer.
+        await writeAll(conn, encodeOptionReply(option, NBD_REP.ACK));
+        while (await conn.read(new Uint8Array(4096)) !== null) {
+          // Silent.
+        }
+        return;
       } else if (answer === "ack+injected") {
         // The acknowledgement and plain-text bytes in one segment (nbdkit's CVE-2021-3716 case).
         const ack = encodeOptionReply(option, NBD_REP.ACK);
@@ -289,4 +300,26 @@ Deno.test("the TLS handshake is bounded by the session's timeout", async () => {
   failed(outcome, "io", /did not answer within 0.5s \(waiting for the TLS handshake\)/);
   const elapsed = performance.now() - started;
   assert.ok(elapsed < TIMEOUT_MS * 3, `took ${elapsed}ms`);
+});
+
+Deno.test("the real handshake with a server silent after its ACK times out, and nothing leaks", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const options: number[] = [];
+  // The fake acknowledges STARTTLS, then never answers the TLS ClientHello.
+  const server = fakeServer(listener, "ack+silent", NBD_HANDSHAKE_FLAG.FIXED_NEWSTYLE, options);
+  const { port } = listener.addr as Deno.NetAddr;
+  const started = performance.now();
+  await assert.rejects(
+    NbdClient.connect(`nbds://127.0.0.1:${port}/`, { timeoutMs: TIMEOUT_MS }),
+    (error: unknown) => {
+      assert.ok(error instanceof DenbdError, `${error}`);
+      assert.match(error.message, /waiting for the TLS handshake/);
+      return true;
+    },
+  );
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed < TIMEOUT_MS * 3, `took ${elapsed}ms`);
+  await server;
+  listener.close();
+  assert.deepEqual(options, [NBD_OPT.STARTTLS]);
 });
