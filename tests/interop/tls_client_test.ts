@@ -4,7 +4,7 @@
  * nbdkit with --tls=require. What libnbd's tools print over TLS is the
  * reference for `info`, `map` and `dump`. Refusals are checked for a clear
  * message: a server certificate from another CA, for another host, or
- * expired; a PSK user the server does not know and a wrong key; a plain
+ * expired or revoked; a PSK user the server does not know and a wrong key; a plain
  * `nbd://` URI to a server that requires TLS; an `nbds://` URI to a server
  * without TLS (never a fall back to plain text).
  *
@@ -294,6 +294,29 @@ Deno.test(
         succeeded(await denbd("info", withQuery(uri, { "tls-verify-peer": "0" })), "unchecked");
       },
     );
+  },
+);
+
+Deno.test(
+  "a revoked server certificate is refused when the client's directory has the CRL",
+  needs("qemu-nbd", "certtool"),
+  async () => {
+    const { revokedServer, client, crlClient } = await certificates();
+    await withTempDir(async (dir) => {
+      const path = await image(dir);
+      await withStarted(() => startQemuNbdTls(path, { x509: revokedServer }), async (qemu) => {
+        refused(
+          await denbd("info", withQuery(qemu.uri, { "tls-certificates": crlClient })),
+          /revoked/i,
+          "revoked, with ca-crl.pem",
+        );
+        // Without the CRL the client cannot know.
+        succeeded(
+          await denbd("info", withQuery(qemu.uri, { "tls-certificates": client })),
+          "revoked, no ca-crl.pem",
+        );
+      });
+    });
   },
 );
 
