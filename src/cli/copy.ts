@@ -17,6 +17,7 @@ import {
   UsageError,
 } from "./flags.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** The flags of `denbd copy`, spelled as nbdcopy spells them. */
 export const COPY_FLAGS = {
@@ -49,9 +50,11 @@ export function copyHelp(): string {
   return [
     "Usage: denbd copy [OPTIONS] SOURCE DESTINATION",
     "Copy to, from or between NBD servers, as nbdcopy does. SOURCE and DESTINATION are each",
-    "an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), a local file or",
-    "block device, or '-' for standard input (SOURCE) or standard output (DESTINATION).",
-    "DESTINATION 'null:' reads the source's data and throws it away (for benchmarking).",
+    "an NBD URI (below), a local file or block device, or '-' for standard input (SOURCE)",
+    "or standard output (DESTINATION). DESTINATION 'null:' reads the source's data and",
+    "throws it away (for benchmarking).",
+    "",
+    ...NBD_URI_HELP,
     "",
     formatFlagHelp(COPY_FLAGS),
     "",

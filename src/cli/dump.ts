@@ -21,6 +21,7 @@ import { walkExtents } from "./extent-walk.ts";
 import { Hexdump } from "./hexdump.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** Bytes read (and dumped) per request. */
 const READ_CHUNK = 1024 * 1024;
@@ -41,6 +42,8 @@ function dumpHelp(): string {
     "Usage: denbd dump [-n N] [--offset N] URI",
     "Hex dump the content of the export URI names, as 'nbddump URI' does: 16 bytes a line,",
     "repeated lines shown once as '*'.",
+    "",
+    ...NBD_URI_HELP,
     "",
     formatFlagHelp(DUMP_FLAGS),
   ].join("\n");

@@ -91,7 +91,12 @@ export async function probeServer(uri: string, options: { all: boolean }): Promi
     for (const { name, description } of listed) {
       outcomes.push(await describeInSession(session, target, name, description));
     }
-    return { fixedNewstyle: session.fixedNewstyle, structured: session.structured, outcomes };
+    return {
+      fixedNewstyle: session.fixedNewstyle,
+      structured: session.structured,
+      tls: session.tls,
+      outcomes,
+    };
   });
   const exports: ExportReport[] = [];
   const failures: ExportFailure[] = [];
@@ -105,7 +110,7 @@ export async function probeServer(uri: string, options: { all: boolean }): Promi
   return {
     report: {
       protocol: probed.fixedNewstyle ? "newstyle-fixed" : "newstyle",
-      tls: false,
+      tls: probed.tls,
       structured: probed.structured,
       exports,
     },
@@ -136,7 +141,7 @@ async function describeInSession(
   if (details === null) return { needsGo: name, listedDescription };
   const contexts = await listContexts(session, name);
   return {
-    report: exportReport(target, name, details, session.structured, contexts, listedDescription),
+    report: exportReport(target, name, details, session, contexts, listedDescription),
   };
 }
 
@@ -164,17 +169,25 @@ async function describeWithGo(
     throw error;
   }
   await client.disconnect();
-  const { details, structuredReplies } = client;
+  const { details, structuredReplies: structured, tls } = client;
   return {
-    report: exportReport(target, name, details, structuredReplies, null, listedDescription),
+    report: exportReport(target, name, details, { structured, tls }, null, listedDescription),
   };
+}
+
+/** What was negotiated on the connection an export was described on. */
+interface Negotiated {
+  /** Structured replies. */
+  readonly structured: boolean;
+  /** TLS. */
+  readonly tls: boolean;
 }
 
 function exportReport(
   target: NbdUri,
   name: string,
   details: ExportDetails,
-  structured: boolean,
+  negotiated: Negotiated,
   contexts: string[] | null,
   listedDescription: string | undefined,
 ): ExportReport {
@@ -182,9 +195,9 @@ function exportReport(
     name: details.canonicalName ?? name,
     description: listedDescription ?? details.description,
     size: details.size,
-    uri: libnbdUri(target, name),
+    uri: libnbdUri(target, name, negotiated.tls),
     contexts,
-    flags: libnbdFlags(details.flags, structured),
+    flags: libnbdFlags(details.flags, negotiated.structured),
     blockSizes: details.blockSizes,
   };
 }

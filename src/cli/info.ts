@@ -14,6 +14,7 @@ import { EXPORT_BOOLEANS, formatReportJson, formatReportText } from "./export-re
 import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** What a --can/--is question is answered from. */
 interface Capabilities {
@@ -21,6 +22,8 @@ interface Capabilities {
   readonly flags: number;
   /** Structured replies were negotiated. */
   readonly structured: boolean;
+  /** TLS was negotiated. */
+  readonly tls: boolean;
 }
 
 /** The words of a field name joined as nbdinfo accepts them: "fast_zero", "fast-zero", "fastzero". */
@@ -32,7 +35,7 @@ function spellings(field: string): string[] {
 /** Every question --can and --is answer (case-insensitively), as nbdinfo names them. */
 const QUESTIONS: readonly { names: readonly string[]; answer: (c: Capabilities) => boolean }[] = [
   { names: ["connect", "read"], answer: () => true },
-  { names: ["tls"], answer: () => false },
+  { names: ["tls"], answer: (c) => c.tls },
   {
     names: [
       "sr",
@@ -71,7 +74,9 @@ function infoHelp(): string {
     "       denbd info --can WHAT | --is WHAT URI",
     "Describe the export URI names, as 'nbdinfo --no-content URI' does: protocol, size,",
     "metadata contexts, capabilities and block sizes. The content is not probed (file(1) is",
-    "not run). URI is nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.",
+    "not run).",
+    "",
+    ...NBD_URI_HELP,
     "",
     formatFlagHelp(INFO_FLAGS),
     "",
@@ -118,8 +123,8 @@ async function answer(uri: string, question: string): Promise<number> {
   if (!entry) throw new UsageError(`unknown --can or --is question '${question}'`);
   const client = await NbdClient.connect(uri);
   await client.disconnect();
-  const structured = client.structuredReplies;
-  return entry.answer({ flags: libnbdFlags(client.flags, structured), structured }) ? 0 : 2;
+  const { structuredReplies: structured, tls } = client;
+  return entry.answer({ flags: libnbdFlags(client.flags, structured), structured, tls }) ? 0 : 2;
 }
 
 /** `denbd info`, for the dispatcher. */

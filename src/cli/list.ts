@@ -12,6 +12,7 @@ import { formatReportJson, formatReportText } from "./export-report.ts";
 import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** The flags of `denbd list`. */
 const LIST_FLAGS = {
@@ -26,6 +27,8 @@ function listHelp(): string {
     "List the exports of the server URI names and describe each, as 'nbdinfo --list URI'",
     "does. The export name in URI is ignored. Sizes are what the server answers to",
     "NBD_OPT_INFO (nbd-server, for one, answers 0).",
+    "",
+    ...NBD_URI_HELP,
     "",
     formatFlagHelp(LIST_FLAGS),
   ].join("\n");

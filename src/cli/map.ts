@@ -21,6 +21,7 @@ import { walkExtents } from "./extent-walk.ts";
 import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** The flags of `denbd map`. */
 const MAP_FLAGS = {
@@ -40,6 +41,8 @@ function mapHelp(): string {
     "Usage: denbd map [--context NAME] [--totals] [--json] URI",
     "Print the extent map of the export URI names, as 'nbdinfo --map[=NAME] URI' does:",
     "offset, length, type and its description, adjacent extents of one type merged.",
+    "",
+    ...NBD_URI_HELP,
     "",
     formatFlagHelp(MAP_FLAGS),
   ].join("\n");

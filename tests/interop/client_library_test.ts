@@ -597,7 +597,7 @@ function listWithClient(uri: string) {
       result.push({ name, description, contexts: contexts?.sort() ?? null });
     }
     return result.sort((a, b) => a.name.localeCompare(b.name));
-  }, TIMEOUT_MS);
+  }, { timeoutMs: TIMEOUT_MS });
 }
 
 async function listWithNbdinfo(uri: string) {
@@ -721,7 +721,7 @@ Deno.test(
           const refused = await rejectsWithKind(session.info("missing"), "not-found");
           assert.ok(refused instanceof OptionRefused);
           assert.equal(refused.replyType, NBD_REP.ERR_UNKNOWN);
-        }, TIMEOUT_MS);
+        }, { timeoutMs: TIMEOUT_MS });
       });
     });
   },
@@ -879,7 +879,9 @@ Deno.test("option mode that ends in GO does not send ABORT during transmission",
     await makeSparseImage(image, MiB);
     await withStarted(() => startDenbd({ args: ["-f", "raw", "-t", image] }), async (server) => {
       const started = performance.now();
-      const details = await withNegotiation(server.uri, (session) => session.go(""), 3000);
+      const details = await withNegotiation(server.uri, (session) => session.go(""), {
+        timeoutMs: 3000,
+      });
       assert.equal(details.size, MiB);
       const elapsed = performance.now() - started;
       assert.ok(elapsed < 1000, `took ${elapsed}ms`);

@@ -493,7 +493,7 @@ Deno.test("INFO or GO accepted without NBD_INFO_EXPORT is a protocol error", asy
   };
   await withFake(script, async (uri) => {
     await protocolError(
-      withNegotiation(uri, (session) => session.info("disk"), TIMEOUT_MS),
+      withNegotiation(uri, (session) => session.info("disk"), { timeoutMs: TIMEOUT_MS }),
       /accepted INFO without NBD_INFO_EXPORT/,
     );
     await protocolError(
@@ -594,21 +594,21 @@ Deno.test("option-mode replies of the wrong type or with reused ids are protocol
   };
   await withFake(script, async (uri) => {
     await protocolError(
-      withNegotiation(uri, (session) => session.list(), TIMEOUT_MS),
+      withNegotiation(uri, (session) => session.list(), { timeoutMs: TIMEOUT_MS }),
       /unexpected META_CONTEXT reply to LIST/,
     );
     await protocolError(
       withNegotiation(uri, async (session) => {
         await session.requestStructuredReplies();
         return session.setMetaContexts("disk", ["base:allocation", "qemu:allocation-depth"]);
-      }, TIMEOUT_MS),
+      }, { timeoutMs: TIMEOUT_MS }),
       /reused context id 7/,
     );
     await protocolError(
       withNegotiation(uri, async (session) => {
         await session.requestStructuredReplies();
         return session.listMetaContexts("disk");
-      }, TIMEOUT_MS),
+      }, { timeoutMs: TIMEOUT_MS }),
       /unexpected SERVER reply to LIST_META_CONTEXT/,
     );
   });
@@ -645,7 +645,7 @@ for (const ending of ["acknowledges", "hangs up", "stays silent"] as const) {
         assert.equal(await session.requestStructuredReplies(), false);
         assert.equal(await session.listMetaContexts("disk"), null);
         return session.list();
-      }, timeoutMs);
+      }, { timeoutMs });
       assert.deepEqual(listed, [
         { name: "disk", description: "the disk" },
         { name: "other", description: "" },
@@ -741,7 +741,7 @@ Deno.test("option mode on a server without fixed newstyle refuses LIST as not-su
     await peer.untilClosed();
   }, async (uri) => {
     await denbdError(
-      withNegotiation(uri, (session) => session.list(), TIMEOUT_MS),
+      withNegotiation(uri, (session) => session.list(), { timeoutMs: TIMEOUT_MS }),
       "not-supported",
       /fixed newstyle/,
     );
@@ -1574,7 +1574,7 @@ Deno.test("endless replies to one option fail instead of growing without bound",
     },
     async (uri) => {
       await denbdError(
-        withNegotiation(uri, (session) => session.list(), TIMEOUT_MS),
+        withNegotiation(uri, (session) => session.list(), { timeoutMs: TIMEOUT_MS }),
         "io",
         /too much in reply to NBD_OPT_LIST/,
       );

@@ -25,3 +25,27 @@ Deno.test("Unix sockets: empty authority, the socket path as it is", () => {
   );
   assert.equal(libnbdUri(parseNbdUri("nbd+unix:///?socket=/s"), ""), "nbd+unix:///?socket=/s");
 });
+
+Deno.test("TLS: nbds when required or negotiated, user@, then tls-certificates and tls-psk-file", () => {
+  // As nbdinfo 1.14.2 printed them for nbdkit and qemu-nbd over TLS.
+  assert.equal(
+    libnbdUri(parseNbdUri("nbds://127.0.0.1:20997/?tls-certificates=/tmp/fx/client"), ""),
+    "nbds://127.0.0.1:20997/?tls-certificates=/tmp/fx/client",
+  );
+  assert.equal(
+    libnbdUri(parseNbdUri("nbds://alice@127.0.0.1:5/d?tls-psk-file=/k.psk"), "d"),
+    "nbds://alice@127.0.0.1:5/d?tls-psk-file=/k.psk",
+  );
+  assert.equal(
+    libnbdUri(parseNbdUri("nbds+unix:///?socket=/s&tls-certificates=/c"), ""),
+    "nbds+unix:///?socket=/s&tls-certificates=/c",
+  );
+  // tls-hostname and tls-verify-peer are not kept by libnbd 1.14, so not printed.
+  assert.equal(
+    libnbdUri(parseNbdUri("nbds://h:1/?tls-hostname=n&tls-verify-peer=0"), ""),
+    "nbds://h:1/",
+  );
+  // A plain URI on which TLS was negotiated (the library's "allow" mode) prints as nbds.
+  assert.equal(libnbdUri(parseNbdUri("nbd://h:1/"), "", true), "nbds://h:1/");
+  assert.equal(libnbdUri(parseNbdUri("nbd://h:1/"), "", false), "nbd://h:1/");
+});

@@ -35,12 +35,22 @@
 
 import { DenbdError } from "../../errors.ts";
 import { BufferedReader } from "../../io/buffered-reader.ts";
+import type { ByteStream } from "../../io/byte-stream.ts";
 import { WriteQueue } from "../../io/write-queue.ts";
 import { formatAddress, type SocketAddress } from "../../net/socket-address.ts";
+import type { TlsCredentials } from "../../tls/credentials.ts";
+import { TlsSession } from "../../tls/session.ts";
 import { BASE_ALLOCATION, NBD_CMD, NBD_CMD_FLAG, NBD_FLAG, NBD_LIMIT } from "../protocol.ts";
 import type { StatusDescriptor } from "../wire.ts";
 import { NbdClientConnection } from "./connection.ts";
 import { type ExportDetails, NegotiationSession, within } from "./negotiation.ts";
+import {
+  loadClientCredentials,
+  negotiateTls,
+  tlsHostnameOf,
+  type TlsMode,
+  tlsModeOf,
+} from "./tls.ts";
 import { type NbdUri, parseNbdUri } from "./uri.ts";
 
 /** How long to wait for the server by default, in milliseconds. */
@@ -56,8 +66,19 @@ const DEFAULT_STATUS_ALIGNMENT = 512;
 /** Largest zero, trim or cache request sent at once (requests are split beyond). */
 const MAX_EFFECT_LENGTH = 1 << 30;
 
+/** Options of a session with a server, in option mode or towards transmission. */
+export interface SessionOptions {
+  /** Bound on every wait for the server, in milliseconds (the TLS handshake included). */
+  readonly timeoutMs?: number;
+  /**
+   * TLS for an `nbd://` or `nbd+unix://` URI (default "disable", as libnbd);
+   * an `nbds` URI always requires it.
+   */
+  readonly tls?: TlsMode;
+}
+
 /** Options of {@linkcode NbdClient.connect}. */
-export interface ConnectOptions {
+export interface ConnectOptions extends SessionOptions {
   /** Export to use instead of the URI's. */
   readonly exportName?: string;
   /** Ask for structured replies (default true). */
@@ -66,8 +87,6 @@ export interface ConnectOptions {
   readonly metaContexts?: readonly string[];
   /** Connections to open when the server allows several (default 1). */
   readonly connections?: number;
-  /** Bound on every wait for the server, in milliseconds. */
-  readonly timeoutMs?: number;
 }
 
 /** Options of a write-like request. */
@@ -92,34 +111,49 @@ export class NbdClient {
   readonly structuredReplies: boolean;
   /** Names of the selected metadata contexts. */
   readonly contexts: readonly string[];
+  /** TLS was negotiated (on every connection). */
+  readonly tls: boolean;
   readonly #connections: NbdClientConnection[];
   #next = 0;
 
   private constructor(connections: NbdClientConnection[]) {
     this.#connections = connections;
-    const { details, structured, contexts } = connections[0].session;
+    const { details, structured, contexts, tls } = connections[0].session;
     this.details = details;
     this.structuredReplies = structured;
     this.contexts = [...contexts.values()];
+    this.tls = tls;
   }
 
-  /** Connect to the export named by `uri` (a string or parsed URI). */
+  /**
+   * Connect to the export named by `uri` (a string or parsed URI). Every
+   * connection of the pool does TLS alike, with credentials loaded once.
+   */
   static async connect(uri: string | NbdUri, options: ConnectOptions = {}): Promise<NbdClient> {
     const target = typeof uri === "string" ? parseNbdUri(uri) : uri;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const first = await openConnection(target, options, timeoutMs);
-    const connections = [first];
-    const wanted = Math.max(1, options.connections ?? 1);
-    if (first.session.details.flags & NBD_FLAG.CAN_MULTI_CONN && wanted > 1) {
-      // Opened together; those the server does not admit now (it may cap its
-      // clients below what it announced) are left out and the pool goes on without them.
-      const extraTimeoutMs = Math.min(timeoutMs, EXTRA_CONNECTION_TIMEOUT_MS);
-      const extras = await Promise.allSettled(
-        Array.from({ length: wanted - 1 }, () => openConnection(target, options, extraTimeoutMs)),
-      );
-      for (const extra of extras) if (extra.status === "fulfilled") connections.push(extra.value);
+    const tls = await tlsPlan(target, options);
+    try {
+      const first = await openConnection(target, options, tls, timeoutMs);
+      const connections = [first];
+      const wanted = Math.max(1, options.connections ?? 1);
+      if (first.session.details.flags & NBD_FLAG.CAN_MULTI_CONN && wanted > 1) {
+        // Opened together; those the server does not admit now (it may cap its
+        // clients below what it announced) are left out and the pool goes on without them.
+        const extraTimeoutMs = Math.min(timeoutMs, EXTRA_CONNECTION_TIMEOUT_MS);
+        const extras = await Promise.allSettled(
+          Array.from(
+            { length: wanted - 1 },
+            () => openConnection(target, options, tls, extraTimeoutMs),
+          ),
+        );
+        for (const extra of extras) if (extra.status === "fulfilled") connections.push(extra.value);
+      }
+      return new NbdClient(connections);
+    } finally {
+      // The sessions hold their own references; the credentials go with the last one.
+      tls.credentials?.release();
     }
-    return new NbdClient(connections);
   }
 
   /** Export size in bytes. */
@@ -328,16 +362,36 @@ function pieces(offset: number, length: number, step: number): [number, number][
 }
 
 /**
+ * How the connections of one client do TLS: the mode and, unless disabled,
+ * the credentials (released by whoever loaded them).
+ */
+type TlsPlan =
+  | { readonly mode: "disable"; readonly credentials?: undefined }
+  | { readonly mode: "allow" | "require"; readonly credentials: TlsCredentials };
+
+/** The TLS mode for `uri` and, unless disabled, the credentials it names. */
+async function tlsPlan(uri: NbdUri, options: SessionOptions): Promise<TlsPlan> {
+  const mode = tlsModeOf(uri, options.tls);
+  if (mode === "disable") return { mode };
+  return { mode, credentials: await loadClientCredentials(uri) };
+}
+
+/**
  * Open a connection and enter transmission on the export; the handshake is
  * bounded by `handshakeTimeoutMs`, later waits by the options' timeout.
  */
 async function openConnection(
   uri: NbdUri,
   options: ConnectOptions,
+  tls: TlsPlan,
   handshakeTimeoutMs: number,
 ): Promise<NbdClientConnection> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const { conn, session, reader, writer } = await startNegotiation(uri, handshakeTimeoutMs);
+  const { stream, session, reader, writer } = await startNegotiation(
+    uri,
+    tls,
+    handshakeTimeoutMs,
+  );
   try {
     const name = options.exportName ?? uri.exportName;
     const structured = options.structuredReplies === false
@@ -348,23 +402,23 @@ async function openConnection(
     }
     const details = await session.go(name);
     return new NbdClientConnection(
-      conn,
+      stream,
       reader,
       writer,
-      { details, structured, contexts: session.contexts },
+      { details, structured, contexts: session.contexts, tls: session.tls },
       timeoutMs,
     );
   } catch (error) {
-    conn.close();
+    stream.close();
     throw error;
   }
 }
 
-/** Connect and start option haggling. */
-async function startNegotiation(uri: NbdUri, timeoutMs: number) {
-  if (uri.tls) {
-    throw new DenbdError("not-supported", "TLS (nbds:// URIs) is not supported yet");
-  }
+/**
+ * Connect, read the greeting and, unless `tls` disables it, upgrade to TLS;
+ * the stream returned is the one to use and close (the TLS session, if any).
+ */
+async function startNegotiation(uri: NbdUri, tls: TlsPlan, timeoutMs: number) {
   const connecting = connectTo(uri.address);
   let conn: Deno.Conn;
   try {
@@ -383,7 +437,13 @@ async function startNegotiation(uri: NbdUri, timeoutMs: number) {
     const reader = new BufferedReader(conn);
     const writer = new WriteQueue(conn);
     const session = await NegotiationSession.start({ reader, writer, timeoutMs });
-    return { conn, session, reader, writer };
+    const { mode, credentials } = tls;
+    const secured = credentials === undefined ? null : await negotiateTls(
+      session,
+      mode,
+      () => TlsSession.handshake(conn, credentials, { hostname: tlsHostnameOf(uri) }),
+    );
+    return { stream: secured ?? conn, session, reader, writer };
   } catch (error) {
     conn.close();
     throw error;
@@ -403,22 +463,34 @@ async function connectTo(address: SocketAddress): Promise<Deno.Conn> {
 
 /**
  * Run `body` with an option-mode session on the server of `uri` (nothing is
- * chosen for transmission), then end it with NBD_OPT_ABORT.
+ * chosen for transmission; TLS first if the URI or `options` ask for it),
+ * then end it with NBD_OPT_ABORT.
  */
 export async function withNegotiation<T>(
   uri: string | NbdUri,
   body: (session: NegotiationSession, uri: NbdUri) => Promise<T>,
-  timeoutMs = DEFAULT_TIMEOUT_MS,
+  options: SessionOptions = {},
 ): Promise<T> {
   const target = typeof uri === "string" ? parseNbdUri(uri) : uri;
-  const { conn, session } = await startNegotiation(target, timeoutMs);
+  const tls = await tlsPlan(target, options);
+  let stream: ByteStream;
+  let session: NegotiationSession;
+  try {
+    ({ stream, session } = await startNegotiation(
+      target,
+      tls,
+      options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    ));
+  } finally {
+    tls.credentials?.release();
+  }
   try {
     const result = await body(session, target);
     await session.abort();
     return result;
   } finally {
     try {
-      conn.close();
+      stream.close();
     } catch {
       // The server closed first.
     }

@@ -16,6 +16,7 @@
 
 import { DenbdError, messageOf } from "../../errors.ts";
 import { type BufferedReader, UnexpectedEof } from "../../io/buffered-reader.ts";
+import type { ByteStream } from "../../io/byte-stream.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import { describeNbdError, kindOfNbdError } from "../errors.ts";
 import {
@@ -76,6 +77,8 @@ export interface ClientSession {
   readonly structured: boolean;
   /** Selected metadata contexts by id. */
   readonly contexts: ReadonlyMap<number, string>;
+  /** The connection runs over TLS. */
+  readonly tls: boolean;
 }
 
 /** Block status of one request: descriptors per context name. */
@@ -102,7 +105,7 @@ interface Pending {
 
 /** A connection in the transmission phase. */
 export class NbdClientConnection {
-  readonly #conn: Deno.Conn;
+  readonly #stream: ByteStream;
   readonly #reader: BufferedReader;
   readonly #writer: WriteQueue;
   readonly #session: ClientSession;
@@ -117,15 +120,18 @@ export class NbdClientConnection {
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   readonly #replies: Promise<void>;
 
-  /** Take over `conn` after negotiation; `timeoutMs` bounds each wait for the server. */
+  /**
+   * Take over `stream` (a socket, or the TLS session over it) after
+   * negotiation; `timeoutMs` bounds each wait for the server.
+   */
   constructor(
-    conn: Deno.Conn,
+    stream: ByteStream,
     reader: BufferedReader,
     writer: WriteQueue,
     session: ClientSession,
     timeoutMs: number,
   ) {
-    this.#conn = conn;
+    this.#stream = stream;
     this.#reader = reader;
     this.#writer = writer;
     this.#session = session;
@@ -486,7 +492,7 @@ export class NbdClientConnection {
     if (this.#failure === null) {
       this.#failure = error;
       try {
-        this.#conn.close();
+        this.#stream.close();
       } catch {
         // Already closed.
       }

@@ -1,8 +1,9 @@
 /**
  * The client side of the fixed-newstyle handshake, as a session of option
- * requests (like libnbd's "opt mode"): list exports, ask for an export's
- * details and metadata contexts, negotiate structured replies, then enter
- * transmission with GO, or with EXPORT_NAME for servers that predate GO.
+ * requests (like libnbd's "opt mode"): upgrade to TLS with STARTTLS, list
+ * exports, ask for an export's details and metadata contexts, negotiate
+ * structured replies, then enter transmission with GO, or with EXPORT_NAME
+ * for servers that predate GO.
  * Every server answer is checked; anything malformed is a
  * {@linkcode ProtocolError}, and a server that goes silent times out.
  *
@@ -11,6 +12,7 @@
 
 import { DenbdError } from "../../errors.ts";
 import { type BufferedReader, UnexpectedEof } from "../../io/buffered-reader.ts";
+import type { ByteStream } from "../../io/byte-stream.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import {
   nameOf,
@@ -91,9 +93,12 @@ export class OptionRefused extends DenbdError {
   /** Describe the refusal of `option` with `replyType` and the server's `message`. */
   constructor(option: number, replyType: number, message: string) {
     const reason = nameOf(NBD_REP, replyType);
+    const hint = replyType === NBD_REP.ERR_TLS_REQD
+      ? " (the server requires TLS: use an nbds:// or nbds+unix:// URI)"
+      : "";
     super(
       replyType === NBD_REP.ERR_UNKNOWN ? "not-found" : "invalid",
-      `server refused ${nameOf(NBD_OPT, option)}: ${reason}${message ? `: ${message}` : ""}`,
+      `server refused ${nameOf(NBD_OPT, option)}: ${reason}${message ? `: ${message}` : ""}${hint}`,
     );
     this.name = "OptionRefused";
     this.option = option;
@@ -119,6 +124,7 @@ export class NegotiationSession {
   /** The server will omit the 124 zero bytes after EXPORT_NAME. */
   readonly noZeroes: boolean;
   #structured = false;
+  #tls = false;
   /** GO or EXPORT_NAME succeeded: the session is over, options can no longer be sent. */
   #inTransmission = false;
   #contexts = new Map<number, string>();
@@ -143,6 +149,11 @@ export class NegotiationSession {
     return session;
   }
 
+  /** The session runs over TLS (STARTTLS succeeded). */
+  get tls(): boolean {
+    return this.#tls;
+  }
+
   /** Structured replies were negotiated. */
   get structured(): boolean {
     return this.#structured;
@@ -151,6 +162,36 @@ export class NegotiationSession {
   /** Metadata contexts selected by the last SET_META_CONTEXT, by id. */
   get contexts(): ReadonlyMap<number, string> {
     return this.#contexts;
+  }
+
+  /**
+   * Upgrade to TLS: send NBD_OPT_STARTTLS and, once the server acknowledged
+   * it, run `handshake` (the TLS handshake over the plain connection, which
+   * resolves to the encrypted stream) and continue the session over that
+   * stream. Everything negotiated before is forgotten, as the protocol says
+   * (structured replies, metadata contexts). A refusal is an
+   * {@linkcode OptionRefused} and the session goes on in plain text; whether
+   * that is acceptable is the caller's decision. Bytes the server sent after
+   * its acknowledgement, before the TLS handshake, are a protocol error:
+   * they were sent in plain text where only TLS may follow.
+   */
+  async startTls(handshake: () => Promise<ByteStream>): Promise<void> {
+    this.#requireFixedNewstyle(NBD_OPT.STARTTLS);
+    if (this.#tls) throw new DenbdError("invalid", "the session already runs over TLS");
+    const replies = await this.#exchange(NBD_OPT.STARTTLS, new Uint8Array(), false);
+    if (replies!.length) expectType(replies![0].header, NBD_REP.ACK);
+    const injected = this.#channel.reader.buffered;
+    if (injected) {
+      throw new ProtocolError(
+        `server sent ${injected} bytes in plain text after acknowledging NBD_OPT_STARTTLS`,
+      );
+    }
+    const stream = await within(this.#channel, handshake(), "the TLS handshake");
+    this.#channel.reader.replaceStream(stream);
+    this.#channel.writer.replaceStream(stream);
+    this.#tls = true;
+    this.#structured = false;
+    this.#contexts = new Map();
   }
 
   /** Ask for structured replies; false if the server does not offer them. */
