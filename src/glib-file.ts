@@ -19,10 +19,20 @@ import { DenbdError, osErrorText } from "./errors.ts";
 /** How much is read at a time. */
 const CHUNK_BYTES = 64 * 1024;
 
-/** The bytes of the file at `path`; a DenbdError worded as GLib's otherwise. */
-export async function readFileLikeGlib(path: string): Promise<Uint8Array> {
+/**
+ * The bytes of the file at `path`; a DenbdError worded as GLib's otherwise,
+ * after `prefix` (QEMU puts its own words first, e.g. "Cannot read PSK file F: ").
+ */
+export async function readFileLikeGlib(
+  path: string,
+  prefix = "",
+): Promise<Uint8Array<ArrayBuffer>> {
   const fail = (what: string, error: unknown) =>
-    new DenbdError("not-found", `${what} \u201c${path}\u201d: ${osErrorText(error)}`);
+    new DenbdError(
+      "not-found",
+      `${prefix}${what} \u201c${path}\u201d: ${osErrorText(error)}`,
+      { cause: error },
+    );
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path);

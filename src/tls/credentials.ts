@@ -33,7 +33,7 @@
 import { join } from "node:path";
 import { DenbdError, osErrorText } from "../errors.ts";
 import { cString, datum, errorText, Gnutls, gnutls, pointerSlot, slotPointer } from "./gnutls.ts";
-import { readFileAsGlib } from "./glib-file.ts";
+import { readFileLikeGlib } from "../glib-file.ts";
 import { checkX509Files } from "./x509-sanity.ts";
 
 /** Which side of a TLS session credentials serve. */
@@ -380,7 +380,7 @@ function allocate(allocator: (slot: BigUint64Array<ArrayBuffer>) => number, form
 /** The hex key of `username` in PSK file `keysFile`, as QEMU looks it up. */
 async function lookupPskKey(keysFile: string, username: string): Promise<string> {
   const text = new TextDecoder().decode(
-    await readFileAsGlib(keysFile, `Cannot read PSK file ${keysFile}: `),
+    await readFileLikeGlib(keysFile, `Cannot read PSK file ${keysFile}: `),
   );
   for (const line of text.split("\n")) {
     if (line.startsWith(`${username}:`)) return line.slice(username.length + 1);
@@ -390,7 +390,7 @@ async function lookupPskKey(keysFile: string, username: string): Promise<string>
 
 /** DH parameters from a PKCS#3 PEM file, with QEMU's messages. */
 async function loadDhParams(path: string): Promise<Loaded> {
-  const text = await readFileAsGlib(path, "");
+  const text = await readFileLikeGlib(path, "");
   const lib = gnutls();
   const slot = pointerSlot();
   const init = lib.gnutls_dh_params_init(slot);

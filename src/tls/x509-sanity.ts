@@ -17,7 +17,7 @@ import {
   verifyStatusReason,
   X509Certificate,
 } from "./certificate.ts";
-import { readFileAsGlib } from "./glib-file.ts";
+import { readFileLikeGlib } from "../glib-file.ts";
 import { errorText, Gnutls, gnutls, KeyPurpose } from "./gnutls.ts";
 
 /** Which certificate is being checked, for the messages. */
@@ -46,7 +46,7 @@ export async function checkX509Files(
   let cas: X509Certificate[] = [];
   try {
     if (certFile !== undefined) {
-      const pem = await readFileAsGlib(certFile, `Cannot load CA cert list ${certFile}: `);
+      const pem = await readFileLikeGlib(certFile, `Cannot load CA cert list ${certFile}: `);
       const imported = X509Certificate.fromPem(pem);
       if (typeof imported === "number") {
         throw new DenbdError(
@@ -56,7 +56,7 @@ export async function checkX509Files(
       }
       own = imported;
     }
-    const caPem = await readFileAsGlib(caFile, `Cannot load CA cert list ${caFile}: `);
+    const caPem = await readFileLikeGlib(caFile, `Cannot load CA cert list ${caFile}: `);
     const list = X509Certificate.listFromPem(caPem, MAX_CA_CERTIFICATES);
     if (list === null) {
       throw new DenbdError("invalid", `Unable to import CA certificate list ${caFile}`);
