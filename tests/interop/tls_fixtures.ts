@@ -6,8 +6,8 @@
  * for a server, `client-cert.pem` + `client-key.pem` for a client, `keys.psk`
  * for PSK. Everything lives in one temporary directory removed at exit.
  *
- * The distinguished names are read back with `certtool -i`, so they are the
- * text GnuTLS prints (and QEMU's authz matches), not a guess of this module.
+ * The distinguished names are read back with `certtool -i` and put in the
+ * order QEMU prints them (the string its authz matches).
  *
  * @module
  */
@@ -22,11 +22,11 @@ export interface TlsFixtures {
   readonly server: string;
   /** x509 client dir: ca-cert.pem (the same CA), client-cert.pem, client-key.pem. */
   readonly client: string;
-  /** The client certificate's DN exactly as GnuTLS/QEMU print it. */
+  /** The client certificate's DN exactly as QEMU prints it ("C=GB,O=denbd test,CN=alice"). */
   readonly clientDn: string;
   /** A second client (another DN, same CA) for authz deny cases. */
   readonly otherClient: string;
-  /** The second client certificate's DN as GnuTLS prints it. */
+  /** The second client certificate's DN as QEMU prints it. */
   readonly otherClientDn: string;
   /** Client dir whose client cert comes from a foreign CA (its ca-cert.pem is the real CA). */
   readonly foreignClient: string;
@@ -154,12 +154,18 @@ async function issue(
   return { key, cert };
 }
 
-/** The subject DN of certificate `cert` as GnuTLS prints it. */
+/**
+ * The subject DN of certificate `cert` as QEMU prints and matches it. QEMU
+ * takes gnutls_x509_crt_get_dn, which lists the RDNs in certificate order
+ * ("C=GB,O=denbd test,CN=alice"; checked against qemu-nbd's authz-simple);
+ * `certtool -i` prints RFC 4514 order (the reverse), so its RDNs are reversed
+ * here (the fixtures' DNs have no multi-valued RDNs or escaped commas).
+ */
 async function subjectDn(cert: string): Promise<string> {
   const info = await certtool(["-i", "--infile", cert]);
   const match = /^\s*Subject: (.*)$/m.exec(info);
   if (!match) throw new Error(`certtool -i ${cert}: no Subject line`);
-  return match[1];
+  return match[1].split(",").reverse().join(",");
 }
 
 /** Make directory `dir` holding `ca` as ca-cert.pem and `leaf` as `<role>-cert.pem` + `<role>-key.pem`. */
