@@ -31,6 +31,7 @@ import {
   struct,
   union,
 } from "../qmp/schema.ts";
+import { AUTHZ_POLICIES, AUTHZ_RULE_FORMAT_NAMES } from "../authz/list.ts";
 
 const { str, bool, int, uint16, uint32, size } = BUILTIN;
 
@@ -652,9 +653,19 @@ const tlsCredsMembers = [
  */
 export type ObjectTypeSupport = "created" | "unsupported" | "absent";
 
-/** Every value of QEMU 7.2's ObjectType enum (in its order) and what denbd does with it. */
+/**
+ * Every value of QEMU 7.2's ObjectType enum (in its order) and what denbd
+ * does with it, plus `authz-list-file`. QEMU 7.2's enum spells that type
+ * `authz-listfile` while its QOM type is `authz-list-file`, so qsd 7.2 can
+ * create it under neither name ("invalid object type: authz-listfile",
+ * "Parameter 'qom-type' does not accept value 'authz-list-file'"); denbd
+ * creates it under the QOM name, which `--object help` lists and QEMU's
+ * documentation uses, and answers for `authz-listfile` as qsd does (see
+ * docs/compatibility.md).
+ */
 export const OBJECT_TYPES: Readonly<Record<string, ObjectTypeSupport>> = {
   "authz-list": "created",
+  "authz-list-file": "created",
   "authz-listfile": "absent",
   "authz-pam": "absent",
   "authz-simple": "created",
@@ -703,12 +714,12 @@ export const OBJECT_TYPES: Readonly<Record<string, ObjectTypeSupport>> = {
 /** ObjectType: QEMU's object types, from {@linkcode OBJECT_TYPES}. */
 export const ObjectType = enumeration("ObjectType", Object.keys(OBJECT_TYPES));
 
-/** QAuthZListPolicy and its rules. */
-const AuthzListPolicy = enumeration("QAuthZListPolicy", ["deny", "allow"]);
+/** QAuthZListPolicy and its rules, from the authorization layer's tables. */
+const AuthzListPolicy = enumeration("QAuthZListPolicy", AUTHZ_POLICIES);
 const AuthzListRule = struct("QAuthZListRule", [
   member("match", str),
   member("policy", AuthzListPolicy),
-  optional("format", enumeration("QAuthZListFormat", ["exact", "glob"])),
+  optional("format", enumeration("QAuthZListFormat", AUTHZ_RULE_FORMAT_NAMES)),
 ]);
 
 /** ObjectOptions: an object to create (object-add, --object). */
@@ -720,6 +731,10 @@ export const ObjectOptions = union(
     "authz-list": struct("AuthZListProperties", [
       optional("policy", AuthzListPolicy),
       optional("rules", array(AuthzListRule)),
+    ]),
+    "authz-list-file": struct("AuthZListFileProperties", [
+      member("filename", str),
+      optional("refresh", bool),
     ]),
     "authz-simple": struct("AuthZSimpleProperties", [member("identity", str)]),
     "iothread": struct("IothreadProperties", [
