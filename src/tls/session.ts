@@ -71,7 +71,11 @@ export const INCOMING_BYTES = 64 * 1024;
 /** Initial size of the outgoing ciphertext buffer. */
 const OUTGOING_BYTES = 64 * 1024;
 /** An outgoing buffer grown past this (by a large write) is dropped once empty. */
-const OUTGOING_KEEP_BYTES = 1024 * 1024;
+const OUTGOING_KEEP_BYTES = 9 * 1024 * 1024;
+/** The most plaintext in one TLS record. */
+const MAX_RECORD_PLAINTEXT = 16 * 1024;
+/** Ciphertext bytes a record adds to its plaintext, generously (header, nonce, tag, padding). */
+const RECORD_OVERHEAD_BYTES = 64;
 /** How long {@linkcode TlsSession.close} waits for close_notify to leave before closing anyway. */
 const CLOSE_NOTIFY_WAIT_MS = 1000;
 
@@ -125,19 +129,26 @@ class CiphertextBuffers {
 
   /** Append `length` bytes at native `data` to the outgoing ciphertext. */
   push(data: Deno.PointerObject, length: number): void {
-    if (this.outEnd + length > this.outgoing.length) {
-      const pending = this.outEnd - this.outStart;
-      const size = Math.max(this.outgoing.length * 2, pending + length);
-      const grown = new Uint8Array(size);
-      grown.set(this.outgoing.subarray(this.outStart, this.outEnd));
-      this.outgoing = grown;
-      this.outStart = 0;
-      this.outEnd = pending;
-    }
-    new Deno.UnsafePointerView(data).copyInto(
+    this.reserve(length);
+    Deno.UnsafePointerView.copyInto(
+      data,
       this.outgoing.subarray(this.outEnd, this.outEnd + length),
     );
     this.outEnd += length;
+  }
+
+  /**
+   * Make room for `length` more outgoing bytes in one step. A transport
+   * write may be reading the current buffer, so it is replaced, never moved.
+   */
+  reserve(length: number): void {
+    if (this.outEnd + length <= this.outgoing.length) return;
+    const pending = this.outEnd - this.outStart;
+    const grown = new Uint8Array(Math.max(this.outgoing.length * 2, pending + length));
+    grown.set(this.outgoing.subarray(this.outStart, this.outEnd));
+    this.outgoing = grown;
+    this.outStart = 0;
+    this.outEnd = pending;
   }
 
   /** Give GnuTLS up to `length` buffered bytes at native `data`; the count, 0 at EOF, -1 when empty. */
@@ -416,6 +427,8 @@ class SessionCore {
 
   async write(data: Uint8Array): Promise<number> {
     const lib = gnutls();
+    const records = Math.ceil(data.length / MAX_RECORD_PLAINTEXT);
+    this.#buffers.reserve(data.length + records * RECORD_OVERHEAD_BYTES);
     let done = 0;
     while (done < data.length) {
       this.#checkLive();

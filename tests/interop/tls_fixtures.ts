@@ -46,6 +46,16 @@ export interface TlsFixtures {
   readonly pskUser: string;
   /** A keys file with a different key for `pskUser` (wrong key case). */
   readonly wrongPskFile: string;
+  /** Client dir (same real CA, CN=carol) whose certificate `crlServer` revokes. */
+  readonly revokedClient: string;
+  /** `server` plus ca-crl.pem listing `revokedClient`'s certificate. */
+  readonly crlServer: string;
+  /** Server dir like `server` whose server-key.pem is encrypted with `keyPassword`. */
+  readonly encryptedKeyServer: string;
+  /** The password of `encryptedKeyServer`'s key. */
+  readonly keyPassword: string;
+  /** DH parameters (PKCS#3 PEM, the RFC 7919 2048-bit group) for dh-params.pem cases. */
+  readonly dhParamsFile: string;
 }
 
 /** Subject fields shared by every certificate (QEMU's docs use the same kind). */
@@ -134,14 +144,17 @@ async function issue(
   base: string,
   template: readonly string[],
   ca?: Issued,
+  password?: string,
 ): Promise<Issued> {
   const key = join(dir, `${base}-key.pem`);
   const cert = join(dir, `${base}-cert.pem`);
   const templateFile = join(dir, `${base}.info`);
+  const passwordArgs = password === undefined ? [] : ["--password", password];
   await Deno.writeTextFile(templateFile, template.join("\n") + "\n");
-  await certtool(["--generate-privkey", "--key-type=ecdsa", "--outfile", key]);
+  await certtool(["--generate-privkey", "--key-type=ecdsa", ...passwordArgs, "--outfile", key]);
   await certtool([
     ca ? "--generate-certificate" : "--generate-self-signed",
+    ...passwordArgs,
     "--load-privkey",
     key,
     ...(ca ? ["--load-ca-certificate", ca.cert, "--load-ca-privkey", ca.key] : []),
@@ -166,6 +179,26 @@ async function subjectDn(cert: string): Promise<string> {
   const match = /^\s*Subject: (.*)$/m.exec(info);
   if (!match) throw new Error(`certtool -i ${cert}: no Subject line`);
   return match[1].split(",").reverse().join(",");
+}
+
+/** A CRL signed by `ca` listing certificate `revoked`, written to `crl`. */
+async function revoke(dir: string, ca: Issued, revoked: Issued, crl: string): Promise<void> {
+  const templateFile = join(dir, "crl.info");
+  await Deno.writeTextFile(templateFile, "crl_next_update = 3650\ncrl_number = 1\n");
+  await certtool([
+    "--generate-crl",
+    "--load-ca-privkey",
+    ca.key,
+    "--load-ca-certificate",
+    ca.cert,
+    "--load-certificate",
+    revoked.cert,
+    "--template",
+    templateFile,
+    "--outfile",
+    crl,
+  ]);
+  await Deno.remove(templateFile);
 }
 
 /** Make directory `dir` holding `ca` as ca-cert.pem and `leaf` as `<role>-cert.pem` + `<role>-key.pem`. */
@@ -208,6 +241,7 @@ async function makeFixtures(): Promise<TlsFixtures> {
   ]);
   const serverNames = ["localhost"];
   const serverAddresses = ["127.0.0.1", "::1"];
+  const keyPassword = "denbd key password";
   const [
     server,
     client,
@@ -217,6 +251,8 @@ async function makeFixtures(): Promise<TlsFixtures> {
     expiredServer,
     expiredClient,
     wrongHost,
+    revokedClient,
+    encryptedKeyServer,
   ] = await Promise.all([
     issue(issued, "server", serverTemplate(serverNames, serverAddresses, GOOD_VALIDITY), ca),
     issue(issued, "client", clientTemplate("alice", GOOD_VALIDITY), ca),
@@ -236,7 +272,19 @@ async function makeFixtures(): Promise<TlsFixtures> {
     ),
     issue(issued, "expired-client", clientTemplate("alice", EXPIRED_VALIDITY), ca),
     issue(issued, "wrong-host-server", serverTemplate(["other.invalid"], [], GOOD_VALIDITY), ca),
+    issue(issued, "revoked-client", clientTemplate("carol", GOOD_VALIDITY), ca),
+    issue(
+      issued,
+      "encrypted-key-server",
+      serverTemplate(serverNames, serverAddresses, GOOD_VALIDITY),
+      ca,
+      keyPassword,
+    ),
   ]);
+  const crlServer = await credentialsDir(join(root, "crl-server"), ca, "server", server);
+  await revoke(issued, ca, revokedClient, join(crlServer, "ca-crl.pem"));
+  const dhParamsFile = join(root, "dh-params.pem");
+  await certtool(["--get-dh-params", "--bits", "2048", "--outfile", dhParamsFile]);
   const psk = join(root, "psk");
   await Deno.mkdir(psk);
   const pskUser = "alice";
@@ -269,6 +317,16 @@ async function makeFixtures(): Promise<TlsFixtures> {
     pskFile,
     pskUser,
     wrongPskFile,
+    revokedClient: await credentialsDir(join(root, "revoked-client"), ca, "client", revokedClient),
+    crlServer,
+    encryptedKeyServer: await credentialsDir(
+      join(root, "encrypted-key-server"),
+      ca,
+      "server",
+      encryptedKeyServer,
+    ),
+    keyPassword,
+    dhParamsFile,
   };
 }
 
