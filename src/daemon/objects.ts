@@ -9,8 +9,7 @@
  */
 
 import { join } from "node:path";
-import { DenbdError, messageOf, osErrorText } from "../errors.ts";
-import { readFileLikeGlib } from "../glib-file.ts";
+import { DenbdError } from "../errors.ts";
 import { Logger } from "../log.ts";
 import { KeyvalError } from "../qmp/keyval.ts";
 import { ID_HINT, isWellFormedId } from "../qmp/qemu-opts.ts";
@@ -18,6 +17,7 @@ import type { Authorizer } from "../authz/authorizer.ts";
 import { ListAuthorizer } from "../authz/list.ts";
 import { ListFileAuthorizer } from "../authz/list-file.ts";
 import { SimpleAuthorizer } from "../authz/simple.ts";
+import { TlsCredentials, type TlsEndpoint } from "../tls/credentials.ts";
 import { OBJECT_TYPES, type ObjectOptionsValue } from "./qapi-types.ts";
 import { loadSecret, type SecretSource, secretText } from "./secrets.ts";
 
@@ -40,6 +40,8 @@ interface Held {
   readonly secret?: Uint8Array;
   /** An authorization object's decisions. */
   readonly authorizer?: Authorizer;
+  /** TLS credentials, loaded. */
+  readonly credentials?: TlsCredentials;
 }
 
 /** An object and what it holds. */
@@ -76,11 +78,17 @@ const MAKERS: Readonly<Record<string, Maker>> = {
     Promise.resolve({ authorizer: new SimpleAuthorizer(properties.identity as string) }),
   "iothread": (properties) => Promise.resolve(checkIothread(properties)),
   "secret": async (properties) => ({ secret: await loadSecret(properties as SecretSource) }),
-  "tls-creds-anon": () => Promise.resolve({}),
-  "tls-creds-psk": async (properties) => (await checkPskCredentials(properties), {}),
-  "tls-creds-x509": async (
-    properties,
-  ) => (await checkCredentialsDir("tls-creds-x509", properties), {}),
+  "tls-creds-anon": async (properties) => ({
+    credentials: await TlsCredentials.anon({
+      endpoint: endpointOf(properties),
+      dhParamsFile: await dhParamsFile(properties),
+      priority: properties.priority as string | undefined,
+    }),
+  }),
+  "tls-creds-psk": async (properties) => ({ credentials: await pskCredentials(properties) }),
+  "tls-creds-x509": async (properties, context) => ({
+    credentials: await x509Credentials(properties, context),
+  }),
 };
 
 /** The objects of one daemon, by id. */
@@ -184,6 +192,20 @@ export class ObjectRegistry {
   }
 
   /**
+   * The TLS credentials object `id`, with QEMU's messages: "No TLS
+   * credentials with id '...'", "Object with id '...' is not TLS
+   * credentials". Whether they serve the right endpoint is for the caller.
+   */
+  tlsCredentials(id: string): TlsCredentials {
+    const entry = this.#entries.get(id);
+    if (!entry) throw new DenbdError("not-found", `No TLS credentials with id '${id}'`);
+    if (!entry.held.credentials) {
+      throw new DenbdError("invalid", `Object with id '${id}' is not TLS credentials`);
+    }
+    return entry.held.credentials;
+  }
+
+  /**
    * A secret's value as text, with QEMU's messages: "No secret with id
    * '...'", "Object with id '...' is not a secret", "Data from secret ...
    * is not valid UTF-8".
@@ -214,6 +236,7 @@ function makerOf(type: string, properties: Record<string, unknown>): Maker {
 
 /** Let go of what an object holds; resolves once it has stopped. */
 async function releaseHeld(held: Held, context: MakerContext): Promise<void> {
+  held.credentials?.release();
   try {
     await held.authorizer?.close();
   } catch (error) {
@@ -231,57 +254,89 @@ function checkIothread(properties: Record<string, unknown>): Held {
   return {};
 }
 
-/** The shortest PSK key GnuTLS accepts, in bytes. */
-const MIN_PSK_KEY_BYTES = 4;
+/** QEMU's TLS credentials directory: the files it may hold. */
+const CREDENTIALS_FILES = {
+  pskKeys: "keys.psk",
+  dhParams: "dh-params.pem",
+  clientCert: "client-cert.pem",
+  clientKey: "client-key.pem",
+} as const;
 
-/**
- * PSK credentials as QEMU loads them: a server takes no username; a client
- * needs its username ("qemu" unless given) in the directory's keys.psk.
- */
-async function checkPskCredentials(properties: Record<string, unknown>): Promise<void> {
-  const server = properties.endpoint === "server";
-  if (server && properties.username !== undefined) {
-    throw new DenbdError("invalid", "username should not be set when endpoint=server");
-  }
-  const keysFile = await checkCredentialsDir("tls-creds-psk", properties);
-  if (server) return;
-  const username = typeof properties.username === "string" ? properties.username : "qemu";
-  let keys: string;
-  try {
-    keys = new TextDecoder().decode(await readFileLikeGlib(keysFile));
-  } catch (error) {
-    throw new DenbdError("not-found", `Cannot read PSK file ${keysFile}: ${messageOf(error)}`);
-  }
-  const line = keys.split("\n").find((line) => line.startsWith(`${username}:`));
-  if (line === undefined) {
-    throw new DenbdError("not-found", `Username ${username} not found in PSK file ${keysFile}`);
-  }
-  const problem = pskKeyProblem(line.slice(username.length + 1));
-  if (problem) throw new DenbdError("invalid", `Cannot set PSK client credentials: ${problem}`);
+/** The endpoint of TLS credentials; QEMU's default is the client. */
+function endpointOf(properties: Record<string, unknown>): TlsEndpoint {
+  return (properties.endpoint as TlsEndpoint | undefined) ?? "client";
 }
 
-/** What GnuTLS finds wrong with a hex PSK key (as GnuTLS words it), or null. */
-function pskKeyProblem(hex: string): string | null {
-  if (!/^(?:[0-9a-fA-F]{2})*$/.test(hex)) return "Error in parsing.";
-  return hex.length < 2 * MIN_PSK_KEY_BYTES ? "The request is invalid." : null;
-}
-
-/** X.509 and PSK credentials need a directory holding their first file; returns its path. */
-async function checkCredentialsDir(
-  type: "tls-creds-x509" | "tls-creds-psk",
-  properties: Record<string, unknown>,
-): Promise<string> {
+/** The credentials directory, or QEMU's message when it is needed and not given. */
+function requiredDir(properties: Record<string, unknown>): string {
   if (typeof properties.dir !== "string") {
     throw new DenbdError("invalid", "Missing 'dir' property value");
   }
-  const path = join(properties.dir, type === "tls-creds-psk" ? "keys.psk" : "ca-cert.pem");
+  return properties.dir;
+}
+
+/** `dir/name` when it exists (QEMU's optional credential files), else undefined. */
+async function optionalFile(dir: string, name: string): Promise<string | undefined> {
+  const path = join(dir, name);
   try {
     await Deno.stat(path);
   } catch (error) {
-    throw new DenbdError(
-      "not-found",
-      `Unable to access credentials ${path}: ${osErrorText(error)}`,
-    );
+    // Another failure is the engine's to report when it reads the file.
+    if (error instanceof Deno.errors.NotFound) return undefined;
   }
   return path;
+}
+
+/** A server's DH parameters file, when its directory has one. */
+async function dhParamsFile(properties: Record<string, unknown>): Promise<string | undefined> {
+  if (endpointOf(properties) !== "server" || typeof properties.dir !== "string") return undefined;
+  return await optionalFile(properties.dir, CREDENTIALS_FILES.dhParams);
+}
+
+/** PSK credentials from the directory's keys.psk. */
+async function pskCredentials(properties: Record<string, unknown>): Promise<TlsCredentials> {
+  const endpoint = endpointOf(properties);
+  const username = properties.username as string | undefined;
+  if (typeof properties.dir !== "string" && endpoint === "server" && username !== undefined) {
+    // QEMU refuses a server's username before it looks for the directory; with a directory,
+    // TlsCredentials.psk gives the same refusal.
+    throw new DenbdError("invalid", "username should not be set when endpoint=server");
+  }
+  const dir = requiredDir(properties);
+  return await TlsCredentials.psk({
+    endpoint,
+    keysFile: join(dir, CREDENTIALS_FILES.pskKeys),
+    username,
+    dhParamsFile: await dhParamsFile(properties),
+    priority: properties.priority as string | undefined,
+  });
+}
+
+/**
+ * X.509 credentials from the directory, the key's password from the secret
+ * `passwordid`. QEMU looks that secret up only when it has a certificate
+ * and key to load (always for a server; for a client, when the directory
+ * has both), so a client without them ignores `passwordid`, as QEMU does.
+ * QEMU looks it up after checking the files, denbd before: when both the
+ * files and the secret are wrong, denbd names the secret.
+ */
+async function x509Credentials(
+  properties: Record<string, unknown>,
+  context: MakerContext,
+): Promise<TlsCredentials> {
+  const dir = requiredDir(properties);
+  const endpoint = endpointOf(properties);
+  const passwordid = properties.passwordid as string | undefined;
+  const loadsKey = endpoint === "server" || (
+    await optionalFile(dir, CREDENTIALS_FILES.clientCert) !== undefined &&
+    await optionalFile(dir, CREDENTIALS_FILES.clientKey) !== undefined
+  );
+  return await TlsCredentials.x509({
+    endpoint,
+    dir,
+    verifyPeer: properties["verify-peer"] as boolean | undefined,
+    keyPassword: passwordid !== undefined && loadsKey ? context.secret(passwordid) : undefined,
+    priority: properties.priority as string | undefined,
+    sanityCheck: properties["sanity-check"] as boolean | undefined,
+  });
 }

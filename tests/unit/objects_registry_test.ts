@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ObjectRegistry } from "../../src/daemon/objects.ts";
 import type { ObjectOptionsValue } from "../../src/daemon/qapi-types.ts";
+import { tlsFixtures } from "../interop/tls_fixtures.ts";
 
 const ALICE = "CN=alice,O=denbd test,C=GB";
 const BOB = "CN=bob,O=denbd test,C=GB";
@@ -139,4 +140,52 @@ Deno.test("authz-listfile is qsd's invalid type; loaded is not writable", async 
     objects.add(options({ "qom-type": "secret", id: "x", data: "x", loaded: true })),
     { message: "Property 'secret.loaded' is not writable" },
   );
+});
+
+Deno.test("TLS credentials objects are loaded, looked up and released", async () => {
+  const fixtures = await tlsFixtures();
+  const objects = registry();
+  await objects.add(options({
+    "qom-type": "tls-creds-x509",
+    id: "t0",
+    dir: fixtures.server,
+    endpoint: "server",
+    "verify-peer": false,
+  }));
+  await objects.add(options({ "qom-type": "tls-creds-x509", id: "t1", dir: fixtures.client }));
+  await objects.add(options({
+    "qom-type": "tls-creds-psk",
+    id: "t2",
+    dir: fixtures.psk,
+    endpoint: "client",
+    username: fixtures.pskUser,
+  }));
+  await objects.add(options({ "qom-type": "tls-creds-anon", id: "t3", endpoint: "server" }));
+  await objects.add(options({ "qom-type": "secret", id: "s0", data: "x" }));
+  const server = objects.tlsCredentials("t0");
+  assert.deepEqual([server.kind, server.endpoint, server.verifyPeer], ["x509", "server", false]);
+  const client = objects.tlsCredentials("t1");
+  assert.deepEqual([client.kind, client.endpoint, client.verifyPeer], ["x509", "client", true]);
+  assert.deepEqual(
+    [objects.tlsCredentials("t2").kind, objects.tlsCredentials("t2").endpoint],
+    ["psk", "client"],
+  );
+  assert.equal(objects.tlsCredentials("t3").kind, "anon");
+  assert.throws(() => objects.tlsCredentials("nope"), {
+    message: "No TLS credentials with id 'nope'",
+  });
+  assert.throws(() => objects.tlsCredentials("s0"), {
+    message: "Object with id 's0' is not TLS credentials",
+  });
+  // object-del and closeAll() release the credentials: no new session can take them.
+  const anon = objects.tlsCredentials("t3");
+  objects.delete("t3");
+  assert.throws(() => objects.tlsCredentials("t3"), { message: "No TLS credentials with id 't3'" });
+  const released = { message: "TLS credentials have been released" };
+  assert.throws(() => anon.acquire(), released);
+  server.acquire();
+  server.relinquish();
+  await objects.closeAll();
+  assert.throws(() => objects.tlsCredentials("t0"), { message: "No TLS credentials with id 't0'" });
+  assert.throws(() => server.acquire(), released);
 });
