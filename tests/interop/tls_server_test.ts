@@ -31,6 +31,7 @@ import {
   withTempDir,
 } from "./harness.ts";
 import { type TlsFixtures, tlsFixtures } from "./tls_fixtures.ts";
+import { NODES, qmp, type RunningDaemon, withDaemonPair } from "./daemon_harness.ts";
 import { BufferedReader } from "../../src/io/buffered-reader.ts";
 import { writeAll } from "../../src/io/byte-stream.ts";
 import { NBD_CLIENT_FLAG, NBD_OPT, NBD_REP, NBD_SIZE } from "../../src/nbd/protocol.ts";
@@ -489,3 +490,50 @@ function lastMessage(stderr: string): string {
   const lines = stderr.trim().split("\n").filter((line) => /^(qemu-nbd|denbd serve): /.test(line));
   return (lines.at(-1) ?? "").replace(/^(qemu-nbd|denbd serve): /, "");
 }
+
+Deno.test(
+  "daemon over QMP: TLS nbd-server-start answers as qsd; tls-authz is looked up at each client",
+  needs("qemu-storage-daemon", "nbdinfo"),
+  async () => {
+    const f = await tlsFixtures();
+    const images = async (dir: string) => {
+      await makeSparseImage(join(dir, "d.img"), IMAGE_SIZE, [[0, 65536]]);
+      await makeSparseImage(join(dir, "e.img"), MiB, []);
+    };
+    await withDaemonPair({ args: NODES, setup: images, ports: 1 }, async (pair) => {
+      const server = { type: "inet", data: { host: "127.0.0.1", port: "$PORT0" } };
+      await pair.expectSame([
+        qmp("object-add", {
+          "qom-type": "tls-creds-x509",
+          id: "tls0",
+          dir: f.server,
+          endpoint: "server",
+          "verify-peer": true,
+        }),
+        qmp("object-add", { "qom-type": "authz-simple", id: "az0", identity: f.clientDn }),
+        qmp("nbd-server-start", { addr: server, "tls-creds": "tls0", "tls-authz": "az0" }),
+        qmp("block-export-add", { type: "nbd", id: "e0", "node-name": "f0", name: "disk" }),
+      ]);
+      const uri = (daemon: RunningDaemon, certs: string) =>
+        `nbds://127.0.0.1:${daemon.place.ports[0]}/disk?tls-certificates=${certs}`;
+      for (const [certs, allowed] of [[f.client, true], [f.otherClient, false]] as const) {
+        const results = await pair.both((daemon) => nbdinfo(uri(daemon, certs)));
+        for (const [kind, result] of Object.entries(results)) {
+          if (allowed) assertTlsInfo(result, `${kind}: ${certs}`);
+          else assertRefused(result, `${kind}: ${certs}`);
+        }
+      }
+      // Deleted, the authorization object denies everyone from then on, in both.
+      await pair.expectSame([qmp("object-del", { id: "az0" })]);
+      const results = await pair.both((daemon) => nbdinfo(uri(daemon, f.client)));
+      for (const [kind, result] of Object.entries(results)) assertRefused(result, kind);
+      for (const daemon of [pair.qsd, pair.denbd]) {
+        for (let waited = 0; waited < 5_000; waited += 50) {
+          if (/Cannot find QAuthZ object ID az0/.test(daemon.process.stderr())) break;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        assert.match(daemon.process.stderr(), /Cannot find QAuthZ object ID az0/, daemon.kind);
+      }
+    }, { compareStderr: false });
+  },
+);
