@@ -2,7 +2,8 @@
  * TLS credentials as QEMU's tls-creds-x509, tls-creds-psk and tls-creds-anon
  * objects load them, held as GnuTLS credential objects that sessions share.
  *
- * - X.509: QEMU's directory layout (`ca-cert.pem`, optional `ca-crl.pem`,
+ * - X.509: QEMU's directory layout (`ca-cert.pem`, optional `ca-crl.pem` (read by
+ *   clients too, as libnbd does),
  *   `server-cert.pem` + `server-key.pem` or optional `client-cert.pem` +
  *   `client-key.pem`, optional `dh-params.pem`), QEMU's sanity checks of the
  *   own and CA certificates at load, and an optional key password.
@@ -19,10 +20,12 @@
  * Errors are DenbdErrors worded as QEMU words them.
  *
  * @example
- * ```ts ignore
- * const credentials = await TlsCredentials.x509({ endpoint: "server", dir: "/etc/pki/qemu" });
- * // ... TlsSession.handshake(conn, credentials) per connection ...
- * credentials.release();
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TlsCredentials } from "./credentials.ts";
+ * const credentials = await TlsCredentials.anon({ endpoint: "client" });
+ * assert.equal(credentials.priority, "NORMAL:+ANON-DH");
+ * credentials.release(); // freed at once: no session holds them
  * ```
  * @module
  */
@@ -151,7 +154,8 @@ export class TlsCredentials {
     const path = async (name: string, required: boolean) =>
       dir === undefined ? undefined : await credentialPath(join(dir, name), required);
     const caCert = await path(X509_FILES.caCert, true);
-    const caCrl = server ? await path(X509_FILES.caCrl, false) : undefined;
+    // QEMU reads a CRL on the server side only; libnbd's client reads one too, and so does denbd.
+    const caCrl = await path(X509_FILES.caCrl, false);
     const cert = await path(server ? X509_FILES.serverCert : X509_FILES.clientCert, server);
     const key = await path(server ? X509_FILES.serverKey : X509_FILES.clientKey, server);
     const dhParams = server ? await path(X509_FILES.dhParams, false) : undefined;

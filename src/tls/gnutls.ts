@@ -22,7 +22,7 @@ import { DenbdError } from "../errors.ts";
 const LIBRARY = "libgnutls.so.30";
 
 /** Every GnuTLS function denbd calls, with its C signature in Deno's FFI types. */
-const SYMBOLS = {
+export const SYMBOLS = {
   gnutls_strerror: { parameters: ["i32"], result: "pointer" },
   gnutls_error_is_fatal: { parameters: ["i32"], result: "i32" },
   // Sessions.
@@ -192,8 +192,9 @@ const encoder = new TextEncoder();
 
 /** `text` as a NUL-terminated C string. */
 export function cString(text: string): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(encoder.encode(text).length + 1);
-  encoder.encodeInto(text, bytes);
+  const encoded = encoder.encode(text);
+  const bytes = new Uint8Array(encoded.length + 1);
+  bytes.set(encoded);
   return bytes;
 }
 

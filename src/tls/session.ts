@@ -13,8 +13,12 @@
  * GnuTLS asks of custom pull functions, answering from the buffer.
  *
  * Memory stays bounded whatever the peer sends: at most one transport read
- * of ciphertext is buffered here ({@linkcode INCOMING_BYTES}) and GnuTLS
- * holds at most a record; plaintext goes straight into the caller's buffer.
+ * of ciphertext is buffered here ({@linkcode INCOMING_BYTES}), GnuTLS holds
+ * at most a record once the handshake is done, and a handshake ends after
+ * {@linkcode HANDSHAKE_MAX_BYTES}; plaintext goes straight into the caller's
+ * buffer. The transport ending between records reads as the end of the
+ * stream (peers such as QEMU close without close_notify), inside a record as
+ * an error.
  * A write encrypts all of its data into the outgoing buffer (records of up to
  * 16 KiB) and hands it to the transport in one write.
  *
@@ -23,10 +27,26 @@
  * (a TLS 1.3 key update answered during a read) go out in order.
  *
  * @example
- * ```ts ignore
- * const session = await TlsSession.handshake(conn, credentials, { hostname: "127.0.0.1" });
- * await session.write(new TextEncoder().encode("hello"));
- * session.close();
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { TlsCredentials } from "./credentials.ts";
+ * import { TlsSession } from "./session.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [server, client] = await Promise.all([
+ *   listener.accept(),
+ *   Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
+ * ]);
+ * listener.close();
+ * const [serverSide, clientSide] = await Promise.all([
+ *   TlsSession.handshake(server, await TlsCredentials.anon({ endpoint: "server" })),
+ *   TlsSession.handshake(client, await TlsCredentials.anon({ endpoint: "client" })),
+ * ]);
+ * await clientSide.write(new TextEncoder().encode("hi"));
+ * assert.equal(await serverSide.read(new Uint8Array(16)), 2);
+ * clientSide.close(); // close_notify: the server reads the end
+ * assert.equal(await serverSide.read(new Uint8Array(16)), null);
+ * serverSide.close();
+ * await Promise.all([clientSide.closed, serverSide.closed]);
  * ```
  * @module
  */
@@ -76,6 +96,13 @@ const OUTGOING_KEEP_BYTES = 9 * 1024 * 1024;
 const MAX_RECORD_PLAINTEXT = 16 * 1024;
 /** Ciphertext bytes a record adds to its plaintext, generously (header, nonce, tag, padding). */
 const RECORD_OVERHEAD_BYTES = 64;
+/**
+ * The most ciphertext a peer may send before its handshake completes. GnuTLS
+ * 3.7 buffers a handshake message whole before refusing one over its 128 KiB
+ * limit, so a peer announcing 16 MiB would be held that long; legitimate
+ * handshakes (certificate chains included) take a few KiB.
+ */
+export const HANDSHAKE_MAX_BYTES = 512 * 1024;
 /** How long {@linkcode TlsSession.close} waits for close_notify to leave before closing anyway. */
 const CLOSE_NOTIFY_WAIT_MS = 1000;
 
@@ -91,6 +118,8 @@ class CiphertextBuffers {
   inEnd = 0;
   /** The transport ended. */
   eof = false;
+  /** Ciphertext received in all. */
+  receivedBytes = 0;
   /** Ciphertext GnuTLS pushed, not yet written: outgoing[outStart, outEnd). */
   outgoing = new Uint8Array(OUTGOING_BYTES);
   outStart = 0;
@@ -111,6 +140,7 @@ class CiphertextBuffers {
   /** Note `count` bytes received into `incoming` at `inEnd` (tracking record framing). */
   received(count: number): void {
     const end = this.inEnd + count;
+    this.receivedBytes += count;
     for (let at = this.inEnd; at < end;) {
       if (this.#bodyLeft > 0) {
         const skipped = Math.min(this.#bodyLeft, end - at);
@@ -279,6 +309,8 @@ class SessionCore {
   #freed = false;
   /** Reading reached close_notify or the transport's end. */
   #ended = false;
+  /** What GnuTLS said after a read had plaintext already, for the next read. */
+  #deferred: number | undefined;
   #closing: Promise<void> | undefined;
   /** The flush in progress, which later flushes wait for. */
   #flushing: Promise<void> | undefined;
@@ -345,22 +377,31 @@ class SessionCore {
     for (;;) {
       this.#checkLive();
       const result = lib.gnutls_handshake(this.handle);
+      const failed = result < 0 && lib.gnutls_error_is_fatal(result) !== 0;
       // Send what GnuTLS produced, an alert included, before acting on the result.
-      await this.#flush().catch((error) => {
-        if (result >= 0 || result === Gnutls.E_AGAIN) throw handshakeError(error);
-      });
+      try {
+        await this.#flush();
+      } catch (error) {
+        // A failed handshake is reported as GnuTLS words it, whether its alert left or not.
+        if (!failed) throw handshakeError(error);
+      }
+      if (failed) throw new DenbdError("io", `TLS handshake failed: ${errorText(result)}`);
       if (result === 0) {
         this.#handshaken = true;
         return;
       }
       if (result === Gnutls.E_AGAIN || result === Gnutls.E_INTERRUPTED) {
-        await this.#fill().catch((error) => {
+        try {
+          await this.#fill();
+        } catch (error) {
           throw handshakeError(error);
-        });
-        continue;
-      }
-      if (lib.gnutls_error_is_fatal(result)) {
-        throw new DenbdError("io", `TLS handshake failed: ${errorText(result)}`);
+        }
+        if (this.#buffers.receivedBytes > HANDSHAKE_MAX_BYTES) {
+          throw new DenbdError(
+            "invalid",
+            `TLS handshake failed: the peer sent more than ${HANDSHAKE_MAX_BYTES} bytes`,
+          );
+        }
       }
     }
   }
@@ -380,22 +421,19 @@ class SessionCore {
     const lib = gnutls();
     for (;;) {
       if (this.#freed || this.#ended) return null;
-      let count = Number(lib.gnutls_record_recv(this.handle, buffer, BigInt(buffer.length)));
-      // GnuTLS may answer during a read (a TLS 1.3 key update): send that in the background, as
-      // waiting here could deadlock with a writer whose peer is not reading until we do.
-      if (this.#buffers.outEnd > this.#buffers.outStart) this.#flush().catch(() => {});
+      let count = this.#deferred ?? this.#receive(buffer);
+      this.#deferred = undefined;
       if (count > 0) {
-        // Hand out whatever else GnuTLS has decrypted already, in the same buffer.
-        while (count < buffer.length && lib.gnutls_record_check_pending(this.handle) > 0) {
-          const more = Number(
-            lib.gnutls_record_recv(
-              this.handle,
-              buffer.subarray(count),
-              BigInt(buffer.length - count),
-            ),
-          );
-          if (more <= 0) break;
-          count += more;
+        // Decrypt what else has arrived into the rest of the buffer; an outcome other than
+        // plaintext or "need more" waits for the next read.
+        while (count < buffer.length && this.#moreToDecrypt()) {
+          const more = this.#receive(buffer.subarray(count));
+          if (more > 0) {
+            count += more;
+            continue;
+          }
+          if (more !== Gnutls.E_AGAIN && more !== Gnutls.E_INTERRUPTED) this.#deferred = more;
+          break;
         }
         return count;
       }
@@ -425,6 +463,23 @@ class SessionCore {
     }
   }
 
+  /** One gnutls_record_recv into `buffer`: plaintext bytes, 0 at close_notify, or an error code. */
+  #receive(buffer: Uint8Array): number {
+    const result = Number(
+      gnutls().gnutls_record_recv(this.handle, buffer, BigInt(buffer.length)),
+    );
+    // GnuTLS may answer during a read (a TLS 1.3 key update): send that in the background, as
+    // waiting here could deadlock with a writer whose peer is not reading until we do.
+    if (this.#buffers.outEnd > this.#buffers.outStart) this.#flush().catch(() => {});
+    return result;
+  }
+
+  /** Whether GnuTLS holds decrypted plaintext or more ciphertext waits here. */
+  #moreToDecrypt(): boolean {
+    return this.#buffers.inEnd > this.#buffers.inStart ||
+      gnutls().gnutls_record_check_pending(this.handle) > 0;
+  }
+
   async write(data: Uint8Array): Promise<number> {
     const lib = gnutls();
     const records = Math.ceil(data.length / MAX_RECORD_PLAINTEXT);
@@ -440,7 +495,13 @@ class SessionCore {
       }
       done += sent;
     }
-    await this.#flush();
+    try {
+      await this.#flush();
+    } catch (error) {
+      throw new DenbdError("io", `Cannot write to TLS channel: ${messageOf(error)}`, {
+        cause: error,
+      });
+    }
     return data.length;
   }
 

@@ -88,12 +88,14 @@ async function pskKey(file: string, user: string): Promise<string> {
 /**
  * Accept one connection on a fresh 127.0.0.1 port and handshake it with
  * `credentials` while gnutls-cli (with `args`) connects, sends "ping" and
- * prints what it gets; the server answers "pong" and closes. Resolves to the
+ * prints what it gets (after `firstInput`, such as an inline command); the
+ * server answers "pong" and closes. Resolves to the
  * server's handshake outcome and what gnutls-cli printed.
  */
 async function serveGnutlsCli(
   credentials: TlsCredentials,
   args: readonly string[],
+  firstInput = "",
 ): Promise<{ session: PromiseSettledResult<TlsSession>; cliOutput: string; received: string }> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
@@ -129,7 +131,7 @@ async function serveGnutlsCli(
       conn.close();
       throw error;
     }
-    await stdin.write(new TextEncoder().encode("ping\n"));
+    await stdin.write(new TextEncoder().encode(`${firstInput}ping\n`));
     const buffer = new Uint8Array(64);
     while (!received.includes("\n")) {
       const count = await session.read(buffer);
@@ -402,6 +404,36 @@ Deno.test({
         assert.equal(error.message, qemuMessage, loadCase.name);
         return true;
       });
+    }
+  },
+});
+
+Deno.test({
+  name: "TlsSession server answers a TLS 1.3 key update from gnutls-cli (^rekey^)",
+  ...needs("gnutls-cli"),
+  async fn() {
+    const credentials = await TlsCredentials.x509({ endpoint: "server", dir: fixtures.server });
+    try {
+      const { session, cliOutput, received } = await serveGnutlsCli(
+        credentials,
+        [
+          "--inline-commands",
+          "--x509cafile",
+          join(fixtures.client, "ca-cert.pem"),
+          "--x509certfile",
+          join(fixtures.client, "client-cert.pem"),
+          "--x509keyfile",
+          join(fixtures.client, "client-key.pem"),
+        ],
+        "^rekey^\n",
+      );
+      assert.equal(session.status, "fulfilled", cliOutput);
+      if (session.status === "fulfilled") assert.match(session.value.description, /^TLS1\.3/);
+      assert.equal(received, "ping\n");
+      // gnutls-cli decrypts the answer under the keys both sides updated to.
+      assert.match(cliOutput, /Rekey was completed[^]*pong/);
+    } finally {
+      credentials.release();
     }
   },
 });

@@ -46,10 +46,14 @@ export interface TlsFixtures {
   readonly pskUser: string;
   /** A keys file with a different key for `pskUser` (wrong key case). */
   readonly wrongPskFile: string;
-  /** Client dir (same real CA, CN=carol) whose certificate `crlServer` revokes. */
+  /** Client dir (same real CA, CN=carol) whose certificate the CRL revokes. */
   readonly revokedClient: string;
-  /** `server` plus ca-crl.pem listing `revokedClient`'s certificate. */
+  /** Server dir (same real CA, names as `server`) whose certificate the CRL revokes. */
+  readonly revokedServer: string;
+  /** `server` plus ca-crl.pem: the CRL revoking `revokedClient` and `revokedServer`. */
   readonly crlServer: string;
+  /** `client` plus the same ca-crl.pem. */
+  readonly crlClient: string;
   /** Server dir like `server` whose server-key.pem is encrypted with `keyPassword`. */
   readonly encryptedKeyServer: string;
   /** The password of `encryptedKeyServer`'s key. */
@@ -181,10 +185,18 @@ async function subjectDn(cert: string): Promise<string> {
   return match[1].split(",").reverse().join(",");
 }
 
-/** A CRL signed by `ca` listing certificate `revoked`, written to `crl`. */
-async function revoke(dir: string, ca: Issued, revoked: Issued, crl: string): Promise<void> {
+/** A CRL signed by `ca` listing the certificates `revoked`, written to `crl`. */
+async function revoke(
+  dir: string,
+  ca: Issued,
+  revoked: readonly Issued[],
+  crl: string,
+): Promise<void> {
   const templateFile = join(dir, "crl.info");
+  const revokedFile = join(dir, "revoked-certs.pem");
   await Deno.writeTextFile(templateFile, "crl_next_update = 3650\ncrl_number = 1\n");
+  const certs = await Promise.all(revoked.map((issued) => Deno.readTextFile(issued.cert)));
+  await Deno.writeTextFile(revokedFile, certs.join(""));
   await certtool([
     "--generate-crl",
     "--load-ca-privkey",
@@ -192,13 +204,13 @@ async function revoke(dir: string, ca: Issued, revoked: Issued, crl: string): Pr
     "--load-ca-certificate",
     ca.cert,
     "--load-certificate",
-    revoked.cert,
+    revokedFile,
     "--template",
     templateFile,
     "--outfile",
     crl,
   ]);
-  await Deno.remove(templateFile);
+  await Promise.all([Deno.remove(templateFile), Deno.remove(revokedFile)]);
 }
 
 /** Make directory `dir` holding `ca` as ca-cert.pem and `leaf` as `<role>-cert.pem` + `<role>-key.pem`. */
@@ -252,6 +264,7 @@ async function makeFixtures(): Promise<TlsFixtures> {
     expiredClient,
     wrongHost,
     revokedClient,
+    revokedServer,
     encryptedKeyServer,
   ] = await Promise.all([
     issue(issued, "server", serverTemplate(serverNames, serverAddresses, GOOD_VALIDITY), ca),
@@ -275,6 +288,12 @@ async function makeFixtures(): Promise<TlsFixtures> {
     issue(issued, "revoked-client", clientTemplate("carol", GOOD_VALIDITY), ca),
     issue(
       issued,
+      "revoked-server",
+      serverTemplate(serverNames, serverAddresses, GOOD_VALIDITY),
+      ca,
+    ),
+    issue(
+      issued,
       "encrypted-key-server",
       serverTemplate(serverNames, serverAddresses, GOOD_VALIDITY),
       ca,
@@ -282,7 +301,9 @@ async function makeFixtures(): Promise<TlsFixtures> {
     ),
   ]);
   const crlServer = await credentialsDir(join(root, "crl-server"), ca, "server", server);
-  await revoke(issued, ca, revokedClient, join(crlServer, "ca-crl.pem"));
+  const crlClient = await credentialsDir(join(root, "crl-client"), ca, "client", client);
+  await revoke(issued, ca, [revokedClient, revokedServer], join(crlServer, "ca-crl.pem"));
+  await Deno.copyFile(join(crlServer, "ca-crl.pem"), join(crlClient, "ca-crl.pem"));
   const dhParamsFile = join(root, "dh-params.pem");
   await certtool(["--get-dh-params", "--bits", "2048", "--outfile", dhParamsFile]);
   const psk = join(root, "psk");
@@ -318,7 +339,9 @@ async function makeFixtures(): Promise<TlsFixtures> {
     pskUser,
     wrongPskFile,
     revokedClient: await credentialsDir(join(root, "revoked-client"), ca, "client", revokedClient),
+    revokedServer: await credentialsDir(join(root, "revoked-server"), ca, "server", revokedServer),
     crlServer,
+    crlClient,
     encryptedKeyServer: await credentialsDir(
       join(root, "encrypted-key-server"),
       ca,

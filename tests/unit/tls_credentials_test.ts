@@ -69,6 +69,20 @@ Deno.test("ca-crl.pem: a revoked client certificate is refused, others pass", ()
     for (const credentials of [server, revoked, good]) credentials.release();
   }));
 
+Deno.test("ca-crl.pem in a client directory: a revoked server certificate is refused", () =>
+  within(TEST_MS, async () => {
+    const revoked = await TlsCredentials.x509({ endpoint: "server", dir: fixtures.revokedServer });
+    const good = await TlsCredentials.x509({ endpoint: "server", dir: fixtures.server });
+    const client = await TlsCredentials.x509({ endpoint: "client", dir: fixtures.crlClient });
+    const refused = await handshakePair(revoked, client, { hostname: "127.0.0.1" });
+    assert.equal(failure(refused.client), "The certificate has been revoked");
+    await closeAll(refused);
+    const accepted = await handshakePair(good, client, { hostname: "127.0.0.1" });
+    sessions(accepted);
+    await closeAll(accepted);
+    for (const credentials of [revoked, good, client]) credentials.release();
+  }));
+
 Deno.test("an encrypted server key needs its password", () =>
   within(TEST_MS, async () => {
     const dir = fixtures.encryptedKeyServer;

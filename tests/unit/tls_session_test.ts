@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TlsCredentials } from "../../src/tls/credentials.ts";
-import { TlsSession } from "../../src/tls/session.ts";
+import { HANDSHAKE_MAX_BYTES, INCOMING_BYTES, TlsSession } from "../../src/tls/session.ts";
 import { tlsFixtures } from "../interop/tls_fixtures.ts";
 import {
   closeAll,
@@ -21,7 +21,7 @@ import {
   tcpPair,
   within,
 } from "./tls_pair.ts";
-import { writeAll } from "../../src/io/byte-stream.ts";
+import { type ByteStream, writeAll } from "../../src/io/byte-stream.ts";
 
 /** The most any test here may take. */
 const TEST_MS = 30_000;
@@ -365,4 +365,108 @@ Deno.test("a record longer than TLS allows is refused", () =>
     await assert.rejects(handshake, /^DenbdError: TLS handshake failed: /);
     server.close();
     client.close();
+  }));
+
+Deno.test("a write whose transport fails rejects with a DenbdError", () =>
+  within(TEST_MS, async () => {
+    let failing = false;
+    const outcome = await handshakePair(
+      serverX509,
+      clientX509,
+      { hostname: "127.0.0.1" },
+      (conn) => ({
+        read: (buffer) => conn.read(buffer),
+        write: (data) => failing ? Promise.reject(new Error("link down")) : conn.write(data),
+        close: () => conn.close(),
+      }),
+    );
+    const { client } = sessions(outcome);
+    failing = true;
+    await assert.rejects(
+      client.write(new Uint8Array(10)),
+      /^DenbdError: Cannot write to TLS channel: link down$/,
+    );
+    await closeAll(outcome);
+  }));
+
+Deno.test("a ClientHello announcing 16 MiB is refused, not buffered", () =>
+  within(TEST_MS, async () => {
+    const { server, client } = await tcpPair();
+    let taken = 0;
+    const counting: ByteStream = {
+      async read(buffer) {
+        const count = await server.read(buffer);
+        taken += count ?? 0;
+        return count;
+      },
+      write: (data) => server.write(data),
+      close: () => server.close(),
+    };
+    const handshake = TlsSession.handshake(counting, serverX509);
+    // Handshake records of 16 KiB whose first message claims 2^24 - 1 bytes.
+    const record = new Uint8Array(5 + 16384);
+    record.set([22, 3, 1, 0x40, 0x00]);
+    record.set([1, 0xff, 0xff, 0xff], 5);
+    const flood = (async () => {
+      for (let sent = 0; sent < 17 * 1024 * 1024; sent += record.length) {
+        await writeAll(client, record);
+        record.fill(0, 5);
+      }
+    })().catch(() => {});
+    await assert.rejects(
+      handshake,
+      new RegExp(
+        `^DenbdError: TLS handshake failed: the peer sent more than ${HANDSHAKE_MAX_BYTES}`,
+      ),
+    );
+    server.close();
+    await flood;
+    client.close();
+    assert.ok(taken <= HANDSHAKE_MAX_BYTES + INCOMING_BYTES, `${taken} bytes taken in`);
+  }));
+
+Deno.test("TLS 1.2 (QEMU's priority without TLS 1.3): x509 identity and PSK", () =>
+  within(TEST_MS, async () => {
+    const priority = "NORMAL:-VERS-TLS1.3";
+    const server = await TlsCredentials.x509({
+      endpoint: "server",
+      dir: fixtures.server,
+      priority,
+    });
+    const outcome = await handshakePair(server, clientX509, { hostname: "127.0.0.1" });
+    try {
+      const sides = sessions(outcome);
+      assert.match(sides.server.description, /^TLS1\.2, /);
+      assert.equal(sides.server.peer.identity, fixtures.clientDn);
+      const data = pattern(100_000, 5);
+      const [received] = await Promise.all([
+        readExactly(sides.server, data.length),
+        writeAll(sides.client, data),
+      ]);
+      assert.deepEqual(received, data);
+    } finally {
+      await closeAll(outcome);
+      server.release();
+    }
+    const pskServer = await TlsCredentials.psk({
+      endpoint: "server",
+      keysFile: fixtures.pskFile,
+      priority,
+    });
+    const pskClient = await TlsCredentials.psk({
+      endpoint: "client",
+      keysFile: fixtures.pskFile,
+      username: fixtures.pskUser,
+      priority,
+    });
+    const psk = await handshakePair(pskServer, pskClient);
+    try {
+      const sides = sessions(psk);
+      assert.match(sides.client.description, /^TLS1\.2, /);
+      assert.equal(sides.server.peer.identity, fixtures.pskUser);
+    } finally {
+      await closeAll(psk);
+      pskServer.release();
+      pskClient.release();
+    }
   }));
