@@ -126,7 +126,6 @@ export const Gnutls = {
   SERVER: 1,
   CLIENT: 1 << 1,
   NONBLOCK: 1 << 3,
-  NO_SIGNAL: 1 << 6,
   // Credential types.
   CRD_CERTIFICATE: 1,
   CRD_ANON: 2,
@@ -144,15 +143,12 @@ export const Gnutls = {
   CERT_REVOKED: 1 << 5,
   CERT_SIGNER_NOT_FOUND: 1 << 6,
   CERT_INSECURE_ALGORITHM: 1 << 8,
-  CERT_NOT_ACTIVATED: 1 << 9,
-  CERT_EXPIRED: 1 << 10,
   // Key usage bits.
   KEY_DIGITAL_SIGNATURE: 128,
   KEY_KEY_CERT_SIGN: 4,
   // Error codes.
   E_AGAIN: -28,
   E_INTERRUPTED: -52,
-  E_REHANDSHAKE: -37,
   E_SHORT_MEMORY_BUFFER: -51,
   E_REQUESTED_DATA_NOT_AVAILABLE: -56,
   E_PREMATURE_TERMINATION: -110,
@@ -166,7 +162,7 @@ export const KeyPurpose = {
 } as const;
 
 /** errno values GnuTLS is told through gnutls_transport_set_errno. */
-export const TransportErrno = { EAGAIN: 11, EIO: 5 } as const;
+export const TransportErrno = { EAGAIN: 11 } as const;
 
 /** Size of gnutls_datum_t on 64-bit Linux: a pointer and an unsigned int, padded. */
 export const DATUM_SIZE = 16;

@@ -238,13 +238,17 @@ function pskLine(user: string): string {
 /** Make every fixture under a new temporary directory. */
 async function makeFixtures(): Promise<TlsFixtures> {
   const root = await Deno.makeTempDir({ prefix: "denbd-tls-" });
-  globalThis.addEventListener("unload", () => {
+  const remove = () => {
     try {
       Deno.removeSync(root, { recursive: true });
     } catch {
       // Already gone.
     }
-  });
+  };
+  // At exit, and when an uncaught error is about to end the process (no unload then).
+  for (const event of ["unload", "error", "unhandledrejection"]) {
+    globalThis.addEventListener(event, remove);
+  }
   const issued = join(root, "issued");
   await Deno.mkdir(issued);
   const [ca, foreignCa] = await Promise.all([
