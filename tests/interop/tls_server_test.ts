@@ -311,6 +311,27 @@ for (const kind of KINDS) {
   );
 
   Deno.test(
+    `${kind}: as in QEMU 7.2, tls-authz checks nothing without verify-peer, nor PSK clients`,
+    needs("nbdinfo", "qemu-nbd", "qemu-storage-daemon"),
+    async () => {
+      const denyAll = "authz-simple,id=az0,identity=nobody";
+      await withTlsServer(kind, (f) => ({
+        objects: [x509Object(f.server, false), denyAll],
+        authz: "az0",
+      }), async (server, f) => {
+        assertTlsInfo(await nbdinfo(withCerts(server, f.otherClient)), "x509 without verify-peer");
+      });
+      await withTlsServer(kind, (f) => ({
+        objects: [`tls-creds-psk,id=tls0,dir=${f.psk},endpoint=server`, denyAll],
+        authz: "az0",
+      }), async (server, f) => {
+        const uri = server.uri.replace("nbds://", `nbds://${f.pskUser}@`);
+        assertTlsInfo(await nbdinfo(`${uri}?tls-psk-file=${f.pskFile}`), "PSK");
+      });
+    },
+  );
+
+  Deno.test(
     `${kind}: PSK: the right key works; a wrong key and an unknown user are refused`,
     needs("nbdinfo", "qemu-nbd", "qemu-storage-daemon"),
     async () => {
