@@ -29,7 +29,7 @@ import {
   probedRawWarning,
   SERVE_FORMATS,
 } from "./serve-image.ts";
-import { DenbdError, messageOf } from "../errors.ts";
+import { DenbdError, kindOf, messageOf } from "../errors.ts";
 import { Logger } from "../log.ts";
 import { formatAddress, type ListeningAddress } from "../net/socket-address.ts";
 import { FIRST_ACTIVATED_FD, takeActivatedSockets } from "../net/socket-activation.ts";
@@ -149,6 +149,18 @@ export const SERVE_FLAGS = {
     help: "create an object (qemu-nbd's --object: iothread, secret, tls-creds-*, authz-*)",
     multiple: true,
   },
+  "tls-creds": {
+    value: "ID",
+    help: "require TLS with the credentials object ID (an --object tls-creds-*, endpoint=server)",
+  },
+  "tls-authz": {
+    value: "ID",
+    help: "let in only TLS clients the authorization object ID allows (X.509 with verify-peer)",
+  },
+  "tls-hostname": {
+    value: "NAME",
+    help: "refused: qemu-nbd takes it only with --list, which denbd serve does not have",
+  },
   fork: { help: "return once the server listens, and serve in the background" },
   verbose: { short: "v", help: "log the listening address, connections and refused requests" },
   help: { short: "h", help: "show this help and exit" },
@@ -194,6 +206,8 @@ interface ServeSettings {
   readonly detectZeroes: (typeof DETECT_ZEROES_MODES)[number];
   readonly allocationDepth: boolean;
   readonly objects: readonly string[];
+  readonly tlsCreds: string | undefined;
+  readonly tlsAuthz: string | undefined;
   readonly fork: boolean;
   readonly pidFile: string | undefined;
   readonly verbose: boolean;
@@ -234,10 +248,30 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     detectZeroes: resolveDetectZeroes(text("detect-zeroes"), discard),
     allocationDepth: Boolean(values["allocation-depth"]),
     objects: list("object"),
+    ...resolveTls(text("tls-creds"), text("tls-authz"), text("tls-hostname")),
     fork: Boolean(values.fork),
     pidFile: text("pid-file"),
     verbose: Boolean(values.verbose),
   };
+}
+
+/** --tls-creds, --tls-authz and --tls-hostname, with qemu-nbd's refusals. */
+function resolveTls(
+  tlsCreds: string | undefined,
+  tlsAuthz: string | undefined,
+  tlsHostname: string | undefined,
+): { tlsCreds: string | undefined; tlsAuthz: string | undefined } {
+  if (tlsCreds === undefined) {
+    for (const [flag, value] of [["--tls-authz", tlsAuthz], ["--tls-hostname", tlsHostname]]) {
+      if (value !== undefined) {
+        throw new DenbdError("invalid", `${flag} is not permitted without --tls-creds`);
+      }
+    }
+  }
+  if (tlsHostname !== undefined) {
+    throw new DenbdError("invalid", "TLS hostname is only supported with export list");
+  }
+  return { tlsCreds, tlsAuthz };
 }
 
 /** -o: a C integer as qemu-nbd reads it; a negative one is refused later, with QEMU's words. */
@@ -368,6 +402,15 @@ async function createObjects(daemon: Daemon, objects: readonly string[]): Promis
   }
 }
 
+/** --tls-creds names server credentials: checked before the image opens, as qemu-nbd does. */
+function checkTlsCredentials(daemon: Daemon, id: string): void {
+  try {
+    daemon.serverTlsCredentials(id);
+  } catch (error) {
+    throw new DenbdError(kindOf(error), `Failed to get TLS creds: ${messageOf(error)}`);
+  }
+}
+
 /**
  * Open the image as the node to export, warning as qemu-nbd does for a
  * writable image whose format was probed as raw. Says what is degraded when
@@ -442,6 +485,8 @@ function listen(
         addr: settings.address,
         "max-connections": settings.shared,
         "handshake-max-seconds": settings.handshakeLimit,
+        "tls-creds": settings.tlsCreds,
+        "tls-authz": settings.tlsAuthz,
       },
       {
         onDisconnect: (remaining) => {
@@ -478,6 +523,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
   let image: OpenedImage | undefined;
   try {
     await createObjects(daemon, settings.objects);
+    if (settings.tlsCreds !== undefined) checkTlsCredentials(daemon, settings.tlsCreds);
     image = await openImage(
       daemon,
       file,

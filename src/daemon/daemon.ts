@@ -17,6 +17,8 @@ import { encodeString } from "../nbd/wire.ts";
 import { ExportTable, NbdExport } from "../nbd/server/export.ts";
 import { qemuNamespace } from "../nbd/server/qemu-namespace.ts";
 import { DEFAULT_MAX_CONNECTIONS, NbdServer } from "../nbd/server/server.ts";
+import type { ServerTls } from "../nbd/server/connection.ts";
+import type { TlsCredentials } from "../tls/credentials.ts";
 import { type ListeningAddress, listenOn, removeStaleSocket } from "../net/socket-address.ts";
 import { adoptListener } from "../net/inherited-listener.ts";
 import { EventBus } from "../qmp/events.ts";
@@ -56,8 +58,8 @@ interface RunningNbdServer {
   readonly server: NbdServer;
   readonly address: ListeningAddress;
   readonly maxConnections: number;
-  /** The authorization object clients would be checked against (with TLS). */
-  readonly tlsAuthz?: string;
+  /** The TLS credentials object clients must start TLS with, if any. */
+  readonly tlsCreds?: string;
   /** Set once nbd-server-stop began: resolves when the server has stopped. */
   stopping: Promise<void> | null;
 }
@@ -137,7 +139,9 @@ export class Daemon {
   nbdServerStart(options: NbdServerOptionsValue, hooks: NbdServerHooks = {}): ListeningAddress {
     if (this.#nbd) throw new DenbdError("busy", "NBD server already running");
     const tlsCreds = options["tls-creds"];
-    if (tlsCreds !== undefined) this.#refuseTls(tlsCreds);
+    const tls = tlsCreds === undefined
+      ? undefined
+      : this.#serverTls(tlsCreds, options["tls-authz"]);
     const maxConnections = options["max-connections"] ?? DEFAULT_MAX_CONNECTIONS;
     const { listener, bound } = bind(options.addr);
     const server = new NbdServer({
@@ -146,15 +150,10 @@ export class Daemon {
       maxConnections,
       handshakeLimitSeconds: options["handshake-max-seconds"],
       onDisconnect: hooks.onDisconnect,
+      tls,
     });
     server.listen(listener);
-    this.#nbd = {
-      server,
-      address: bound,
-      maxConnections,
-      tlsAuthz: options["tls-authz"],
-      stopping: null,
-    };
+    this.#nbd = { server, address: bound, maxConnections, tlsCreds, stopping: null };
     return bound;
   }
 
@@ -307,13 +306,15 @@ export class Daemon {
 
   /**
    * Stop everything in order: every export is deleted (an event each), the
-   * NBD server stops, then every node is flushed and closed. Clients are
+   * NBD server stops, then every node is flushed and closed and every object
+   * released (TLS credentials, authorization file watchers). Clients are
    * dropped at once, as QEMU does on quit or a signal, or with "answered"
    * are let finish their requests in flight first (see {@linkcode stopExporting}).
    */
   async shutdown(clients: ClientsAtStop = "dropped"): Promise<void> {
     await this.stopExporting(clients);
     await this.nodes.closeAll();
+    await this.objects.closeAll();
   }
 
   /**
@@ -364,27 +365,51 @@ export class Daemon {
     return this.#nbd;
   }
 
-  /** Check TLS credentials as QEMU does, then refuse: denbd has no TLS yet. */
-  #refuseTls(id: string): never {
-    const creds = this.objects.get(id);
-    if (!creds) throw new DenbdError("not-found", `No TLS credentials with id '${id}'`);
-    if (!creds.type.startsWith("tls-creds-")) {
-      throw new DenbdError("invalid", `Object with id '${id}' is not TLS credentials`);
-    }
-    if (creds.properties.endpoint === "client") {
+  /**
+   * The TLS credentials object `id` for a server, checked as QEMU checks it
+   * ("No TLS credentials with id ...", "Object with id ... is not TLS
+   * credentials", "Expected TLS credentials for a server endpoint").
+   */
+  serverTlsCredentials(id: string): TlsCredentials {
+    const credentials = this.objects.tlsCredentials(id);
+    if (credentials.endpoint !== "server") {
       throw new DenbdError("invalid", "Expected TLS credentials for a server endpoint");
     }
-    throw new DenbdError("not-supported", "TLS is not supported by denbd yet");
+    return credentials;
   }
 
   /**
-   * What uses the object `id`, or null. QEMU 7.2 lets such objects be deleted
-   * and then crashes on their next use; denbd refuses instead.
+   * The NBD server's TLS: credentials `credsId` and, with `authzId`, the
+   * authorization object looked up by id at each client's check, as QEMU
+   * does (a missing one denies). As in QEMU 7.2, only X.509 clients whose
+   * certificate was verified (verify-peer) are checked against it; PSK and
+   * anonymous clients, and X.509 without verify-peer, are let in whatever
+   * it says. Without credentials, `tls-authz` is ignored (qsd accepts it).
+   */
+  #serverTls(credsId: string, authzId: string | undefined): ServerTls {
+    const credentials = this.serverTlsCredentials(credsId);
+    if (authzId === undefined || credentials.kind !== "x509" || !credentials.verifyPeer) {
+      return { credentials };
+    }
+    return {
+      credentials,
+      authorize: (peer) =>
+        peer.identity === null ? null : this.objects.authorize(authzId, peer.identity),
+    };
+  }
+
+  /**
+   * What uses the object `id`, or null. QEMU 7.2 lets such objects be
+   * deleted and then crashes on their next use (iothreads) or keeps using
+   * them (TLS credentials: its NBD server holds a reference); denbd refuses
+   * both, since released credentials cannot start sessions. An authorization
+   * object may go, as in qsd: it is looked up at each check, so later clients
+   * are denied.
    */
   #objectUser(id: string): string | null {
     const exported = [...this.#exports.values()].find((entry) => entry.iothread === id);
     if (exported) return `export '${exported.id}'`;
-    return this.#nbd?.tlsAuthz === id ? "the NBD server" : null;
+    return this.#nbd?.tlsCreds === id ? "the NBD server" : null;
   }
 }
 

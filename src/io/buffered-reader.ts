@@ -72,6 +72,17 @@ export class BufferedReader {
   }
 
   /**
+   * Drop every byte received and not yet consumed, without reading more from
+   * the stream; returns the count dropped. Before a switch of streams, bytes
+   * that arrived on the old one must not be read as the new one's.
+   */
+  discardBuffered(): number {
+    const count = this.buffered;
+    this.#start = this.#end = 0;
+    return count;
+  }
+
+  /**
    * Switch to another stream (e.g. TLS after STARTTLS). Only allowed with no
    * buffered bytes, since those belonged to the old stream.
    */

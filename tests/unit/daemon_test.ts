@@ -284,7 +284,7 @@ Deno.test("nbd-server-stop deletes every export (an event each) and removes the 
   });
 });
 
-Deno.test("nbd-server-start: QEMU's address and TLS errors; TLS itself is refused", async () => {
+Deno.test("nbd-server-start: QEMU's address and TLS errors; server credentials start it", async () => {
   await withDaemon(async (daemon, { dir, socket }) => {
     const start = (options: Record<string, unknown>) => () =>
       daemon.nbdServerStart({ addr: { type: "unix", path: socket }, ...options });
@@ -299,9 +299,19 @@ Deno.test("nbd-server-start: QEMU's address and TLS errors; TLS itself is refuse
     assert.throws(start({ "tls-creds": "nope" }), /No TLS credentials with id 'nope'/);
     await daemon.objectAdd({ "qom-type": "iothread", id: "io0" });
     assert.throws(start({ "tls-creds": "io0" }), /Object with id 'io0' is not TLS credentials/);
+    await daemon.objectAdd({ "qom-type": "tls-creds-anon", id: "tc", endpoint: "client" });
+    assert.throws(start({ "tls-creds": "tc" }), /Expected TLS credentials for a server endpoint/);
+    // qsd takes tls-authz without tls-creds (and then checks nothing).
+    start({ "tls-authz": "nobody-checks-this" })();
+    await daemon.nbdServerStop();
     await daemon.objectAdd({ "qom-type": "tls-creds-anon", id: "t0", endpoint: "server" });
-    assert.throws(start({ "tls-creds": "t0" }), /TLS is not supported by denbd yet/);
-    start({ "tls-authz": "nobody-checks-this-yet" })();
+    await daemon.objectAdd({ "qom-type": "authz-simple", id: "a0", identity: "CN=x" });
+    start({ "tls-creds": "t0", "tls-authz": "a0" })();
+    // The credentials stay while the server uses them; the authorization object may go (as qsd).
+    assert.throws(() => daemon.objectDel("t0"), /object 't0' is in use by the NBD server/);
+    daemon.objectDel("a0");
+    await daemon.nbdServerStop();
+    daemon.objectDel("t0");
   });
 });
 

@@ -103,6 +103,18 @@ Deno.test("reads larger than the buffer are refused; stream swaps need an empty 
   assert.throws(() => reader.replaceStream(pieces()), /unread bytes/);
 });
 
+Deno.test("discardBuffered drops what arrived unread, reads nothing more, and allows a swap", async () => {
+  const old = pieces([1, 2, 3, 4, 5], [6]);
+  const reader = new BufferedReader(old, fixed(8));
+  await reader.readExact(2);
+  const readsBefore = old.reads;
+  assert.equal(reader.discardBuffered(), 3);
+  assert.equal(old.reads, readsBefore);
+  assert.equal(reader.discardBuffered(), 0);
+  reader.replaceStream(pieces([7, 8]));
+  assert.deepEqual([...await reader.readExact(2)], [7, 8]);
+});
+
 Deno.test("a reader starts with 1 KiB and grows while reads fill it, up to its maximum", async () => {
   const stream = flood(8 * READ_BUFFER_SIZES.maximum);
   const reader = new BufferedReader(stream);

@@ -1,21 +1,33 @@
 /**
- * One client connection: the handshake (bounded in time), then the
- * transmission phase, then closing. Whatever the client sends, a connection
- * ends by logging at most one line and closing its socket; it never throws
- * to the server.
+ * One client connection: the handshake (bounded in time, TLS handshake
+ * included), then the transmission phase, then closing. Whatever the client
+ * sends, a connection ends by logging at most one line and closing its
+ * socket (after TLS's close_notify when TLS was started); it never throws to
+ * the server.
  *
  * @module
  */
 
 import { BufferedReader, UnexpectedEof } from "../../io/buffered-reader.ts";
 import { WriteQueue } from "../../io/write-queue.ts";
-import { messageOf } from "../../errors.ts";
+import { DenbdError, messageOf } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { formatPeer } from "../../net/socket-address.ts";
 import type { ExportCatalog, NbdExport } from "./export.ts";
 import { flagNames, NBD_FLAG } from "../protocol.ts";
 import { negotiate } from "./handshake.ts";
 import { Transmission } from "./transmission.ts";
+import type { ByteStream } from "../../io/byte-stream.ts";
+import type { TlsCredentials } from "../../tls/credentials.ts";
+import { type TlsPeer, TlsSession } from "../../tls/session.ts";
+
+/** TLS on the server side; when set, clients must start TLS (as qemu-nbd and qsd). */
+export interface ServerTls {
+  /** Server credentials; when set, TLS is required (as qemu-nbd and qsd). */
+  readonly credentials: TlsCredentials;
+  /** Called after the handshake with the peer; resolves null to allow, or the refusal to log. */
+  readonly authorize?: (peer: TlsPeer) => string | null;
+}
 
 /**
  * Seconds a client has to finish option haggling unless told otherwise
@@ -41,6 +53,9 @@ export class NbdConnection {
   readonly #catalog: ExportCatalog;
   readonly #log: Logger;
   readonly #handshakeLimitMs: number;
+  readonly #tls: ServerTls | undefined;
+  /** The TLS session once STARTTLS succeeded; closing it closes the socket too. */
+  #session: TlsSession | null = null;
   #transmission: Transmission | null = null;
   #export: NbdExport | null = null;
   #closed = false;
@@ -49,15 +64,18 @@ export class NbdConnection {
 
   /**
    * Serve `conn` with the exports of `catalog`; a client that has not
-   * finished the handshake within `handshakeLimitMs` is dropped (0: no limit).
+   * finished the handshake within `handshakeLimitMs` is dropped (0: no
+   * limit). With `tls`, the client must start TLS and pass `tls.authorize`.
    */
   constructor(
     conn: Deno.Conn,
     catalog: ExportCatalog,
     log: Logger,
     handshakeLimitMs = DEFAULT_HANDSHAKE_LIMIT_SECONDS * 1000,
+    tls?: ServerTls,
   ) {
     this.#conn = conn;
+    this.#tls = tls;
     this.#catalog = catalog;
     this.peer = formatPeer(conn.remoteAddr);
     this.#log = log.child(this.peer);
@@ -81,7 +99,11 @@ export class NbdConnection {
       )
       : null;
     try {
-      const session = await negotiate({ reader, writer }, this.#catalog);
+      const tls = this.#tls;
+      const session = await negotiate({ reader, writer }, this.#catalog, {
+        tls: tls && { start: () => this.#startTls(tls) },
+        log: this.#log,
+      });
       deadline?.cancel();
       if (!session || this.#closed) return;
       this.#export = session.export;
@@ -99,6 +121,27 @@ export class NbdConnection {
       if (this.#closeReason) this.#log.warn(`closing connection: ${this.#closeReason}`);
       this.#close(null);
     }
+  }
+
+  /**
+   * The TLS handshake over the socket, then the peer's authorization;
+   * resolves to the session to carry on over, or rejects saying why the
+   * client is dropped. A handshake the deadline cut short rejects too.
+   */
+  async #startTls(tls: ServerTls): Promise<ByteStream> {
+    const session = await TlsSession.handshake(this.#conn, tls.credentials);
+    if (this.#closed) {
+      session.close();
+      throw new DenbdError("shutdown", "connection closed during the TLS handshake");
+    }
+    this.#session = session;
+    const refusal = tls.authorize?.(session.peer) ?? null;
+    if (refusal !== null) throw new DenbdError("invalid", refusal);
+    this.#log.debug(
+      `TLS started: ${session.description}` +
+        (session.peer.identity === null ? "" : `, client '${session.peer.identity}'`),
+    );
+    return session;
   }
 
   /**
@@ -136,6 +179,10 @@ export class NbdConnection {
     this.#closed = true;
     this.#closing.resolve();
     this.#closeReason = reason;
+    if (this.#session) {
+      this.#session.close(); // close_notify (best effort), then the socket
+      return;
+    }
     try {
       this.#conn.close();
     } catch {

@@ -4,8 +4,12 @@
  * what happens next. It does no I/O itself ({@linkcode negotiate} drives it
  * over a connection), so every path is unit-testable.
  *
- * STARTTLS will hook in here: an outcome that asks the driver to swap the
- * byte stream, after which the state machine resets its negotiated state.
+ * With TLS configured, TLS is required (qemu-nbd's and qemu-storage-daemon's
+ * only mode, the spec's FORCEDTLS): before STARTTLS every option is refused
+ * with NBD_REP_ERR_TLS_REQD and NBD_OPT_EXPORT_NAME closes the connection.
+ * STARTTLS answers with a "starttls" step: the driver sends the ACK, drops
+ * whatever plaintext the client sent after its request, runs the TLS
+ * handshake and carries on over TLS with every negotiated state forgotten.
  *
  * @example
  * ```ts
@@ -60,6 +64,8 @@ import type { ExportCatalog, NbdExport } from "./export.ts";
 import { type MetaContext, splitContextName } from "./meta-context.ts";
 import { type BufferedReader, READ_BUFFER_SIZES } from "../../io/buffered-reader.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
+import type { ByteStream } from "../../io/byte-stream.ts";
+import type { Logger } from "../../log.ts";
 
 /** Handshake flags this server announces. */
 export const SERVER_HANDSHAKE_FLAGS = NBD_HANDSHAKE_FLAG.FIXED_NEWSTYLE |
@@ -110,8 +116,20 @@ export type HandshakeStep =
     readonly replies: readonly Uint8Array[];
     readonly session: NegotiatedSession;
   }
+  /**
+   * Send `replies` (the ACK of STARTTLS), then run the TLS handshake and go
+   * on reading options inside TLS; the state is already that of a session
+   * that negotiated nothing yet.
+   */
+  | { readonly next: "starttls"; readonly replies: readonly Uint8Array[] }
   /** Send `replies` (if any), then close; `reason` is logged when set. */
   | { readonly next: "close"; readonly replies: readonly Uint8Array[]; readonly reason?: string };
+
+/**
+ * Where the connection stands with TLS: not configured on the server,
+ * required and not started yet, or started (STARTTLS acknowledged).
+ */
+export type TlsStage = "off" | "required" | "started";
 
 /** Contexts chosen by the latest SET_META_CONTEXT and the export it named. */
 interface ContextSelection {
@@ -126,10 +144,21 @@ export class HandshakeState {
   #noZeroes = false;
   #structured = false;
   #selection: ContextSelection | null = null;
+  #tls: TlsStage;
 
-  /** Negotiate against the exports in `catalog`. */
-  constructor(catalog: ExportCatalog) {
+  /**
+   * Negotiate against the exports in `catalog`; with `tlsRequired` (the
+   * server has TLS credentials) nothing but STARTTLS and ABORT is allowed
+   * before TLS.
+   */
+  constructor(catalog: ExportCatalog, tlsRequired = false) {
     this.#catalog = catalog;
+    this.#tls = tlsRequired ? "required" : "off";
+  }
+
+  /** Where the connection stands with TLS. */
+  get tls(): TlsStage {
+    return this.#tls;
   }
 
   /** The greeting to send first. */
@@ -148,6 +177,7 @@ export class HandshakeState {
 
   /** Handle one option with its data. */
   handleOption(option: number, data: Uint8Array): HandshakeStep {
+    if (this.#tls === "required") return this.#beforeTls(option, data.length);
     if (option === NBD_OPT.EXPORT_NAME) return this.#exportName(data);
     if (!this.#fixedNewstyle) {
       return close(`option ${nameOf(NBD_OPT, option)} from a client without fixed newstyle`);
@@ -158,7 +188,11 @@ export class HandshakeState {
       case NBD_OPT.LIST:
         return this.#list(data);
       case NBD_OPT.STARTTLS:
-        return reply(option, NBD_REP.ERR_POLICY, "TLS is not configured on this server");
+        if (data.length) return reply(option, NBD_REP.ERR_INVALID, STARTTLS_DATA);
+        // The spec and QEMU ("TLS already enabled"): INVALID inside TLS, POLICY without TLS.
+        return this.#tls === "started"
+          ? reply(option, NBD_REP.ERR_INVALID, "TLS already enabled")
+          : reply(option, NBD_REP.ERR_POLICY, "TLS is not configured on this server");
       case NBD_OPT.INFO:
       case NBD_OPT.GO:
         return this.#infoOrGo(option, data);
@@ -179,12 +213,49 @@ export class HandshakeState {
    * the driver discarded the data unless the answer is to close.
    */
   handleOversizedOption(option: number, length: number): HandshakeStep {
+    if (this.#tls === "required") return this.#beforeTls(option, length);
     const problem = `option ${nameOf(NBD_OPT, option)} has ${length} bytes of data, ` +
       `over the limit of ${NBD_LIMIT.MAX_OPTION_LENGTH}`;
     if (option === NBD_OPT.EXPORT_NAME || !this.#fixedNewstyle) return close(problem);
     if (option === NBD_OPT.SET_META_CONTEXT) this.#selection = null;
     if (!(Object.values(NBD_OPT) as number[]).includes(option)) return unsupported(option);
     return reply(option, NBD_REP.ERR_INVALID, problem);
+  }
+
+  /**
+   * An option (with `length` bytes of data) before TLS while TLS is
+   * required. STARTTLS without data is acknowledged and starts TLS; with
+   * data it is refused and the connection closed (as QEMU: the client cannot
+   * start TLS correctly); EXPORT_NAME cannot be refused, so it closes the
+   * connection; everything else, LIST and unknown options included, gets
+   * NBD_REP_ERR_TLS_REQD with QEMU's message and negotiation goes on.
+   *
+   * ABORT is acknowledged and the connection closed, as the spec's ABORT
+   * says and nbdkit does; QEMU 7.2 answers it with ERR_TLS_REQD instead
+   * (then closes too).
+   */
+  #beforeTls(option: number, length: number): HandshakeStep {
+    switch (option) {
+      case NBD_OPT.STARTTLS:
+        if (length) {
+          return {
+            next: "close",
+            replies: [encodeOptionReply(option, NBD_REP.ERR_INVALID, encodeString(STARTTLS_DATA))],
+            reason: STARTTLS_DATA,
+          };
+        }
+        this.#tls = "started";
+        // The spec: after STARTTLS's ACK, everything negotiated before is forgotten.
+        this.#structured = false;
+        this.#selection = null;
+        return { next: "starttls", replies: [encodeOptionReply(option, NBD_REP.ACK)] };
+      case NBD_OPT.ABORT:
+        return { next: "close", replies: [encodeOptionReply(option, NBD_REP.ACK)] };
+      case NBD_OPT.EXPORT_NAME:
+        return close(notBeforeTls(option));
+      default:
+        return reply(option, NBD_REP.ERR_TLS_REQD, notBeforeTls(option));
+    }
   }
 
   #exportName(data: Uint8Array): HandshakeStep {
@@ -306,6 +377,14 @@ export class HandshakeState {
   }
 }
 
+/** QEMU's refusal of STARTTLS with data. */
+const STARTTLS_DATA = "option 'starttls' has unexpected length";
+
+/** QEMU's message for an option sent before TLS when TLS is required. */
+function notBeforeTls(option: number): string {
+  return `Option 0x${option.toString(16)} not permitted before TLS`;
+}
+
 /** A single reply (an error carries `message` as its payload), then continue. */
 function reply(option: number, type: number, message = ""): HandshakeStep {
   return { next: "continue", replies: [encodeOptionReply(option, type, encodeString(message))] };
@@ -358,17 +437,41 @@ export interface HandshakeChannel {
   readonly writer: WriteQueue;
 }
 
+/** How the handshake driver starts TLS once it has acknowledged STARTTLS. */
+export interface HandshakeTls {
+  /**
+   * Run the TLS handshake over the connection's own byte stream and check
+   * the peer; resolves to the TLS stream to carry on over, or rejects (with
+   * the message to log) when the client is to be dropped.
+   */
+  start(): Promise<ByteStream>;
+}
+
+/** What {@linkcode negotiate} runs with beyond the channel and the exports. */
+export interface NegotiateOptions {
+  /** TLS, required when set: STARTTLS starts it. */
+  readonly tls?: HandshakeTls;
+  /** Where notable client behaviour is reported (plaintext sent after STARTTLS). */
+  readonly log?: Logger;
+}
+
 /**
  * Run the handshake over `channel`. Resolves to the negotiated session, or
  * to null when the client ended the handshake (ABORT or a clean close);
- * throws {@linkcode ProtocolError} (or an I/O error) when the connection must
- * be dropped, with a message saying why.
+ * throws {@linkcode ProtocolError} (or an I/O or TLS error) when the
+ * connection must be dropped, with a message saying why.
+ *
+ * With `options.tls`, after the ACK of STARTTLS every byte the client sent
+ * behind its request and that has already arrived is discarded, never read
+ * as an option nor fed to TLS (the plaintext injection of CVE-2021-3716 in
+ * nbdkit); then TLS starts and the reader and writer move onto it.
  */
 export async function negotiate(
   channel: HandshakeChannel,
   catalog: ExportCatalog,
+  options: NegotiateOptions = {},
 ): Promise<NegotiatedSession | null> {
-  const state = new HandshakeState(catalog);
+  const state = new HandshakeState(catalog, options.tls !== undefined);
   await channel.writer.send([state.greeting()]);
   const flags = await channel.reader.readExactOrEof(NBD_SIZE.CLIENT_FLAGS);
   if (flags === null) return null;
@@ -397,12 +500,31 @@ export async function negotiate(
       return null;
     }
     if (step.replies.length) await channel.writer.send(step.replies);
+    if (step.next === "starttls") {
+      await startTls(channel, options);
+      continue;
+    }
     if (step.next === "transmission") return step.session;
     if (step.next === "close") {
       if (step.reason) throw new ProtocolError(step.reason);
       return null;
     }
   }
+}
+
+/**
+ * After the ACK of STARTTLS was written: drop the plaintext that followed
+ * the request, start TLS and move the reader and writer onto it.
+ */
+async function startTls(channel: HandshakeChannel, options: NegotiateOptions): Promise<void> {
+  const discarded = channel.reader.discardBuffered();
+  if (discarded) {
+    options.log?.warn(`ignored ${discarded} bytes sent after STARTTLS before the TLS handshake`);
+  }
+  await channel.writer.drain();
+  const stream = await options.tls!.start();
+  channel.reader.replaceStream(stream);
+  channel.writer.replaceStream(stream);
 }
 
 /** The `length` bytes of an option's data, allocated piece by piece as they arrive. */

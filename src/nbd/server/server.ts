@@ -30,7 +30,7 @@
 
 import type { Logger } from "../../log.ts";
 import { messageOf } from "../../errors.ts";
-import { DEFAULT_HANDSHAKE_LIMIT_SECONDS, NbdConnection } from "./connection.ts";
+import { DEFAULT_HANDSHAKE_LIMIT_SECONDS, NbdConnection, type ServerTls } from "./connection.ts";
 import type { ExportCatalog, NbdExport } from "./export.ts";
 
 /**
@@ -65,6 +65,8 @@ export interface NbdServerOptions {
   readonly handshakeLimitSeconds?: number;
   /** Called after a client's connection has ended, with the number still open. */
   readonly onDisconnect?: (remaining: number) => void;
+  /** TLS credentials and authorization; when set, every client must use TLS. */
+  readonly tls?: ServerTls;
 }
 
 /** An NBD server over one or more listeners. */
@@ -201,6 +203,7 @@ export class NbdServer {
       this.#options.catalog,
       this.#options.log,
       (this.#options.handshakeLimitSeconds ?? DEFAULT_HANDSHAKE_LIMIT_SECONDS) * 1000,
+      this.#options.tls,
     );
     this.#options.log.debug(`${connection.peer}: connected`);
     const ended = connection.run().finally(() => {
