@@ -5,7 +5,12 @@
  *   workload against each server for several interleaved rounds, and reports median IOPS and
  *   median server CPU time per operation. The qcow2 rows serve a fully allocated qcow2 image
  *   (`qemu-img convert` of the same data) with denbd and with qemu-nbd, in the same rounds, and
- *   compare denbd's qcow2 with qemu-nbd's qcow2 and with denbd's raw.
+ *   compare denbd's qcow2 with qemu-nbd's qcow2 and with denbd's raw. The TLS rows serve the raw
+ *   image over TLS (X.509, the same server certificate for all) with denbd, qemu-nbd and nbdkit,
+ *   and compare denbd with qemu-nbd there. fio's libnbd 1.14 cannot be given a certificate
+ *   directory (it refuses `tls-certificates` in a URI unless the program allows local files, and
+ *   as root it reads only /etc/pki/libnbd), so the servers do not ask for a client certificate
+ *   (verify-peer=off) and fio's libnbd, left with the system's CAs, does not check the server's.
  * - copy: `denbd copy` vs nbdcopy moving a sparse image (half data in scattered 1 MiB regions,
  *   half holes) between a local file and qemu-nbd, interleaved the same way; reports the median
  *   throughput (image size per second, the whole command timed) and the ratio denbd/nbdcopy.
@@ -16,6 +21,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
+import { tlsFixtures } from "../tests/interop/tls_fixtures.ts";
 
 /** The fio workloads; the read/write side of the fio JSON is derived from `rw`. */
 const WORKLOADS = [
@@ -26,34 +32,63 @@ const WORKLOADS = [
 ];
 
 /**
- * The servers: command templates ({port}, {file}), run by `sh -c exec` in the repo root, and the
- * format of the image each serves (its own copy of the same data, raw or a fully allocated qcow2).
+ * The servers: command templates ({port}, {file}, {tls}: the X.509 server directory), run by
+ * `sh -c exec` in the repo root, the format of the image each serves (its own copy of the same
+ * data, raw or a fully allocated qcow2), and the table it is reported in.
  */
 const SERVERS: readonly Server[] = [
   {
     name: "denbd",
     cmd: "deno run --allow-all main.ts serve -f raw -b 127.0.0.1 -p {port} -t -e 0 {file}",
     format: "raw",
+    table: "raw",
   },
   {
     name: "qemu-nbd",
     cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {file}",
     format: "raw",
+    table: "raw",
   },
   {
     name: "nbdkit",
     cmd: "nbdkit -f --exit-with-parent -i 127.0.0.1 -p {port} file {file}",
     format: "raw",
+    table: "raw",
   },
   {
     name: "denbd-qcow2",
     cmd: "deno run --allow-all main.ts serve -f qcow2 -b 127.0.0.1 -p {port} -t -e 0 {file}",
     format: "qcow2",
+    table: "qcow2",
   },
   {
     name: "qemu-nbd-qcow2",
     cmd: "qemu-nbd -f qcow2 -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {file}",
     format: "qcow2",
+    table: "qcow2",
+  },
+  {
+    name: "denbd-tls",
+    cmd: "deno run --allow-all main.ts serve -f raw -b 127.0.0.1 -p {port} -t -e 0 " +
+      "--object tls-creds-x509,id=tls0,endpoint=server,dir={tls},verify-peer=off " +
+      "--tls-creds tls0 {file}",
+    format: "raw",
+    table: "tls",
+  },
+  {
+    name: "qemu-nbd-tls",
+    cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback " +
+      "--object tls-creds-x509,id=tls0,endpoint=server,dir={tls},verify-peer=off " +
+      "--tls-creds tls0 {file}",
+    format: "raw",
+    table: "tls",
+  },
+  {
+    name: "nbdkit-tls",
+    cmd: "nbdkit -f --exit-with-parent -i 127.0.0.1 -p {port} --tls=require " +
+      "--tls-certificates={tls} file {file}",
+    format: "raw",
+    table: "tls",
   },
 ];
 
@@ -78,12 +113,20 @@ const COPY_SERVER: Server = {
   name: "qemu-nbd",
   cmd: "qemu-nbd -f raw -b 127.0.0.1 -p {port} -t -e 0 --cache=writeback {mode} {file}",
   format: "raw",
+  table: "raw",
 };
 
 /** Target: denbd must reach this fraction of the reference (fio: qemu-nbd IOPS; copy: nbdcopy). */
 const TARGET_RATIO = 0.8;
-/** qcow2 targets: denbd's IOPS on qcow2 at least qemu-nbd's on qcow2, and 0.8x denbd's on raw. */
-const QCOW2_TARGET = { qemuNbd: 1, raw: 0.8 };
+/**
+ * The tables beside the raw one: which denbd row is compared with which peer row and with denbd
+ * on raw, and the targets (qcow2: at least qemu-nbd on qcow2 and 0.8x denbd on raw; TLS: at least
+ * qemu-nbd over TLS, with the cost against plain denbd shown but not a target).
+ */
+const VARIANT_TABLES = {
+  qcow2: { mine: "denbd-qcow2", peer: "qemu-nbd-qcow2", vsPeer: 1, vsRaw: 0.8 },
+  tls: { mine: "denbd-tls", peer: "qemu-nbd-tls", vsPeer: 1, vsRaw: 0 },
+} as const;
 const STARTUP_MS = 60_000;
 const STOP_MS = 5_000;
 const FIO_SLACK_MS = 30_000;
@@ -92,7 +135,8 @@ const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 type Workload = typeof WORKLOADS[number];
 type CopyWorkload = typeof COPY_WORKLOADS[number];
-type Server = { name: string; cmd: string; format: "raw" | "qcow2" };
+type Server = { name: string; cmd: string; format: "raw" | "qcow2"; table: "raw" | Variant };
+type Variant = keyof typeof VARIANT_TABLES;
 type Options = ReturnType<typeof parseOptions>;
 /** A started server: its spec, port, process and a tail of its output for error messages. */
 type Running = {
@@ -125,11 +169,22 @@ const USAGE = `Usage: deno run --allow-all scripts/bench.ts [options]
   --denbd-cmd CMD      denbd command template with {port} and {file}
   --denbd-qcow2-cmd CMD
                        denbd-qcow2 command template with {port} and {file}
+  --denbd-tls-cmd CMD  denbd-tls command template with {port}, {file} and {tls}
   --markdown FILE      append the results as a Markdown section to FILE
   --check              exit 1 if a workload misses the target (denbd >= ${TARGET_RATIO} x qemu-nbd
                        for fio, >= ${TARGET_RATIO} x nbdcopy for copy; denbd-qcow2 >=
-                       ${QCOW2_TARGET.qemuNbd} x qemu-nbd-qcow2 and >= ${QCOW2_TARGET.raw} x denbd)
+                       ${VARIANT_TABLES.qcow2.vsPeer} x qemu-nbd-qcow2 and >= ${VARIANT_TABLES.qcow2.vsRaw} x denbd;
+                       denbd-tls >= ${VARIANT_TABLES.tls.vsPeer} x qemu-nbd-tls)
   --help               show this help`;
+
+/** The servers whose command the command line can replace (`--NAME-cmd`), for A/B runs. */
+const OVERRIDABLE = ["denbd", "denbd-qcow2", "denbd-tls"] as const;
+type Overridable = typeof OVERRIDABLE[number];
+
+/** The command template of the server called `name`. */
+function serverCmd(name: string): string {
+  return SERVERS.find((s) => s.name === name)!.cmd;
+}
 
 /** Parses and validates the command line. */
 function parseOptions(args: string[]) {
@@ -147,8 +202,9 @@ function parseOptions(args: string[]) {
         type: "string",
         default: [...WORKLOADS, ...COPY_WORKLOADS].map((w) => w.name).join(","),
       },
-      "denbd-cmd": { type: "string", default: SERVERS[0].cmd },
-      "denbd-qcow2-cmd": { type: "string", default: SERVERS[3].cmd },
+      ...Object.fromEntries(
+        OVERRIDABLE.map((name) => [`${name}-cmd`, { type: "string", default: serverCmd(name) }]),
+      ) as Record<`${Overridable}-cmd`, { type: "string"; default: string }>,
       markdown: { type: "string" },
       check: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -168,10 +224,8 @@ function parseOptions(args: string[]) {
     ramp: num("ramp", v.ramp, 0),
     rounds: num("rounds", v.rounds, 1),
     servers: pick(SERVERS, v.only, "--only").map((s) =>
-      s.name === "denbd"
-        ? { ...s, cmd: v["denbd-cmd"] }
-        : s.name === "denbd-qcow2"
-        ? { ...s, cmd: v["denbd-qcow2-cmd"] }
+      (OVERRIDABLE as readonly string[]).includes(s.name)
+        ? { ...s, cmd: v[`${s.name as Overridable}-cmd`] }
         : s
     ),
     workloads: pick(WORKLOADS, v.workloads, "--workloads", COPY_WORKLOADS),
@@ -368,9 +422,15 @@ async function drain(stream: ReadableStream<Uint8Array>, log: string[]): Promise
 }
 
 /** Starts one server and waits (bounded) until it accepts a TCP connection. */
-async function startServer(spec: Server, port: number, file: string, mode = ""): Promise<Running> {
-  const cmd = spec.cmd.replaceAll("{port}", String(port))
-    .replaceAll("{file}", shQuote(file)).replaceAll("{mode}", mode);
+async function startServer(
+  spec: Server,
+  port: number,
+  file: string,
+  mode = "",
+  tlsDir?: string,
+): Promise<Running> {
+  const cmd = spec.cmd.replaceAll("{port}", String(port)).replaceAll("{file}", shQuote(file))
+    .replaceAll("{mode}", mode).replaceAll("{tls}", tlsDir ? shQuote(tlsDir) : "");
   console.log(`starting ${spec.name}: ${cmd}`);
   const child = new Deno.Command("sh", {
     args: ["-c", "exec " + cmd],
@@ -433,12 +493,18 @@ function treeCpuSeconds(root: number, ticksPerSec: number): number {
 }
 
 /** Runs one fio workload against one server and measures IOPS and server CPU per op. */
-async function measure(w: Workload, r: Running, o: Options, hz: number): Promise<Sample> {
+async function measure(
+  w: Workload,
+  r: Running,
+  o: Options,
+  hz: number,
+): Promise<Sample> {
   if (r.exited) throw new Error(`${r.spec.name} exited: ${r.log.join("").trim()}`);
   const side = w.rw.endsWith("read") ? "read" : "write";
+  const uri = `${r.spec.table === "tls" ? "nbds" : "nbd"}://127.0.0.1:${r.port}/`;
   const cpu0 = treeCpuSeconds(r.child.pid, hz);
   const out = await run(
-    `fio --name=${w.name} --ioengine=nbd --uri=nbd://127.0.0.1:${r.port}/ --rw=${w.rw} --bs=${w.bs}
+    `fio --name=${w.name} --ioengine=nbd --uri=${uri} --rw=${w.rw} --bs=${w.bs}
      --iodepth=${w.iodepth} --numjobs=1 --size=${o.size} --time_based --runtime=${o.runtime}
      --ramp_time=${o.ramp} --output-format=json`.split(/\s+/),
     (o.runtime + o.ramp) * 1000 + FIO_SLACK_MS,
@@ -500,7 +566,7 @@ function resultTable(
     const med = (s: string, k: keyof Sample) =>
       median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
     const has = (s: string) => o.servers.some((x) => x.name === s);
-    for (const s of o.servers.filter((x) => x.format === "raw")) {
+    for (const s of o.servers.filter((x) => x.table === "raw")) {
       const ratio = (k: keyof Sample) =>
         has("denbd") && s.name !== "denbd" ? fmt(med("denbd", k) / med(s.name, k), 2) : "";
       let target = "";
@@ -518,40 +584,42 @@ function resultTable(
 }
 
 /**
- * Builds the qcow2 result table: one row per workload x qcow2 server; on denbd-qcow2 rows the
- * two ratios of the issue (denbd-qcow2 / qemu-nbd-qcow2 IOPS, denbd-qcow2 / denbd raw IOPS) and
- * the target, n/a when a server it needs was not run.
+ * Builds the table of one variant (qcow2 or TLS): one row per workload x server of the variant;
+ * on denbd's row the ratios to the peer and to denbd on raw, and the target, n/a when a server it
+ * needs was not run.
  */
-function qcow2ResultTable(
+function variantResultTable(
   o: Options,
   results: Map<string, Sample[]>,
+  variant: Variant,
 ): { rows: string[][]; failed: boolean } {
+  const { mine, peer, vsPeer, vsRaw } = VARIANT_TABLES[variant];
   const fmt = (x: number, d = 0) =>
     x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
-  const header = "workload,server,IOPS,CPU µs/op,vs qemu-nbd-qcow2 IOPS,vs denbd raw IOPS,target";
+  const header = `workload,server,IOPS,CPU µs/op,vs ${peer} IOPS,vs denbd raw IOPS,target`;
   const rows = [header.split(",")];
   let failed = false;
   const has = (s: string) => o.servers.some((x) => x.name === s);
   for (const w of o.workloads) {
     const med = (s: string, k: keyof Sample) =>
       median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
-    for (const s of o.servers.filter((x) => x.format === "qcow2")) {
+    for (const s of o.servers.filter((x) => x.table === variant)) {
       const [iops, cpu] = [fmt(med(s.name, "iops")), fmt(med(s.name, "cpuUs"), 2)];
-      if (s.name !== "denbd-qcow2") {
+      if (s.name !== mine) {
         rows.push([w.name, s.name, iops, cpu, "", "", ""]);
         continue;
       }
-      const mine = med(s.name, "iops");
-      const vsQemu = has("qemu-nbd-qcow2") ? mine / med("qemu-nbd-qcow2", "iops") : NaN;
-      const vsRaw = has("denbd") ? mine / med("denbd", "iops") : NaN;
+      const myIops = med(s.name, "iops");
+      const toPeer = has(peer) ? myIops / med(peer, "iops") : NaN;
+      const toRaw = has("denbd") ? myIops / med("denbd", "iops") : NaN;
       let target = "n/a";
-      if (has("qemu-nbd-qcow2") && has("denbd")) {
-        const pass = vsQemu >= QCOW2_TARGET.qemuNbd && vsRaw >= QCOW2_TARGET.raw;
+      if (has(peer) && (vsRaw === 0 || has("denbd"))) {
+        const pass = toPeer >= vsPeer && (vsRaw === 0 || toRaw >= vsRaw);
         target = pass ? "PASS" : "FAIL";
         failed ||= !pass;
       }
       const ratio = (x: number) => Number.isNaN(x) ? "" : fmt(x, 2);
-      rows.push([w.name, s.name, iops, cpu, ratio(vsQemu), ratio(vsRaw), target]);
+      rows.push([w.name, s.name, iops, cpu, ratio(toPeer), ratio(toRaw), target]);
     }
   }
   return { rows, failed };
@@ -741,20 +809,26 @@ async function main(): Promise<number> {
   if (o.workloads.length) {
     const images = await prepareImages(o);
     const ports = freePorts(o.servers.length);
+    // The TLS rows' server credentials: the test fixtures' CA and server certificate.
+    const tlsDir = o.servers.some((s) => s.table === "tls")
+      ? (await tlsFixtures()).server
+      : undefined;
     const started = [];
     for (const [i, s] of o.servers.entries()) {
-      started.push(await startServer(s, ports[i], images.get(s.name)!));
+      started.push(await startServer(s, ports[i], images.get(s.name)!, "", tlsDir));
     }
     const results = await runRounds(o, started, hz);
     await Promise.all(started.map(stopServer));
-    if (o.servers.some((s) => s.format === "raw")) {
+    if (o.servers.some((s) => s.table === "raw")) {
       const target = `denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`;
       tables.push({ ...resultTable(o, results), target });
     }
-    if (o.servers.some((s) => s.format === "qcow2")) {
-      const target = `denbd-qcow2 IOPS >= ${QCOW2_TARGET.qemuNbd} x qemu-nbd-qcow2 IOPS and >= ` +
-        `${QCOW2_TARGET.raw} x denbd (raw) IOPS (median of rounds)`;
-      tables.push({ ...qcow2ResultTable(o, results), target });
+    for (const variant of Object.keys(VARIANT_TABLES) as Variant[]) {
+      if (!o.servers.some((s) => s.table === variant)) continue;
+      const { mine, peer, vsPeer, vsRaw } = VARIANT_TABLES[variant];
+      const target = `${mine} IOPS >= ${vsPeer} x ${peer} IOPS` +
+        (vsRaw ? ` and >= ${vsRaw} x denbd (raw) IOPS` : "") + " (median of rounds)";
+      tables.push({ ...variantResultTable(o, results, variant), target });
     }
   }
   if (o.copyWorkloads.length) {
