@@ -19,8 +19,9 @@
  * buffer. The transport ending between records reads as the end of the
  * stream (peers such as QEMU close without close_notify), inside a record as
  * an error.
- * A write encrypts all of its data into the outgoing buffer (records of up to
- * 16 KiB) and hands it to the transport in one write.
+ * A write encrypts up to 256 KiB of its data into the outgoing buffer
+ * (records of up to 16 KiB) and hands it to the transport in one write; a
+ * larger write is partial, as a socket's is, so the buffer stays bounded.
  *
  * Reads and writes may run concurrently (a reader awaiting ciphertext while a
  * writer sends), as the NBD server and client do; outgoing bytes from either
@@ -90,8 +91,12 @@ const RECORD_HEADER_BYTES = 5;
 export const INCOMING_BYTES = 64 * 1024;
 /** Initial size of the outgoing ciphertext buffer. */
 const OUTGOING_BYTES = 64 * 1024;
-/** An outgoing buffer grown past this (by a large write) is dropped once empty. */
-const OUTGOING_KEEP_BYTES = 9 * 1024 * 1024;
+/**
+ * The most plaintext one write encrypts before sending it: larger writes are
+ * partial (their callers loop), so the outgoing buffer never grows past this
+ * plus the records' overhead, however large the payloads.
+ */
+const WRITE_SLICE_BYTES = 256 * 1024;
 /** The most plaintext in one TLS record. */
 const MAX_RECORD_PLAINTEXT = 16 * 1024;
 /** Ciphertext bytes a record adds to its plaintext, generously (header, nonce, tag, padding). */
@@ -287,7 +292,7 @@ export class TlsSession implements ByteStream {
     return this.#core.read(buffer);
   }
 
-  /** Encrypt all of `data` and write it; resolves to its length. */
+  /** Encrypt and write up to 256 KiB of `data`; resolves to the count written. */
   write(data: Uint8Array): Promise<number> {
     return this.#core.write(data);
   }
@@ -482,12 +487,13 @@ class SessionCore {
 
   async write(data: Uint8Array): Promise<number> {
     const lib = gnutls();
-    const records = Math.ceil(data.length / MAX_RECORD_PLAINTEXT);
-    this.#buffers.reserve(data.length + records * RECORD_OVERHEAD_BYTES);
+    const slice = data.length > WRITE_SLICE_BYTES ? data.subarray(0, WRITE_SLICE_BYTES) : data;
+    const records = Math.ceil(slice.length / MAX_RECORD_PLAINTEXT);
+    this.#buffers.reserve(slice.length + records * RECORD_OVERHEAD_BYTES);
     let done = 0;
-    while (done < data.length) {
+    while (done < slice.length) {
       this.#checkLive();
-      const chunk = done === 0 ? data : data.subarray(done);
+      const chunk = done === 0 ? slice : slice.subarray(done);
       const sent = Number(lib.gnutls_record_send(this.handle, chunk, BigInt(chunk.length)));
       if (sent < 0) {
         if (sent === Gnutls.E_INTERRUPTED) continue;
@@ -502,7 +508,7 @@ class SessionCore {
         cause: error,
       });
     }
-    return data.length;
+    return slice.length;
   }
 
   /** Send close_notify (best effort, bounded in time), close the transport, free the session. */
@@ -574,9 +580,6 @@ class SessionCore {
       );
     }
     buffers.outStart = buffers.outEnd = 0;
-    if (buffers.outgoing.length > OUTGOING_KEEP_BYTES) {
-      buffers.outgoing = new Uint8Array(OUTGOING_BYTES);
-    }
   }
 }
 
