@@ -58,8 +58,8 @@ interface RunningNbdServer {
   readonly server: NbdServer;
   readonly address: ListeningAddress;
   readonly maxConnections: number;
-  /** The TLS credentials object clients must start TLS with, if any. */
-  readonly tlsCreds?: string;
+  /** The TLS clients must start, if any: the server holds a reference to its credentials. */
+  readonly tls?: ServerTls;
   /** Set once nbd-server-stop began: resolves when the server has stopped. */
   stopping: Promise<void> | null;
 }
@@ -144,6 +144,8 @@ export class Daemon {
       : this.#serverTls(tlsCreds, options["tls-authz"]);
     const maxConnections = options["max-connections"] ?? DEFAULT_MAX_CONNECTIONS;
     const { listener, bound } = bind(options.addr);
+    // The server holds the credentials while it runs, so an object-del of them leaves it be.
+    tls?.credentials.acquire();
     const server = new NbdServer({
       catalog: this.#catalog,
       log: this.log,
@@ -153,7 +155,7 @@ export class Daemon {
       tls,
     });
     server.listen(listener);
-    this.#nbd = { server, address: bound, maxConnections, tlsCreds, stopping: null };
+    this.#nbd = { server, address: bound, maxConnections, tls, stopping: null };
     return bound;
   }
 
@@ -174,6 +176,7 @@ export class Daemon {
       await nbd.server.close();
       if (nbd.address.type === "unix") removeStaleSocket(nbd.address.path);
     } finally {
+      nbd.tls?.credentials.relinquish();
       this.#nbd = null;
     }
   }
@@ -399,17 +402,15 @@ export class Daemon {
   }
 
   /**
-   * What uses the object `id`, or null. QEMU 7.2 lets such objects be
-   * deleted and then crashes on their next use (iothreads) or keeps using
-   * them (TLS credentials: its NBD server holds a reference); denbd refuses
-   * both, since released credentials cannot start sessions. An authorization
-   * object may go, as in qsd: it is looked up at each check, so later clients
-   * are denied.
+   * What uses the object `id`, or null. QEMU 7.2 lets an iothread in use be
+   * deleted and then crashes on its next use; denbd refuses. TLS credentials
+   * and authorization objects may go, as in qsd: the NBD server holds a
+   * reference to its credentials and goes on with them, and looks the
+   * authorization object up at each check, so later clients are denied.
    */
   #objectUser(id: string): string | null {
     const exported = [...this.#exports.values()].find((entry) => entry.iothread === id);
-    if (exported) return `export '${exported.id}'`;
-    return this.#nbd?.tlsCreds === id ? "the NBD server" : null;
+    return exported ? `export '${exported.id}'` : null;
   }
 }
 

@@ -125,7 +125,7 @@ export class TlsCredentials {
   /** The full priority string sessions set. */
   readonly priority: string;
   #loaded: Loaded;
-  #sessions = 0;
+  #references = 0;
   #released = false;
 
   private constructor(
@@ -313,24 +313,28 @@ export class TlsCredentials {
   }
 
   /**
-   * Take a reference for a new session; returns the GnuTLS credentials
-   * handle. Throws once the credentials have been released.
+   * Take a reference (a session, or a server that starts sessions with
+   * them); returns the GnuTLS credentials handle. Throws once the
+   * credentials are freed: released with no reference left.
    */
   acquire(): Deno.PointerValue {
-    if (this.#released) {
+    if (this.#released && this.#references === 0) {
       throw new DenbdError("invalid", "TLS credentials have been released");
     }
-    this.#sessions++;
+    this.#references++;
     return this.#loaded.handle;
   }
 
-  /** Drop a session's reference (taken with {@linkcode acquire}). */
+  /** Drop a reference taken with {@linkcode acquire}. */
   relinquish(): void {
-    this.#sessions--;
+    this.#references--;
     this.#freeIfUnused();
   }
 
-  /** Free the GnuTLS objects once the last session using them has ended; idempotent. */
+  /**
+   * Drop the owner's hold (object-del): the GnuTLS objects are freed once the
+   * last reference is dropped too, at once if none is held; idempotent.
+   */
   release(): void {
     if (this.#released) return;
     this.#released = true;
@@ -338,7 +342,7 @@ export class TlsCredentials {
   }
 
   #freeIfUnused(): void {
-    if (this.#released && this.#sessions === 0) {
+    if (this.#released && this.#references === 0) {
       const loaded = this.#loaded;
       this.#loaded = { handle: null, free: () => {} };
       loaded.free();

@@ -513,7 +513,7 @@ function lastMessage(stderr: string): string {
 }
 
 Deno.test(
-  "daemon over QMP: TLS nbd-server-start answers as qsd; tls-authz is looked up at each client",
+  "daemon over QMP: TLS nbd-server-start answers as qsd; tls-authz is looked up at each client; deleted credentials stay with the server",
   needs("qemu-storage-daemon", "nbdinfo"),
   async () => {
     const f = await tlsFixtures();
@@ -555,6 +555,14 @@ Deno.test(
         }
         assert.match(daemon.process.stderr(), /Cannot find QAuthZ object ID az0/, daemon.kind);
       }
+      // Deleted, the credentials stay with the running server in both: TLS clients still
+      // get in (re-added, the authorization object lets them through again).
+      await pair.expectSame([
+        qmp("object-add", { "qom-type": "authz-simple", id: "az0", identity: f.clientDn }),
+        qmp("object-del", { id: "tls0" }),
+      ]);
+      const kept = await pair.both((daemon) => nbdinfo(uri(daemon, f.client)));
+      for (const [kind, result] of Object.entries(kept)) assertTlsInfo(result, kind);
     }, { compareStderr: false });
   },
 );
