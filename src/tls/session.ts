@@ -13,7 +13,7 @@
  * GnuTLS asks of custom pull functions, answering from the buffer.
  *
  * Memory stays bounded whatever the peer sends: at most one transport read
- * of ciphertext is buffered here ({@linkcode INCOMING_BYTES}), GnuTLS holds
+ * of ciphertext is buffered here ({@linkcode INCOMING_SIZES}), GnuTLS holds
  * at most a record once the handshake is done, and a handshake ends after
  * {@linkcode HANDSHAKE_MAX_BYTES}; plaintext goes straight into the caller's
  * buffer. The transport ending between records reads as the end of the
@@ -53,6 +53,7 @@
  */
 
 import type { ByteStream } from "../io/byte-stream.ts";
+import { type BufferSizeRange, BufferSizing } from "../io/buffer-sizing.ts";
 import { DenbdError } from "../errors.ts";
 import {
   peerCertificateData,
@@ -87,10 +88,16 @@ export interface TlsHandshakeOptions {
 
 /** A TLS record header: content type, version, 16-bit length. */
 const RECORD_HEADER_BYTES = 5;
-/** Ciphertext read from the transport at once (and the most buffered here). */
-export const INCOMING_BYTES = 64 * 1024;
-/** Initial size of the outgoing ciphertext buffer. */
-const OUTGOING_BYTES = 64 * 1024;
+/** The largest TLS record on the wire: 16 KiB of plaintext, its expansion and the header. */
+const MAX_RECORD_BYTES = 16 * 1024 + 256 + 5;
+/**
+ * Sizes of the incoming ciphertext buffer (what one transport read may bring
+ * and the most buffered here): one record while quiet, more while busy.
+ */
+export const INCOMING_SIZES: BufferSizeRange = {
+  initial: MAX_RECORD_BYTES,
+  maximum: 64 * 1024,
+};
 /**
  * The most plaintext one write encrypts before sending it: larger writes are
  * partial (their callers loop), so the outgoing buffer never grows past this
@@ -101,6 +108,14 @@ const WRITE_SLICE_BYTES = 256 * 1024;
 const MAX_RECORD_PLAINTEXT = 16 * 1024;
 /** Ciphertext bytes a record adds to its plaintext, generously (header, nonce, tag, padding). */
 const RECORD_OVERHEAD_BYTES = 64;
+/**
+ * Sizes of the outgoing ciphertext buffer: one record while quiet, up to a
+ * whole write slice while busy (more only for a moment, if GnuTLS pushes more).
+ */
+const OUTGOING_SIZES: BufferSizeRange = {
+  initial: MAX_RECORD_BYTES,
+  maximum: WRITE_SLICE_BYTES + (WRITE_SLICE_BYTES / MAX_RECORD_PLAINTEXT) * RECORD_OVERHEAD_BYTES,
+};
 /**
  * The most ciphertext a peer may send before its handshake completes. GnuTLS
  * 3.7 buffers a handshake message whole before refusing one over its 128 KiB
@@ -117,16 +132,20 @@ let nextTransportId = 1;
 
 /** Ciphertext in both directions between GnuTLS and the transport. */
 class CiphertextBuffers {
+  /** How large `incoming` should be. */
+  readonly incomingSizing = new BufferSizing(INCOMING_SIZES);
   /** Received ciphertext GnuTLS has not pulled yet: incoming[inStart, inEnd). */
-  incoming = new Uint8Array(INCOMING_BYTES);
+  incoming = new Uint8Array(INCOMING_SIZES.initial);
   inStart = 0;
   inEnd = 0;
   /** The transport ended. */
   eof = false;
   /** Ciphertext received in all. */
   receivedBytes = 0;
+  /** How large `outgoing` should be. */
+  readonly outgoingSizing = new BufferSizing(OUTGOING_SIZES);
   /** Ciphertext GnuTLS pushed, not yet written: outgoing[outStart, outEnd). */
-  outgoing = new Uint8Array(OUTGOING_BYTES);
+  outgoing = new Uint8Array(OUTGOING_SIZES.initial);
   outStart = 0;
   outEnd = 0;
   /** The GnuTLS session, told EAGAIN when nothing is buffered. */
@@ -179,7 +198,8 @@ class CiphertextBuffers {
   reserve(length: number): void {
     if (this.outEnd + length <= this.outgoing.length) return;
     const pending = this.outEnd - this.outStart;
-    const grown = new Uint8Array(Math.max(this.outgoing.length * 2, pending + length));
+    this.outgoingSizing.fit(pending + length);
+    const grown = new Uint8Array(Math.max(this.outgoingSizing.size, pending + length));
     grown.set(this.outgoing.subarray(this.outStart, this.outEnd));
     this.outgoing = grown;
     this.outStart = 0;
@@ -550,9 +570,15 @@ class SessionCore {
     if (buffers.inEnd > buffers.inStart) return;
     if (buffers.eof) return;
     buffers.inStart = buffers.inEnd = 0;
+    if (buffers.incoming.length !== buffers.incomingSizing.size) {
+      buffers.incoming = new Uint8Array(buffers.incomingSizing.size);
+    }
     const count = await this.#transport.read(buffers.incoming);
     if (count === null) buffers.eof = true;
-    else buffers.received(count);
+    else {
+      buffers.received(count);
+      buffers.incomingSizing.record(count, buffers.incoming.length);
+    }
   }
 
   /** Write all outgoing ciphertext to the transport, one writer at a time. */
@@ -574,12 +600,20 @@ class SessionCore {
 
   async #writeOut(): Promise<void> {
     const buffers = this.#buffers;
+    let written = 0;
     while (buffers.outEnd > buffers.outStart) {
-      buffers.outStart += await this.#transport.write(
+      const count = await this.#transport.write(
         buffers.outgoing.subarray(buffers.outStart, buffers.outEnd),
       );
+      buffers.outStart += count;
+      written += count;
     }
     buffers.outStart = buffers.outEnd = 0;
+    // Quiet for a while, the buffer shrinks back (it grows again in reserve when needed).
+    buffers.outgoingSizing.record(written, Infinity);
+    if (buffers.outgoing.length > buffers.outgoingSizing.size) {
+      buffers.outgoing = new Uint8Array(buffers.outgoingSizing.size);
+    }
   }
 }
 

@@ -18,11 +18,15 @@ export interface PeerOptions {
   readonly readOnly?: boolean;
 }
 
-/** nbdkit in the foreground with `plugin` and its `key=value` arguments. */
+/**
+ * nbdkit in the foreground with `plugin` and its `key=value` arguments; with
+ * `tls`, nbdkit's TLS options (`--tls-certificates=DIR`, `--tls-psk=FILE`)
+ * and `--tls=require`, its URI then `nbds://`.
+ */
 export function startNbdkit(
   plugin: string,
   pluginArgs: readonly string[],
-  options: PeerOptions = {},
+  options: PeerOptions & { tls?: readonly string[] } = {},
 ): Promise<ServerProcess> {
   const port = freePort();
   const name = options.exportName ?? "";
@@ -37,10 +41,11 @@ export function startNbdkit(
       String(port),
       ...(options.readOnly ? ["-r"] : []),
       ...(name ? ["-e", name] : []),
+      ...(options.tls ? ["--tls=require", ...options.tls] : []),
       plugin,
       ...pluginArgs,
     ],
-    uri: `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`,
+    uri: `nbd${options.tls ? "s" : ""}://127.0.0.1:${port}/${encodeURIComponent(name)}`,
     listen: { hostname: "127.0.0.1", port },
   });
 }

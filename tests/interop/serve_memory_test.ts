@@ -3,8 +3,9 @@
  * (VmRSS in /proc/PID/status) against stated bounds: many idle connections,
  * connections that announce option data and never send it, and a client
  * that floods options without reading the answers (meanwhile other clients
- * are served, and the flooder is dropped at the handshake deadline); and
- * option data too long to keep, discarded and refused as qemu-nbd does.
+ * are served, and the flooder is dropped at the handshake deadline); idle
+ * clients inside TLS; and option data too long to keep, discarded and
+ * refused as qemu-nbd does.
  */
 
 import assert from "node:assert/strict";
@@ -26,6 +27,7 @@ import { NBD_CLIENT_FLAG, NBD_LIMIT, NBD_OPT, NBD_REP } from "../../src/nbd/prot
 import { decodeOptionReplyHeader, encodeClientFlags, encodeOption } from "../../src/nbd/wire.ts";
 import { BufferedReader } from "../../src/io/buffered-reader.ts";
 import { writeAll } from "../../src/io/byte-stream.ts";
+import { tlsFixtures } from "./tls_fixtures.ts";
 
 const MiB = 1024 * 1024;
 
@@ -33,6 +35,10 @@ const MiB = 1024 * 1024;
 const IDLE_CLIENTS = 1000;
 /** What those idle clients may add to the server's RSS, all together (qemu-nbd: ~6 KB each). */
 const IDLE_CLIENTS_BOUND = 30 * MiB;
+/** Idle clients held open inside TLS at once. */
+const TLS_CLIENTS = 200;
+/** What those TLS clients may add to the server's RSS, all together. */
+const TLS_CLIENTS_BOUND = 30 * MiB;
 /** What a client flooding options without reading may add to the server's RSS. */
 const FLOOD_BOUND = 40 * MiB;
 
@@ -54,12 +60,16 @@ function startWithManyFiles(start: ServerStart): Promise<ServerProcess> {
   );
 }
 
-/** Serve a small raw image to any number of clients (-e 0), persistently. */
-async function withImageServer(body: (server: ServerProcess) => Promise<void>): Promise<void> {
+/** Serve a small raw image to any number of clients (-e 0), persistently, with `flags`. */
+async function withImageServer(
+  body: (server: ServerProcess) => Promise<void>,
+  flags: readonly string[] = [],
+): Promise<void> {
   await withTempDir(async (dir) => {
     const image = join(dir, "disk.img");
     await makeSparseImage(image, 4 * MiB, [[0, 64 * 1024]]);
-    await withServer(startWithManyFiles, { args: ["-f", "raw", "-t", "-e", "0", image] }, body);
+    const args = [...flags, "-f", "raw", "-t", "-e", "0", image];
+    await withServer(startWithManyFiles, { args }, body);
   });
 }
 
@@ -84,20 +94,32 @@ function lineReader(stdout: ReadableStream<Uint8Array>) {
 
 /**
  * Python holding `count` connections to `uri` open, each having read the
- * greeting and then sent `after` (a hex string, maybe empty); it prints
- * "ready" once all are open and closes them when its standard input ends.
+ * greeting and then sent `after` (a hex string, maybe empty); given an X.509
+ * client directory, `after` is a STARTTLS request, whose reply is read before
+ * the TLS handshake. It prints "ready" once all are open and closes them when
+ * its standard input ends.
  */
 const HOLD_CONNECTIONS = `
-import socket, sys, urllib.parse
+import socket, ssl, sys, urllib.parse
 url = urllib.parse.urlparse(sys.argv[1])
 count, after = int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+tls = None
+if len(sys.argv) > 4:
+    tls = ssl.create_default_context(cafile=sys.argv[4] + "/ca-cert.pem")
+    tls.load_cert_chain(sys.argv[4] + "/client-cert.pem", sys.argv[4] + "/client-key.pem")
+def read(s, n):
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    return data
 held = []
 for _ in range(count):
     s = socket.create_connection((url.hostname, url.port))
-    greeting = b""
-    while len(greeting) < 18:
-        greeting += s.recv(18 - len(greeting))
+    read(s, 18)
     s.sendall(after)
+    if tls:
+        read(s, 20)
+        s = tls.wrap_socket(s, server_hostname=url.hostname)
     held.append(s)
 print("ready", flush=True)
 sys.stdin.read()
@@ -111,6 +133,7 @@ async function rssGrowthWhileHolding(
   server: ServerProcess,
   count: number,
   after: Uint8Array,
+  tlsClientDir?: string,
 ): Promise<number> {
   const before = rss(server.child.pid);
   const holder = new Deno.Command("sh", {
@@ -124,6 +147,7 @@ async function rssGrowthWhileHolding(
       server.uri,
       String(count),
       Array.from(after, (byte) => byte.toString(16).padStart(2, "0")).join(""),
+      ...(tlsClientDir ? [tlsClientDir] : []),
     ],
     stdin: "piped",
     stdout: "piped",
@@ -178,6 +202,32 @@ Deno.test(
       assert.ok(growth < IDLE_CLIENTS_BOUND, `RSS grew by ${growth} bytes`);
       await check("nbdinfo", ["--size", server.uri]);
     });
+  },
+);
+
+Deno.test(
+  `${TLS_CLIENTS} idle clients inside TLS add less than ${TLS_CLIENTS_BOUND / MiB} MiB`,
+  needs("nbdinfo", "certtool"),
+  async () => {
+    const fixtures = await tlsFixtures();
+    const tls = [
+      "--object",
+      `tls-creds-x509,id=tls0,endpoint=server,dir=${fixtures.server}`,
+      "--tls-creds",
+      "tls0",
+    ];
+    await withImageServer(async (server) => {
+      const flags = encodeClientFlags(NBD_CLIENT_FLAG.FIXED_NEWSTYLE | NBD_CLIENT_FLAG.NO_ZEROES);
+      const starttls = new Uint8Array([...flags, ...encodeOption(NBD_OPT.STARTTLS)]);
+      const growth = await rssGrowthWhileHolding(server, TLS_CLIENTS, starttls, fixtures.client);
+      console.error(
+        `RSS +${(growth / MiB).toFixed(1)} MiB for ${TLS_CLIENTS} idle TLS connections ` +
+          `(${(growth / TLS_CLIENTS / 1024).toFixed(1)} KiB each)`,
+      );
+      assert.ok(growth < TLS_CLIENTS_BOUND, `RSS grew by ${growth} bytes`);
+      const uri = server.uri.replace(/^nbd:/, "nbds:") + `?tls-certificates=${fixtures.client}`;
+      await check("nbdinfo", ["--size", uri]);
+    }, tls);
   },
 );
 

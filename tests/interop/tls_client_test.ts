@@ -28,6 +28,7 @@ import {
   withStarted,
   withTempDir,
 } from "./harness.ts";
+import { startNbdkit } from "./peers.ts";
 import { type TlsFixtures, tlsFixtures } from "./tls_fixtures.ts";
 
 const MiB = 1024 * 1024;
@@ -113,24 +114,7 @@ function startQsdTls(image: string, credentials: ServerCredentials): Promise<Ser
 
 /** nbdkit's memory plugin (`size` bytes) with --tls=require and `tlsArgs`. */
 function startNbdkitTls(tlsArgs: readonly string[], size = IMAGE_SIZE): Promise<ServerProcess> {
-  const port = freePort();
-  return launch({
-    command: "nbdkit",
-    args: [
-      "-f",
-      "--exit-with-parent",
-      "-i",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "--tls=require",
-      ...tlsArgs,
-      "memory",
-      String(size),
-    ],
-    uri: `nbds://127.0.0.1:${port}/`,
-    listen: { hostname: "127.0.0.1", port },
-  });
+  return startNbdkit("memory", [String(size)], { tls: tlsArgs });
 }
 
 /** `uri` with the query parameters `parameters` added. */
