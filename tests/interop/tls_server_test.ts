@@ -190,8 +190,16 @@ h.shutdown()
 
 for (const kind of KINDS) {
   Deno.test(
-    `${kind}: X.509 with verify-peer: nbdinfo, nbdcopy, qemu-img, qemu-io and libnbd over TLS`,
-    needs("nbdinfo", "nbdcopy", "qemu-img", "qemu-io", "qemu-nbd", "qemu-storage-daemon"),
+    `${kind}: X.509 with verify-peer: nbdinfo, nbdcopy, qemu-img, qemu-io, libnbd and nbdkit over TLS`,
+    needs(
+      "nbdinfo",
+      "nbdcopy",
+      "qemu-img",
+      "qemu-io",
+      "qemu-nbd",
+      "qemu-storage-daemon",
+      "nbdkit",
+    ),
     async () => {
       await withTlsServer(
         kind,
@@ -238,6 +246,21 @@ for (const kind of KINDS) {
           const result = await python(LIBNBD_X509, [server.uri, f.client, out]);
           assert.equal(result.code, 0, result.stderr);
           assert.equal(await Deno.readTextFile(out), "ok");
+          // nbdkit's nbd plugin as the TLS client, serving nbdinfo on a private socket.
+          const relay = await run("nbdkit", [
+            "-U",
+            "-",
+            "nbd",
+            "hostname=127.0.0.1",
+            `port=${server.port}`,
+            "export=disk",
+            "tls=require",
+            `tls-certificates=${f.client}`,
+            "--run",
+            'nbdinfo --size "$uri"',
+          ]);
+          assert.equal(relay.code, 0, relay.stderr);
+          assert.equal(relay.stdout.trim(), String(IMAGE_SIZE));
         },
       );
     },
