@@ -141,6 +141,22 @@ async function certificates(): Promise<TlsFixtures> {
   return fixtures;
 }
 
+/** `denbd info URI` succeeds and prints what `nbdinfo --no-content URI` prints; its output. */
+async function infoAsNbdinfo(uri: string, what: string): Promise<string> {
+  const [mine, theirs] = [await denbd("info", uri), await run("nbdinfo", ["--no-content", uri])];
+  succeeded(theirs, `nbdinfo ${what}`);
+  succeeded(mine, `denbd info ${what}`);
+  assert.equal(mine.stdout, theirs.stdout, what);
+  return mine.stdout;
+}
+
+/** `denbd copy [flags] URI FILE` succeeds and FILE holds what `image` holds. */
+async function copiesOut(uri: string, dir: string, image: string, ...flags: string[]) {
+  const out = join(dir, "out.raw");
+  succeeded(await denbd("copy", ...flags, uri, out), `copy out of ${uri}`);
+  assert.equal(await sha256File(out), await sha256File(image));
+}
+
 Deno.test(
   "x509 with qemu-nbd: info, list, map and dump print what nbdinfo and nbddump print",
   needs("qemu-nbd", "nbdinfo", "nbddump", "certtool"),
@@ -181,9 +197,7 @@ Deno.test(
       const path = await image(dir);
       await withStarted(() => startQemuNbdTls(path, { x509: server }), async (qemu) => {
         const uri = withQuery(qemu.uri, { "tls-certificates": client });
-        const out = join(dir, "out.raw");
-        succeeded(await denbd("copy", "--connections", "4", uri, out), "copy out");
-        assert.equal(await sha256File(out), await sha256File(path));
+        await copiesOut(uri, dir, path, "--connections", "4");
         // In: a different image over the export, then read back.
         const other = join(dir, "other.raw");
         await makeSparseImage(other, IMAGE_SIZE, [[MiB, 4096], [5 * MiB, 65536]]);
@@ -206,13 +220,9 @@ Deno.test(
       const socket = join(dir, "nbd.sock");
       await withStarted(() => startQemuNbdTls(path, { x509: server }, socket), async (qemu) => {
         const uri = withQuery(qemu.uri, { "tls-certificates": client });
-        const info = await denbd("info", uri);
-        succeeded(info, "info over nbds+unix");
-        assert.match(info.stdout, /with TLS/);
-        assert.match(info.stdout, new RegExp(`uri: nbds\\+unix:///\\?socket=${socket}&`));
-        const reference = await run("nbdinfo", ["--no-content", uri]);
-        succeeded(reference, "nbdinfo over nbds+unix");
-        assert.equal(info.stdout, reference.stdout);
+        const info = await infoAsNbdinfo(uri, "over nbds+unix");
+        assert.match(info, /with TLS/);
+        assert.match(info, new RegExp(`uri: nbds\\+unix:///\\?socket=${socket}&`));
       });
       const foreignSocket = join(dir, "foreign.sock");
       await withStarted(
@@ -346,13 +356,9 @@ Deno.test(
       for (const start of servers) {
         await withStarted(start, async (peer) => {
           const uri = withQuery(withUser(peer.uri, pskUser), { "tls-psk-file": pskFile });
-          const info = await denbd("info", uri);
-          succeeded(info, `PSK as ${pskUser}`);
-          assert.match(info.stdout, /with TLS/);
-          assert.match(info.stdout, new RegExp(`uri: nbds://${pskUser}@127\\.0\\.0\\.1:`));
-          const reference = await run("nbdinfo", ["--no-content", uri]);
-          succeeded(reference, "nbdinfo over PSK");
-          assert.equal(info.stdout, reference.stdout);
+          const info = await infoAsNbdinfo(uri, `over PSK as ${pskUser}`);
+          assert.match(info, /with TLS/);
+          assert.match(info, new RegExp(`uri: nbds://${pskUser}@127\\.0\\.0\\.1:`));
           const wrongKey = withQuery(withUser(peer.uri, pskUser), { "tls-psk-file": wrongPskFile });
           refused(await denbd("info", wrongKey), /TLS|handshake|decrypt|closed/i, "wrong key");
           const stranger = withQuery(withUser(peer.uri, "bob"), { "tls-psk-file": strangerFile });
@@ -434,16 +440,8 @@ Deno.test(
       const path = await image(dir);
       await withStarted(() => startQsdTls(path, { x509: server }), async (qsd) => {
         const uri = withQuery(qsd.uri, { "tls-certificates": client });
-        const [mine, theirs] = [
-          await denbd("info", uri),
-          await run("nbdinfo", ["--no-content", uri]),
-        ];
-        succeeded(theirs, "nbdinfo");
-        succeeded(mine, "denbd info");
-        assert.equal(mine.stdout, theirs.stdout);
-        const out = join(dir, "out.raw");
-        succeeded(await denbd("copy", uri, out), "copy out of qsd");
-        assert.equal(await sha256File(out), await sha256File(path));
+        await infoAsNbdinfo(uri, "from qsd");
+        await copiesOut(uri, dir, path);
       });
     });
   },
