@@ -17,7 +17,7 @@ import type { Authorizer } from "../authz/authorizer.ts";
 import { ListAuthorizer } from "../authz/list.ts";
 import { ListFileAuthorizer } from "../authz/list-file.ts";
 import { SimpleAuthorizer } from "../authz/simple.ts";
-import { TlsCredentials, type TlsEndpoint } from "../tls/credentials.ts";
+import { PSK_KEYS_FILE, TlsCredentials, type TlsEndpoint, X509_FILES } from "../tls/credentials.ts";
 import { OBJECT_TYPES, type ObjectOptionsValue } from "./qapi-types.ts";
 import { loadSecret, type SecretSource, secretText } from "./secrets.ts";
 
@@ -254,14 +254,6 @@ function checkIothread(properties: Record<string, unknown>): Held {
   return {};
 }
 
-/** QEMU's TLS credentials directory: the files it may hold. */
-const CREDENTIALS_FILES = {
-  pskKeys: "keys.psk",
-  dhParams: "dh-params.pem",
-  clientCert: "client-cert.pem",
-  clientKey: "client-key.pem",
-} as const;
-
 /** The endpoint of TLS credentials; QEMU's default is the client. */
 function endpointOf(properties: Record<string, unknown>): TlsEndpoint {
   return (properties.endpoint as TlsEndpoint | undefined) ?? "client";
@@ -290,7 +282,7 @@ async function optionalFile(dir: string, name: string): Promise<string | undefin
 /** A server's DH parameters file, when its directory has one. */
 async function dhParamsFile(properties: Record<string, unknown>): Promise<string | undefined> {
   if (endpointOf(properties) !== "server" || typeof properties.dir !== "string") return undefined;
-  return await optionalFile(properties.dir, CREDENTIALS_FILES.dhParams);
+  return await optionalFile(properties.dir, X509_FILES.dhParams);
 }
 
 /** PSK credentials from the directory's keys.psk. */
@@ -305,7 +297,7 @@ async function pskCredentials(properties: Record<string, unknown>): Promise<TlsC
   const dir = requiredDir(properties);
   return await TlsCredentials.psk({
     endpoint,
-    keysFile: join(dir, CREDENTIALS_FILES.pskKeys),
+    keysFile: join(dir, PSK_KEYS_FILE),
     username,
     dhParamsFile: await dhParamsFile(properties),
     priority: properties.priority as string | undefined,
@@ -328,8 +320,8 @@ async function x509Credentials(
   const endpoint = endpointOf(properties);
   const passwordid = properties.passwordid as string | undefined;
   const loadsKey = endpoint === "server" || (
-    await optionalFile(dir, CREDENTIALS_FILES.clientCert) !== undefined &&
-    await optionalFile(dir, CREDENTIALS_FILES.clientKey) !== undefined
+    await optionalFile(dir, X509_FILES.clientCert) !== undefined &&
+    await optionalFile(dir, X509_FILES.clientKey) !== undefined
   );
   return await TlsCredentials.x509({
     endpoint,

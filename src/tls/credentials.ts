@@ -104,6 +104,9 @@ export const X509_FILES = {
   dhParams: "dh-params.pem",
 } as const;
 
+/** The PSK keys file in a QEMU credentials directory (`user:hexkey` lines, as psktool writes). */
+export const PSK_KEYS_FILE = "keys.psk";
+
 /** The GnuTLS objects behind credentials, and how to free them. */
 interface Loaded {
   readonly handle: Deno.PointerValue;

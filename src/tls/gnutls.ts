@@ -16,7 +16,7 @@
  * @module
  */
 
-import { DenbdError } from "../errors.ts";
+import { DenbdError, messageOf } from "../errors.ts";
 
 /** The shared object loaded (Debian 12 ships GnuTLS 3.7 under this soname). */
 const LIBRARY = "libgnutls.so.30";
@@ -177,7 +177,7 @@ export function gnutls(): GnuTls {
   } catch (error) {
     throw new DenbdError(
       "not-supported",
-      `TLS needs ${LIBRARY} (GnuTLS): ${error instanceof Error ? error.message : error}`,
+      `TLS needs ${LIBRARY} (GnuTLS): ${messageOf(error)}`,
       { cause: error },
     );
   }

@@ -54,7 +54,7 @@
 
 import type { ByteStream } from "../io/byte-stream.ts";
 import { type BufferSizeRange, BufferSizing } from "../io/buffer-sizing.ts";
-import { DenbdError } from "../errors.ts";
+import { DenbdError, messageOf } from "../errors.ts";
 import {
   peerCertificateData,
   pskUsername,
@@ -620,10 +620,6 @@ class SessionCore {
 /** The error of a transport failure during the handshake. */
 function handshakeError(error: unknown): DenbdError {
   return new DenbdError("io", `TLS handshake failed: ${messageOf(error)}`, { cause: error });
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**

@@ -29,7 +29,7 @@ import { userInfo } from "node:os";
 import { join } from "node:path";
 import { DenbdError, messageOf } from "../../errors.ts";
 import type { ByteStream } from "../../io/byte-stream.ts";
-import { TlsCredentials } from "../../tls/credentials.ts";
+import { TlsCredentials, X509_FILES } from "../../tls/credentials.ts";
 import { type NegotiationSession, OptionRefused } from "./negotiation.ts";
 import type { NbdUri } from "./uri.ts";
 
@@ -53,9 +53,6 @@ function defaultCertificateDirs(): string[] {
   const home = Deno.env.get("HOME");
   return home ? [join(home, ".pki", "libnbd"), join(home, ".config", "pki", "libnbd")] : [];
 }
-
-/** The CA file a certificate directory must hold to be used. */
-const CA_CERT_FILE = "ca-cert.pem";
 
 /**
  * The TLS mode of a connection to `uri`: an nbds URI requires TLS whatever
@@ -114,7 +111,7 @@ export async function loadClientCredentials(uri: NbdUri): Promise<TlsCredentials
     : defaultCertificateDirs();
   let dir: string | undefined;
   for (const candidate of candidates) {
-    if (await isFile(join(candidate, CA_CERT_FILE))) {
+    if (await isFile(join(candidate, X509_FILES.caCert))) {
       dir = candidate;
       break;
     }
