@@ -141,6 +141,20 @@ async function certificates(): Promise<TlsFixtures> {
   return fixtures;
 }
 
+/**
+ * Run `body` with qemu-nbd serving a fresh image (at `path` in the temporary
+ * `dir`) with TLS required and the X.509 server directory `x509`.
+ */
+async function withQemuNbdTls(
+  x509: string,
+  body: (qemu: ServerProcess, dir: string, path: string) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const path = await image(dir);
+    await withStarted(() => startQemuNbdTls(path, { x509 }), (qemu) => body(qemu, dir, path));
+  });
+}
+
 /** `denbd info URI` succeeds and prints what `nbdinfo --no-content URI` prints; its output. */
 async function infoAsNbdinfo(uri: string, what: string): Promise<string> {
   const [mine, theirs] = [await denbd("info", uri), await run("nbdinfo", ["--no-content", uri])];
@@ -162,28 +176,25 @@ Deno.test(
   needs("qemu-nbd", "nbdinfo", "nbddump", "certtool"),
   async () => {
     const { server, client } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: server }), async (qemu) => {
-        const uri = withQuery(qemu.uri, { "tls-certificates": client });
-        const comparisons: [string[], string, string[]][] = [
-          [["info", uri], "nbdinfo", ["--no-content", uri]],
-          [["info", "--json", uri], "nbdinfo", ["--no-content", "--json", uri]],
-          [["list", uri], "nbdinfo", ["--list", "--no-content", uri]],
-          [["map", uri], "nbdinfo", ["--map", uri]],
-          [["dump", "-n", "70000", uri], "nbddump", ["-n", "70000", uri]],
-        ];
-        for (const [ours, tool, args] of comparisons) {
-          const [mine, theirs] = [await denbd(...ours), await run(tool, args)];
-          succeeded(theirs, `${tool} ${args.join(" ")}`);
-          succeeded(mine, `denbd ${ours.join(" ")}`);
-          assert.equal(mine.stdout, theirs.stdout, `denbd ${ours.join(" ")} vs ${tool}`);
-        }
-        const info = await denbd("info", uri);
-        assert.match(info.stdout, /^protocol: newstyle-fixed with TLS, using structured packets$/m);
-        assert.equal((await denbd("info", "--can", "tls", uri)).code, 0);
-        assert.equal((await denbd("info", "--is", "tls", uri)).code, 0);
-      });
+    await withQemuNbdTls(server, async (qemu) => {
+      const uri = withQuery(qemu.uri, { "tls-certificates": client });
+      const comparisons: [string[], string, string[]][] = [
+        [["info", uri], "nbdinfo", ["--no-content", uri]],
+        [["info", "--json", uri], "nbdinfo", ["--no-content", "--json", uri]],
+        [["list", uri], "nbdinfo", ["--list", "--no-content", uri]],
+        [["map", uri], "nbdinfo", ["--map", uri]],
+        [["dump", "-n", "70000", uri], "nbddump", ["-n", "70000", uri]],
+      ];
+      for (const [ours, tool, args] of comparisons) {
+        const [mine, theirs] = [await denbd(...ours), await run(tool, args)];
+        succeeded(theirs, `${tool} ${args.join(" ")}`);
+        succeeded(mine, `denbd ${ours.join(" ")}`);
+        assert.equal(mine.stdout, theirs.stdout, `denbd ${ours.join(" ")} vs ${tool}`);
+      }
+      const info = await denbd("info", uri);
+      assert.match(info.stdout, /^protocol: newstyle-fixed with TLS, using structured packets$/m);
+      assert.equal((await denbd("info", "--can", "tls", uri)).code, 0);
+      assert.equal((await denbd("info", "--is", "tls", uri)).code, 0);
     });
   },
 );
@@ -193,19 +204,16 @@ Deno.test(
   needs("qemu-nbd", "certtool"),
   async () => {
     const { server, client } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: server }), async (qemu) => {
-        const uri = withQuery(qemu.uri, { "tls-certificates": client });
-        await copiesOut(uri, dir, path, "--connections", "4");
-        // In: a different image over the export, then read back.
-        const other = join(dir, "other.raw");
-        await makeSparseImage(other, IMAGE_SIZE, [[MiB, 4096], [5 * MiB, 65536]]);
-        succeeded(await denbd("copy", other, uri), "copy in");
-        const back = join(dir, "back.raw");
-        succeeded(await denbd("copy", uri, back), "copy back");
-        assert.equal(await sha256File(back), await sha256File(other));
-      });
+    await withQemuNbdTls(server, async (qemu, dir, path) => {
+      const uri = withQuery(qemu.uri, { "tls-certificates": client });
+      await copiesOut(uri, dir, path, "--connections", "4");
+      // In: a different image over the export, then read back.
+      const other = join(dir, "other.raw");
+      await makeSparseImage(other, IMAGE_SIZE, [[MiB, 4096], [5 * MiB, 65536]]);
+      succeeded(await denbd("copy", other, uri), "copy in");
+      const back = join(dir, "back.raw");
+      succeeded(await denbd("copy", uri, back), "copy back");
+      assert.equal(await sha256File(back), await sha256File(other));
     });
   },
 );
@@ -244,15 +252,12 @@ Deno.test(
   needs("qemu-nbd", "certtool"),
   async () => {
     const { foreignServer, client } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: foreignServer }), async (qemu) => {
-        const uri = withQuery(qemu.uri, { "tls-certificates": client });
-        refused(await denbd("info", uri), /known issuer|not trusted|unknown ca/i, "foreign CA");
-        refused(await denbd("copy", uri, join(dir, "x")), /issuer|trusted/i, "copy, foreign CA");
-        const unchecked = withQuery(uri, { "tls-verify-peer": "0" });
-        succeeded(await denbd("info", unchecked), "tls-verify-peer=0");
-      });
+    await withQemuNbdTls(foreignServer, async (qemu, dir) => {
+      const uri = withQuery(qemu.uri, { "tls-certificates": client });
+      refused(await denbd("info", uri), /known issuer|not trusted|unknown ca/i, "foreign CA");
+      refused(await denbd("copy", uri, join(dir, "x")), /issuer|trusted/i, "copy, foreign CA");
+      const unchecked = withQuery(uri, { "tls-verify-peer": "0" });
+      succeeded(await denbd("info", unchecked), "tls-verify-peer=0");
     });
   },
 );
@@ -262,14 +267,11 @@ Deno.test(
   needs("qemu-nbd", "certtool"),
   async () => {
     const { wrongHostServer, client } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: wrongHostServer }), async (qemu) => {
-        const uri = withQuery(qemu.uri, { "tls-certificates": client });
-        refused(await denbd("info", uri), /hostname|host name/i, "wrong host");
-        const named = withQuery(uri, { "tls-hostname": "other.invalid" });
-        succeeded(await denbd("info", named), "tls-hostname=other.invalid");
-      });
+    await withQemuNbdTls(wrongHostServer, async (qemu) => {
+      const uri = withQuery(qemu.uri, { "tls-certificates": client });
+      refused(await denbd("info", uri), /hostname|host name/i, "wrong host");
+      const named = withQuery(uri, { "tls-hostname": "other.invalid" });
+      succeeded(await denbd("info", named), "tls-hostname=other.invalid");
     });
   },
 );
@@ -296,20 +298,17 @@ Deno.test(
   needs("qemu-nbd", "certtool"),
   async () => {
     const { revokedServer, client, crlClient } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: revokedServer }), async (qemu) => {
-        refused(
-          await denbd("info", withQuery(qemu.uri, { "tls-certificates": crlClient })),
-          /revoked/i,
-          "revoked, with ca-crl.pem",
-        );
-        // Without the CRL the client cannot know.
-        succeeded(
-          await denbd("info", withQuery(qemu.uri, { "tls-certificates": client })),
-          "revoked, no ca-crl.pem",
-        );
-      });
+    await withQemuNbdTls(revokedServer, async (qemu) => {
+      refused(
+        await denbd("info", withQuery(qemu.uri, { "tls-certificates": crlClient })),
+        /revoked/i,
+        "revoked, with ca-crl.pem",
+      );
+      // Without the CRL the client cannot know.
+      succeeded(
+        await denbd("info", withQuery(qemu.uri, { "tls-certificates": client })),
+        "revoked, no ca-crl.pem",
+      );
     });
   },
 );
@@ -382,15 +381,12 @@ Deno.test(
   needs("qemu-nbd", "certtool"),
   async () => {
     const { server } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: server }), async (qemu) => {
-        const plain = qemu.uri.replace("nbds://", "nbd://");
-        for (const command of [["info"], ["list"], ["map"], ["dump"]]) {
-          refused(await denbd(...command, plain), /requires TLS.*nbds:\/\//, command[0]);
-        }
-        refused(await denbd("copy", plain, join(dir, "x")), /requires TLS/, "copy");
-      });
+    await withQemuNbdTls(server, async (qemu, dir) => {
+      const plain = qemu.uri.replace("nbds://", "nbd://");
+      for (const command of [["info"], ["list"], ["map"], ["dump"]]) {
+        refused(await denbd(...command, plain), /requires TLS.*nbds:\/\//, command[0]);
+      }
+      refused(await denbd("copy", plain, join(dir, "x")), /requires TLS/, "copy");
     });
   },
 );
@@ -452,42 +448,39 @@ Deno.test(
   needs("qemu-nbd", "nbdkit", "certtool"),
   async () => {
     const { server, client, pskFile, pskUser } = await certificates();
-    await withTempDir(async (dir) => {
-      const path = await image(dir);
-      await withStarted(() => startQemuNbdTls(path, { x509: server }), async (qemu) => {
-        await withStarted(() => startNbdkitTls([`--tls-psk=${pskFile}`]), async (nbdkit) => {
-          const from = withQuery(qemu.uri, { "tls-certificates": client });
-          const to = withQuery(withUser(nbdkit.uri, pskUser), { "tls-psk-file": pskFile });
-          succeeded(await denbd("copy", from, to), "copy between TLS servers");
-          const back = join(dir, "back.raw");
-          succeeded(await denbd("copy", to, back), "copy back from nbdkit");
-          assert.equal(await sha256File(back), await sha256File(path));
-          // nbdkit allows multi-conn: every connection of the pool does TLS.
-          const pool = await NbdClient.connect(to, { connections: 4 });
-          try {
-            assert.equal(pool.connectionCount, 4);
-            assert.equal(pool.tls, true);
-            const [offset, length] = REGIONS[2];
-            const expected = (await Deno.readFile(path)).subarray(offset, offset + length);
-            assert.deepEqual(await pool.read(offset, length), expected);
-          } finally {
-            await pool.disconnect();
-          }
-          // "allow" on a plain URI takes TLS when the server offers it.
-          const allowed = await NbdClient.connect(from.replace("nbds://", "nbd://"), {
-            tls: "allow",
-            connections: 2,
-          });
-          try {
-            assert.equal(allowed.tls, true);
-            assert.deepEqual(
-              await allowed.read(0, 4),
-              (await Deno.readFile(path)).subarray(0, 4),
-            );
-          } finally {
-            await allowed.disconnect();
-          }
+    await withQemuNbdTls(server, async (qemu, dir, path) => {
+      await withStarted(() => startNbdkitTls([`--tls-psk=${pskFile}`]), async (nbdkit) => {
+        const from = withQuery(qemu.uri, { "tls-certificates": client });
+        const to = withQuery(withUser(nbdkit.uri, pskUser), { "tls-psk-file": pskFile });
+        succeeded(await denbd("copy", from, to), "copy between TLS servers");
+        const back = join(dir, "back.raw");
+        succeeded(await denbd("copy", to, back), "copy back from nbdkit");
+        assert.equal(await sha256File(back), await sha256File(path));
+        // nbdkit allows multi-conn: every connection of the pool does TLS.
+        const pool = await NbdClient.connect(to, { connections: 4 });
+        try {
+          assert.equal(pool.connectionCount, 4);
+          assert.equal(pool.tls, true);
+          const [offset, length] = REGIONS[2];
+          const expected = (await Deno.readFile(path)).subarray(offset, offset + length);
+          assert.deepEqual(await pool.read(offset, length), expected);
+        } finally {
+          await pool.disconnect();
+        }
+        // "allow" on a plain URI takes TLS when the server offers it.
+        const allowed = await NbdClient.connect(from.replace("nbds://", "nbd://"), {
+          tls: "allow",
+          connections: 2,
         });
+        try {
+          assert.equal(allowed.tls, true);
+          assert.deepEqual(
+            await allowed.read(0, 4),
+            (await Deno.readFile(path)).subarray(0, 4),
+          );
+        } finally {
+          await allowed.disconnect();
+        }
       });
     });
   },
