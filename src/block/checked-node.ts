@@ -89,6 +89,24 @@ export abstract class CheckedNode implements BlockNode {
     }
   }
 
+  /** Fill `into` at once where the driver can (see {@linkcode BlockNode.readNow}). */
+  readNow(offset: number, into: Uint8Array): boolean {
+    return isRange(offset, into.length) && offset + into.length <= this.size &&
+      this.driverReadNow(offset, into);
+  }
+
+  /** Store `data` at once where the driver can (see {@linkcode BlockNode.writeNow}). */
+  writeNow(offset: number, data: Uint8Array, options: WriteOptions = {}): boolean {
+    return isRange(offset, data.length) && this.capabilities.writable &&
+      offset + data.length <= this.size && this.driverWriteNow(offset, data, options);
+  }
+
+  /** Whether the range is known at once to be data (see {@linkcode BlockNode.holdsDataNow}). */
+  holdsDataNow(offset: number, length: number): boolean {
+    return isRange(offset, length) && length > 0 && offset + length <= this.size &&
+      this.driverHoldsDataNow(offset, length);
+  }
+
   /** Store `data` at `offset`. */
   write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     try {
@@ -172,6 +190,19 @@ export abstract class CheckedNode implements BlockNode {
   /** Status of a non-empty range within the node. */
   protected abstract driverBlockStatus(offset: number, length: number): Promise<BlockExtent[]>;
 
+  /** Read a range within the node without waiting; false (the default) when it cannot. */
+  protected driverReadNow(_offset: number, _into: Uint8Array): boolean {
+    return false;
+  }
+  /** Write a range within the node without waiting; false (the default) when it cannot. */
+  protected driverWriteNow(_offset: number, _data: Uint8Array, _options: WriteOptions): boolean {
+    return false;
+  }
+  /** Whether a non-empty range within the node is known at once to be data; false by default. */
+  protected driverHoldsDataNow(_offset: number, _length: number): boolean {
+    return false;
+  }
+
   /** The error of a change refused because the node is read-only. */
   protected readOnlyError(): DenbdError {
     return new DenbdError("read-only", "node is read-only");
@@ -193,11 +224,14 @@ export abstract class CheckedNode implements BlockNode {
   }
 }
 
+/** Whether `offset` and `length` are non-negative safe integers with a safe end. */
+function isRange(offset: number, length: number): boolean {
+  return Number.isSafeInteger(offset) && offset >= 0 && Number.isSafeInteger(length) &&
+    length >= 0 && Number.isSafeInteger(offset + length);
+}
+
 function checkRange(what: string, offset: number, length: number): void {
-  if (
-    !Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 ||
-    !Number.isSafeInteger(offset + length)
-  ) {
+  if (!isRange(offset, length)) {
     throw new DenbdError("invalid", `${what}: invalid range of ${length} bytes at ${offset}`);
   }
 }

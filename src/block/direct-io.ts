@@ -51,6 +51,16 @@ export class DirectIo implements FileIo {
     this.#tailStart = tailStart;
   }
 
+  /** Never done at once: O_DIRECT transfers go through the pool. */
+  readNow(): boolean {
+    return false;
+  }
+
+  /** Never done at once, as reads. */
+  writeNow(): boolean {
+    return false;
+  }
+
   async read(offset: number, into: Uint8Array): Promise<void> {
     const split = this.#bytesBeforeTail(offset, into.length);
     if (split > 0) await this.#readBlocks(offset, into.subarray(0, split));

@@ -92,6 +92,17 @@ export class DirtyTrackingNode extends FilterNode {
     }
   }
 
+  /** Write at once where the inner node can, marking the range dirty when it did. */
+  protected override driverWriteNow(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): boolean {
+    if (!this.file.writeNow(this.fileOffset(offset), data, options)) return false;
+    this.bitmaps.markDirty(offset, data.length);
+    return true;
+  }
+
   /** Zero, then mark the range dirty (also when zeroing failed or was refused as not fast). */
   protected override async driverWriteZeroes(
     offset: number,

@@ -14,8 +14,20 @@ import type { ImageLock } from "./image-lock.ts";
 export interface FileIo {
   /** Fill `into` from `offset`; reaching the end of the file first is kind "io". */
   read(offset: number, into: Uint8Array): Promise<void>;
+  /**
+   * Fill `into` from `offset` on the calling thread when that is cheap (the
+   * bytes are in the page cache): true when done, false when {@linkcode FileIo.read}
+   * must do it (never throws).
+   */
+  readNow(offset: number, into: Uint8Array): boolean;
   /** Store all of `data` at `offset`. */
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Store all of `data` at `offset` on the calling thread when that is cheap
+   * (whole pages into the page cache): true when done, false when
+   * {@linkcode FileIo.write} must do it (never throws).
+   */
+  writeNow(offset: number, data: Uint8Array): boolean;
   /** fallocate(2) with `mode`; false when the file system does not support it. */
   allocate(mode: number, offset: number, length: number): Promise<boolean>;
   /** fdatasync(2). */

@@ -39,6 +39,7 @@ import { errnoError, FallocateMode, type Libc, loadLibc, OpenFlag, Whence } from
 import { LibcIo } from "./libc-io.ts";
 import { PortableIo } from "./portable-io.ts";
 import { ImageLock } from "./image-lock.ts";
+import { KnownData } from "./known-data.ts";
 import {
   lockRequestOf,
   type PermissionGrant,
@@ -112,6 +113,8 @@ export class FileNode extends CheckedNode implements PermissionHolder {
   /** Everyone using the node, with what each took; the image's locks are their sum. */
   readonly #users = new Set<{ readonly request: PermissionRequest }>();
   #size: number;
+  /** Ranges SEEK_HOLE said were data, so reads need not ask again. */
+  readonly #knownData = new KnownData();
   #zeroes?: Uint8Array;
   #closing?: Promise<void>;
 
@@ -190,6 +193,37 @@ export class FileNode extends CheckedNode implements PermissionHolder {
     return this.#io.read(offset, into);
   }
 
+  /** Read from the page cache at once, when the bytes are all there. */
+  protected override driverReadNow(offset: number, into: Uint8Array): boolean {
+    return this.#io.readNow(offset, into);
+  }
+
+  /** Write into the page cache at once (see {@linkcode LibcIo}), unless FUA must sync. */
+  protected override driverWriteNow(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): boolean {
+    return !(options.fua && this.#flushes) && this.#io.writeNow(offset, data);
+  }
+
+  /**
+   * Data when remembered as such, else after one SEEK_HOLE on the calling
+   * thread while this turn's lseek budget lasts; all data where the file
+   * system cannot tell holes.
+   */
+  protected override driverHoldsDataNow(offset: number, length: number): boolean {
+    const end = offset + length;
+    if (this.#knownData.endOfDataAt(offset) >= end) return true;
+    if (!this.capabilities.blockStatus) return true;
+    if (!takeSeekNow()) return false;
+    const hole = this.#io.seek(offset, Whence.HOLE);
+    if (hole === undefined) return true;
+    if (hole <= offset) return false;
+    this.#knownData.add(offset, hole);
+    return hole >= end;
+  }
+
   /** Store `data` at `offset`, durably first when `fua` asks (unless noFlush). */
   protected async driverWrite(
     offset: number,
@@ -216,7 +250,11 @@ export class FileNode extends CheckedNode implements PermissionHolder {
     if (length === 0) return;
     const end = offset + length;
     const grows = end > this.#size;
-    if (!await this.#zeroWithoutWriting(offset, length, options.mayTrim && !grows, grows)) {
+    this.#knownData.forget(offset, length);
+    const zeroed = await this.#zeroWithoutWriting(offset, length, options.mayTrim && !grows, grows);
+    // A block status that ran meanwhile may have seen the range before it changed.
+    this.#knownData.forget(offset, length);
+    if (!zeroed) {
       if (options.fast) {
         throw new DenbdError("not-supported", "write zeroes: the file system cannot zero fast");
       }
@@ -229,7 +267,9 @@ export class FileNode extends CheckedNode implements PermissionHolder {
   /** Punch a hole with discard "unmap" (where the file system can); nothing with "ignore". */
   protected async driverTrim(offset: number, length: number, options: WriteOptions) {
     if (this.#discard !== "unmap" || length === 0) return;
+    this.#knownData.forget(offset, length);
     if (await this.#io.allocate(PUNCH_HOLE, offset, length)) {
+      this.#knownData.forget(offset, length);
       await this.#syncIf(options.fua);
     }
   }
@@ -247,24 +287,32 @@ export class FileNode extends CheckedNode implements PermissionHolder {
   /**
    * Holes (zero, unallocated) and data from SEEK_HOLE/SEEK_DATA, at most
    * {@linkcode MAX_EXTENTS} of them; everything is data where the file
-   * system cannot tell. At most {@linkcode SEEKS_PER_TURN} lseek calls run
-   * per turn of the event loop (across all file nodes), so a long scan
-   * never holds up other work.
+   * system cannot tell. Data already known ({@linkcode KnownData}) needs no
+   * lseek. At most {@linkcode SEEKS_PER_TURN} lseek calls run per turn of
+   * the event loop (across all file nodes), so a long scan never holds up
+   * other work.
    */
   protected async driverBlockStatus(offset: number, length: number): Promise<BlockExtent[]> {
     const end = offset + length;
     const extents: BlockExtent[] = [];
     let position = offset;
     while (position < end && extents.length < MAX_EXTENTS) {
-      await seekTurn();
-      const hole = this.#io.seek(position, Whence.HOLE);
-      if (hole === undefined) break;
+      let hole = this.#knownData.endOfDataAt(position);
+      if (hole < 0) {
+        await seekTurn();
+        hole = this.#io.seek(position, Whence.HOLE) ?? -1;
+        if (hole < 0) break;
+        this.#knownData.add(position, hole);
+      }
       const data = hole > position;
       if (!data) await seekTurn();
       const next = data ? hole : this.#io.seek(position, Whence.DATA);
       if (next === undefined || next <= position) break;
       const stop = Math.min(next, end);
-      extents.push({ length: stop - position, data, zero: !data, allocated: true });
+      const last = extents.at(-1);
+      if (last?.data === data) {
+        extents[extents.length - 1] = { ...last, length: last.length + stop - position };
+      } else extents.push({ length: stop - position, data, zero: !data, allocated: true });
       position = stop;
     }
     if (extents.length === 0) extents.push({ length, data: true, zero: false, allocated: true });
@@ -318,6 +366,13 @@ export class FileNode extends CheckedNode implements PermissionHolder {
 let seeksLeft = SEEKS_PER_TURN;
 /** Resolves at the next turn, once the lseek budget is spent. */
 let nextTurn: Promise<void> | null = null;
+
+/** Take one lseek call from this turn's budget without waiting: false when it is spent. */
+function takeSeekNow(): boolean {
+  if (seeksLeft === 0) return false;
+  seeksLeft--;
+  return true;
+}
 
 /** Take one lseek call from this turn's budget, waiting for the next turn when it is spent. */
 async function seekTurn(): Promise<void> {

@@ -5,6 +5,12 @@
  * changes. Requests are checked once by {@linkcode CheckedNode} on the way
  * in, then again by the child, which is a checked node itself.
  *
+ * The synchronous fast paths (`readNow`, `holdsDataNow`) are forwarded
+ * too, so a filter that changes what reads return must override them as
+ * well; `writeNow` is not forwarded (it answers false, and the write takes
+ * the path a filter overrides) unless a filter opts in, as raw and dirty
+ * tracking do.
+ *
  * A filter maps its offsets to its child's with
  * {@linkcode FilterNode.fileOffset} (identity unless overridden), which is
  * also how the walk down a backing chain (`chain.ts`) sees through it.
@@ -99,6 +105,16 @@ export class FilterNode extends CheckedNode {
   /** Read from the child. */
   protected driverRead(offset: number, into: Uint8Array): Promise<void> {
     return this.file.read(this.fileOffset(offset), into);
+  }
+
+  /** Read from the child at once, where it can. */
+  protected override driverReadNow(offset: number, into: Uint8Array): boolean {
+    return this.file.readNow(this.fileOffset(offset), into);
+  }
+
+  /** The child's data, known at once where it knows. */
+  protected override driverHoldsDataNow(offset: number, length: number): boolean {
+    return this.file.holdsDataNow(this.fileOffset(offset), length);
   }
 
   /** Write to the child. */

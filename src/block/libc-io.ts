@@ -64,6 +64,33 @@ export class LibcIo implements FileIo {
     }
   }
 
+  /** The whole read from the page cache on the calling thread, when it is all there. */
+  readNow(offset: number, into: Uint8Array): boolean {
+    if (this.#closed || !this.#readCachedFirst || into.length > CALLING_THREAD_MAX) return false;
+    let done = 0;
+    while (done < into.length) {
+      const count = this.#readCached(offset + done, done === 0 ? into : into.subarray(done));
+      if (count === 0) return false;
+      done += count;
+    }
+    return true;
+  }
+
+  /** A small whole-page write into the page cache on the calling thread. */
+  writeNow(offset: number, data: Uint8Array): boolean {
+    if (this.#closed || !this.#writesNow(offset, data)) return false;
+    for (let done = 0; done < data.length;) {
+      const count = this.#libc.pwriteNow(
+        this.#fd,
+        done === 0 ? data : data.subarray(done),
+        offset + done,
+      );
+      if (count <= 0) return false;
+      done += count;
+    }
+    return true;
+  }
+
   /**
    * Store `data`. Small writes of whole pages to a buffered descriptor only
    * copy into the page cache, so they run on the calling thread; the rest
@@ -74,8 +101,7 @@ export class LibcIo implements FileIo {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.#begin();
     try {
-      const now = this.#buffered && data.length <= CALLING_THREAD_MAX &&
-        offset % PAGE_SIZE === 0 && data.length % PAGE_SIZE === 0;
+      const now = this.#writesNow(offset, data);
       for (let done = 0; done < data.length;) {
         const rest = done === 0 ? data : data.subarray(done);
         const count = now
@@ -139,6 +165,12 @@ export class LibcIo implements FileIo {
     if (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle = resolve);
     const result = this.#libc.close(this.#fd);
     if (result < 0) throw errnoError("close", -result);
+  }
+
+  /** Whether a write of `data` at `offset` runs on the calling thread: small, whole pages, buffered. */
+  #writesNow(offset: number, data: Uint8Array): boolean {
+    return this.#buffered && data.length <= CALLING_THREAD_MAX &&
+      offset % PAGE_SIZE === 0 && data.length % PAGE_SIZE === 0;
   }
 
   /** preadv2 RWF_NOWAIT: the bytes read from the page cache, 0 when it would block. */

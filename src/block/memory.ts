@@ -71,6 +71,18 @@ export class MemoryNode extends CheckedNode {
     return Promise.resolve();
   }
 
+  /** Memory is always at hand: reads are done at once. */
+  protected override driverReadNow(offset: number, into: Uint8Array): boolean {
+    void this.driverRead(offset, into);
+    return true;
+  }
+
+  /** Memory is always at hand: writes within the node are done at once. */
+  protected override driverWriteNow(offset: number, data: Uint8Array): boolean {
+    void this.driverWrite(offset, data);
+    return true;
+  }
+
   /** Store `data` at `offset`, allocating chunks as needed (and growing, when growable). */
   protected driverWrite(offset: number, data: Uint8Array): Promise<void> {
     this.#grow(offset + data.length);
@@ -114,6 +126,15 @@ export class MemoryNode extends CheckedNode {
   /** Nothing to prefetch. */
   protected driverCache(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** Data where every chunk of the range is allocated. */
+  protected override driverHoldsDataNow(offset: number, length: number): boolean {
+    let allData = true;
+    this.#forEachPiece(offset, length, (chunk) => {
+      if (!chunk) allData = false;
+    });
+    return allData;
   }
 
   /** Allocated chunks are data, the rest are zero holes; runs are merged. */

@@ -114,8 +114,22 @@ export interface BlockNode {
   readonly requestAlignment: number;
   /** Fill `into` with the bytes at `offset`. */
   read(offset: number, into: Uint8Array): Promise<void>;
+  /**
+   * Fill `into` with the bytes at `offset` without waiting, where they are at
+   * hand (memory, the page cache): true when done, false when the caller
+   * must use {@linkcode BlockNode.read} instead. Never throws: `read`
+   * reports what went wrong.
+   */
+  readNow(offset: number, into: Uint8Array): boolean;
   /** Store `data` at `offset`. */
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
+  /**
+   * Store `data` at `offset` without waiting, where that is cheap (a small
+   * write into the page cache within the node, no FUA): true when done,
+   * false when the caller must use {@linkcode BlockNode.write} instead.
+   * Never throws: `write` reports what went wrong.
+   */
+  writeNow(offset: number, data: Uint8Array, options?: WriteOptions): boolean;
   /** Make `length` bytes at `offset` read as zeroes. */
   writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void>;
   /** Hint that `length` bytes at `offset` are no longer needed. */
@@ -133,6 +147,13 @@ export interface BlockNode {
    * ask again from where the answer ended.
    */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+  /**
+   * Whether the node is known, without waiting, to hold every byte of the
+   * range itself as data (allocated, not known to read as zeroes): what a
+   * structured read needs to send the range as one data chunk. False when
+   * that cannot be told at once; {@linkcode BlockNode.blockStatus} then tells.
+   */
+  holdsDataNow(offset: number, length: number): boolean;
   /** Release every resource (file descriptors, locks). Idempotent. */
   close(): Promise<void>;
 }

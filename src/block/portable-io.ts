@@ -39,6 +39,16 @@ export class PortableIo implements FileIo {
     }
   }
 
+  /** Never done at once: Deno's file API has only asynchronous positional I/O. */
+  readNow(): boolean {
+    return false;
+  }
+
+  /** Never done at once, as reads. */
+  writeNow(): boolean {
+    return false;
+  }
+
   read(offset: number, into: Uint8Array): Promise<void> {
     return this.#serially("read", async () => {
       await this.#file.seek(offset, Deno.SeekMode.Start);

@@ -144,6 +144,16 @@ export class RawNode extends FilterNode {
     );
   }
 
+  /** Write into the window at once where the child can, except block 0 of a probed image. */
+  protected override driverWriteNow(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): boolean {
+    if (this.#firstBlock && offset < PROBE_BYTES) return false;
+    return this.file.writeNow(this.fileOffset(offset), data, options);
+  }
+
   /** Zero in the window; may unmap only where the child discards (its discard=unmap). */
   protected override driverWriteZeroes(
     offset: number,

@@ -112,6 +112,16 @@ export class BufferedReader {
       this.#end += count;
       this.#sizing.record(count, room);
     }
+    return this.takeBuffered(length)!;
+  }
+
+  /**
+   * The next `length` bytes as a view into the internal buffer (valid only
+   * until the next call), when they have already arrived; null, consuming
+   * nothing, when they have not. Never reads from the stream.
+   */
+  takeBuffered(length: number): Uint8Array | null {
+    if (this.buffered < length) return null;
     const view = this.#buffer.subarray(this.#start, this.#start + length);
     this.#start += length;
     if (this.#start === this.#end) this.#start = this.#end = 0;

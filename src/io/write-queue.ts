@@ -77,7 +77,7 @@ export class WriteQueue {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
       this.#pending.push({ chunks, resolve, reject });
-      this.#writing ??= this.#writeLoop();
+      this.#writing ??= Promise.resolve().then(() => this.#writeLoop());
     });
   }
 
@@ -92,7 +92,10 @@ export class WriteQueue {
       this.#pending = [];
       try {
         for (const message of batch) {
-          for (const chunk of message.chunks) await this.#append(chunk);
+          for (const chunk of message.chunks) {
+            const appending = this.#append(chunk);
+            if (appending) await appending;
+          }
         }
         await this.#flushScratch();
       } catch (error) {
@@ -110,13 +113,10 @@ export class WriteQueue {
    * Add `chunk` to the current write: a large one is written directly, a
    * small one alone is kept as it is (written without a copy if nothing
    * joins it), small ones together are coalesced into the scratch buffer.
+   * Returns a promise only when something had to be written first.
    */
-  async #append(chunk: Uint8Array): Promise<void> {
-    if (chunk.length >= DIRECT_WRITE_THRESHOLD) {
-      await this.#flushScratch();
-      await writeAll(this.#stream, chunk);
-      return;
-    }
+  #append(chunk: Uint8Array): Promise<void> | void {
+    if (chunk.length >= DIRECT_WRITE_THRESHOLD) return this.#writeDirect(chunk);
     if (this.#scratchUsed === 0 && this.#lone === null) {
       this.#lone = chunk;
       return;
@@ -124,18 +124,24 @@ export class WriteQueue {
     if (this.#lone) {
       const lone = this.#lone;
       this.#lone = null;
-      await this.#copyToScratch(lone);
+      this.#copyToScratch(lone);
     }
-    await this.#copyToScratch(chunk);
+    if (this.#scratch && this.#scratchUsed + chunk.length > this.#scratch.length) {
+      return this.#flushScratch(true).then(() => this.#copyToScratch(chunk));
+    }
+    this.#copyToScratch(chunk);
   }
 
-  /** Copy `chunk` after what the scratch buffer holds, writing that out first if it is full. */
-  async #copyToScratch(chunk: Uint8Array): Promise<void> {
+  /** Write what is coalesced so far, then `chunk` without copying it. */
+  async #writeDirect(chunk: Uint8Array): Promise<void> {
+    await this.#flushScratch();
+    await writeAll(this.#stream, chunk);
+  }
+
+  /** Copy `chunk` after what the scratch buffer holds (the caller made room for it). */
+  #copyToScratch(chunk: Uint8Array): void {
     const scratch = this.#scratch;
-    if (scratch && this.#scratchUsed + chunk.length > scratch.length) {
-      await this.#flushScratch(true);
-      if (chunk.length > scratch.length) this.#scratch = null;
-    }
+    if (scratch && this.#scratchUsed + chunk.length > scratch.length) this.#scratch = null;
     if (!this.#scratch) {
       this.#scratchSizing.fit(chunk.length);
       this.#scratch = new Uint8Array(this.#scratchSizing.size);

@@ -256,7 +256,10 @@ function gatedReads(inner: MemoryNode, start: number, end: number, gate: Promise
       }
       await inner.read(offset, into);
     },
+    readNow: () => false,
     write: (offset, data, options) => inner.write(offset, data, options),
+    writeNow: () => false,
+    holdsDataNow: () => false,
     writeZeroes: (offset, length, options) => inner.writeZeroes(offset, length, options),
     trim: (offset, length, options) => inner.trim(offset, length, options),
     flush: () => inner.flush(),

@@ -73,6 +73,13 @@ export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
 const READ_PIECE = 4 * 1024 * 1024;
 /** Chunks a sparse read may be split into before the rest is sent as data. */
 const MAX_READ_EXTENTS = 256;
+/** Where an OFFSET_DATA chunk's data starts: after the chunk header and the offset. */
+const DATA_CHUNK_START = NBD_SIZE.STRUCTURED_REPLY_HEADER + 8;
+/**
+ * Largest read served without waiting: above this the copy itself is long
+ * enough to be better done on the thread pool, beside the event loop's work.
+ */
+const READ_NOW_MAX = 256 * 1024;
 
 /** How each command is validated. */
 interface CommandRule {
@@ -236,11 +243,13 @@ export class Transmission {
   async run(): Promise<void> {
     try {
       while (true) {
-        const headerBytes = await this.#nextHeader();
+        const headerBytes = this.#bufferedHeader() ?? await this.#nextHeader();
         if (headerBytes === null) break;
         const request = decodeRequestHeader(headerBytes);
         if (request.type === NBD_CMD.DISC) break;
-        await this.#accept(request);
+        const rejection = this.#validate(request);
+        if (rejection === null && this.#serveNow(request)) continue;
+        await this.#accept(request, rejection);
       }
     } finally {
       await this.settled();
@@ -251,6 +260,16 @@ export class Transmission {
       const message = `reply failed: ${why}; ${this.#unanswered} ${requests} not answered`;
       throw new DenbdError("io", message, { cause: this.#replyFailure });
     }
+  }
+
+  /**
+   * The next request header when it has already arrived and no reply has
+   * failed: requests pipelined together are taken without waiting, so a
+   * burst of them is served in one turn and its replies leave together.
+   */
+  #bufferedHeader(): Uint8Array | null {
+    if (this.#replyFailure !== null) return null;
+    return this.#reader.takeBuffered(NBD_SIZE.REQUEST_HEADER);
   }
 
   /**
@@ -281,12 +300,84 @@ export class Transmission {
   }
 
   /**
-   * Validate `request`, read its payload, and start serving it; drop it
-   * (unanswered) when a reply failed while it waited for room.
+   * Serve a valid `request` without waiting, when everything it needs is at
+   * hand: room within the limits, a read's bytes in the page cache (and known
+   * to be data, for a sparse structured read), a write's payload already
+   * received and storable at once. Its reply is queued, counted in flight
+   * until it is written. False, consuming nothing, when it must take the
+   * asynchronous path.
    */
-  async #accept(request: RequestHeader): Promise<void> {
+  #serveNow(request: RequestHeader): boolean {
+    const { type, offset, length } = request;
+    if (type !== NBD_CMD.READ && type !== NBD_CMD.WRITE) return false;
+    const cost = this.#costOf(request);
+    if (this.#full(cost) || length === 0) return false;
+    const exported = this.#session.export;
+    if (type === NBD_CMD.READ) {
+      if (length > READ_NOW_MAX) return false;
+      const reply = this.#session.structured
+        ? this.#dataChunkNow(request)
+        : this.#simpleReadNow(request);
+      if (reply === null) return false;
+      this.#sendCounted(cost, [reply]);
+      return true;
+    }
+    if (exported.writethrough || this.#reader.buffered < length) return false;
+    const payload = this.#reader.takeBuffered(length)!;
+    if (exported.node.writeNow(offset, payload, { fua: this.#fua(request) })) {
+      this.#sendCounted(cost, [encodeSimpleReplyHeader(0, request.cookie)]);
+    } else {
+      const copy = payload.slice();
+      void this.#start(request, cost, () => this.#write(request, copy));
+    }
+    return true;
+  }
+
+  /** A simple read's whole reply, read at once; null when the bytes are not at hand. */
+  #simpleReadNow({ offset, length, cookie }: RequestHeader): Uint8Array | null {
+    const reply = new Uint8Array(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
+    if (!this.#session.export.node.readNow(offset, reply.subarray(NBD_SIZE.SIMPLE_REPLY_HEADER))) {
+      return null;
+    }
+    encodeSimpleReplyHeader(0, cookie, reply);
+    return reply;
+  }
+
+  /**
+   * A structured read answered by one OFFSET_DATA chunk, read at once; null
+   * when the bytes are not at hand or, for a sparse read, the range is not
+   * known at once to be all data (holes are then found the asynchronous way).
+   */
+  #dataChunkNow({ offset, length, cookie, flags }: RequestHeader): Uint8Array | null {
+    const exported = this.#session.export;
+    const whole = (flags & NBD_CMD_FLAG.DF) !== 0 || !exported.sparseReads;
+    if (!whole && !exported.node.holdsDataNow(offset, length)) return null;
+    const chunk = new Uint8Array(DATA_CHUNK_START + length);
+    if (!exported.node.readNow(offset, chunk.subarray(DATA_CHUNK_START))) return null;
+    this.#encodeDataChunkHeader(chunk, cookie, offset, length, true);
+    return chunk;
+  }
+
+  /**
+   * Queue a reply made without waiting; `cost` stays counted in flight, as
+   * for any request, until the reply is written.
+   */
+  #sendCounted(cost: number, chunks: readonly Uint8Array[]): void {
+    this.#inFlightRequests++;
+    this.#inFlightBytes += cost;
+    this.#send(chunks).then(
+      () => this.#finished(cost, true),
+      () => this.#finished(cost, false),
+    );
+  }
+
+  /**
+   * Read `request`'s payload (or skip it when `rejection` refuses it) and
+   * start serving it; drop it (unanswered) when a reply failed while it
+   * waited for room.
+   */
+  async #accept(request: RequestHeader, rejection: RequestRejected | null): Promise<void> {
     const payloadLength = request.type === NBD_CMD.WRITE ? request.length : 0;
-    const rejection = this.#validate(request);
     if (rejection) {
       await this.#reader.skip(payloadLength);
       await this.#reserve(0);
@@ -422,13 +513,18 @@ export class Transmission {
         answered = await this.#sendError(request, error).then(() => true, () => false);
       }
     } finally {
-      if (!answered) this.#unanswered++;
-      this.#inFlightRequests--;
-      this.#inFlightBytes -= cost;
-      const waiters = this.#waiters;
-      this.#waiters = [];
-      for (const wake of waiters) wake();
+      this.#finished(cost, answered);
     }
+  }
+
+  /** A request in flight is over (`answered` or not): its room is free for others. */
+  #finished(cost: number, answered: boolean): void {
+    if (!answered) this.#unanswered++;
+    this.#inFlightRequests--;
+    this.#inFlightBytes -= cost;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
   }
 
   #sendError(request: RequestHeader, error: unknown): Promise<void> {
@@ -590,9 +686,20 @@ export class Transmission {
     length: number,
     done: boolean,
   ): Promise<Uint8Array> {
-    const start = NBD_SIZE.STRUCTURED_REPLY_HEADER + 8;
-    const chunk = new Uint8Array(start + length);
-    await this.#session.export.node.read(offset, chunk.subarray(start));
+    const chunk = new Uint8Array(DATA_CHUNK_START + length);
+    await this.#session.export.node.read(offset, chunk.subarray(DATA_CHUNK_START));
+    this.#encodeDataChunkHeader(chunk, cookie, offset, length, done);
+    return chunk;
+  }
+
+  /** The header and offset of an OFFSET_DATA `chunk` whose `length` data bytes are in place. */
+  #encodeDataChunkHeader(
+    chunk: Uint8Array,
+    cookie: bigint,
+    offset: number,
+    length: number,
+    done: boolean,
+  ): void {
     encodeChunkHeader(
       {
         flags: done ? NBD_REPLY_FLAG.DONE : 0,
@@ -603,7 +710,6 @@ export class Transmission {
       chunk,
     );
     encodeOffset(chunk, NBD_SIZE.STRUCTURED_REPLY_HEADER, offset);
-    return chunk;
   }
 
   /**
