@@ -112,7 +112,10 @@ export interface BlockNode {
    * efficiency; 1 when any byte range is as good as another.
    */
   readonly requestAlignment: number;
-  /** Fill `into` with the bytes at `offset`. */
+  /**
+   * Fill `into` with the bytes at `offset`: every byte of it, zeroes
+   * included (callers reuse buffers without clearing them).
+   */
   read(offset: number, into: Uint8Array): Promise<void>;
   /**
    * Fill `into` with the bytes at `offset` without waiting, where they are at

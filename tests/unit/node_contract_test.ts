@@ -25,6 +25,10 @@ interface Opened {
 /** A way to open a node of SIZE bytes (all zero) in `dir`. */
 interface Subject {
   readonly name: string;
+  /** Reads and whole-page writes of cached data are done at once (readNow/writeNow). */
+  readonly now: boolean;
+  /** Whether a range holds data is known at once (holdsDataNow) once it was written. */
+  readonly knowsData: boolean;
   open(dir: string, readOnly: boolean): Promise<Opened>;
 }
 
@@ -49,6 +53,8 @@ function dataOf(node: BlockNode) {
 const SUBJECTS: Subject[] = [
   {
     name: "memory",
+    now: true,
+    knowsData: true,
     open: (_dir, readOnly) => {
       const node = new MemoryNode(SIZE, { readOnly });
       return Promise.resolve({ node, allocatedBytes: dataOf(node) });
@@ -56,6 +62,8 @@ const SUBJECTS: Subject[] = [
   },
   {
     name: "file",
+    now: true,
+    knowsData: true,
     open: async (dir, readOnly) => {
       const path = await fileOf(dir);
       const node = await FileNode.open(path, { readOnly, discard: "unmap" });
@@ -64,6 +72,8 @@ const SUBJECTS: Subject[] = [
   },
   {
     name: "file, cache=none",
+    now: false,
+    knowsData: true,
     open: async (dir, readOnly) => {
       const path = await fileOf(dir);
       const node = await FileNode.open(path, { readOnly, discard: "unmap", direct: true });
@@ -72,6 +82,8 @@ const SUBJECTS: Subject[] = [
   },
   {
     name: "raw over file",
+    now: true,
+    knowsData: true,
     open: async (dir, readOnly) => {
       const path = await fileOf(dir);
       const file = await FileNode.open(path, { readOnly, discard: "unmap" });
@@ -81,6 +93,8 @@ const SUBJECTS: Subject[] = [
   },
   {
     name: "qcow2 over file",
+    now: false,
+    knowsData: false,
     open: async (dir, readOnly) => {
       const path = `${dir}/disk.qcow2`;
       await Deno.writeFile(path, new Uint8Array(0));
@@ -142,12 +156,46 @@ for (const subject of SUBJECTS) {
     });
   });
 
+  Deno.test(`node contract (${subject.name}): the at-once paths agree with the others`, async () => {
+    await withSubject(subject, false, async ({ node }) => {
+      const page = pattern(4096);
+      // Whole-page writes within the node are done at once where the node can.
+      assert.equal(node.writeNow(CHUNK, page), subject.now);
+      if (!subject.now) await node.write(CHUNK, page);
+      assert.equal(node.writeNow(0, page, { fua: true }), subject.name === "memory", "FUA syncs");
+      // Every byte of the target is written, zeroes included: buffers are reused unwiped.
+      const stale = () => new Uint8Array(8192).fill(0xee);
+      const back = stale();
+      assert.equal(node.readNow(CHUNK - 4096, back), subject.now);
+      if (!subject.now) await node.read(CHUNK - 4096, back);
+      assert.ok(back.subarray(0, 4096).every((byte) => byte === 0), "a hole reads as zeroes");
+      assert.deepEqual(back.subarray(4096), page);
+      const viaRead = stale();
+      await node.read(CHUNK - 4096, viaRead);
+      assert.deepEqual(viaRead, back);
+      // Data known at once is data for block status too; a zeroed range is no longer known.
+      if (node.holdsDataNow(CHUNK, 4096)) {
+        assert.equal((await node.blockStatus(CHUNK, 4096))[0].data, true);
+      }
+      assert.equal(node.holdsDataNow(CHUNK, 4096), subject.knowsData);
+      await node.writeZeroes(CHUNK, CHUNK, { mayTrim: true });
+      assert.equal(node.holdsDataNow(CHUNK, 4096), false, "zeroed: not known as data");
+      // Out of range or invalid: false, never a throw; the asynchronous call reports it.
+      for (const [offset, length] of [[-1, 1], [0.5, 1], [SIZE - 1, 2]]) {
+        assert.equal(node.readNow(offset, new Uint8Array(length)), false);
+        assert.equal(node.writeNow(offset, new Uint8Array(length)), false);
+        assert.equal(node.holdsDataNow(offset, length), false);
+      }
+    });
+  });
+
   Deno.test(`node contract (${subject.name}): read-only refuses changes`, async () => {
     await withSubject(subject, true, async ({ node }) => {
       assert.equal(node.capabilities.writable, false);
       await assert.rejects(() => node.write(0, new Uint8Array(1)), { kind: "read-only" });
       await assert.rejects(() => node.writeZeroes(0, 512), { kind: "read-only" });
       await assert.rejects(() => node.trim(0, 512), { kind: "read-only" });
+      assert.equal(node.writeNow(0, new Uint8Array(4096)), false);
       const back = new Uint8Array(512);
       await node.read(0, back);
       assert.ok(back.every((byte) => byte === 0));

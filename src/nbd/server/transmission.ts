@@ -45,6 +45,7 @@ import {
 import { chainStatus } from "../../block/chain.ts";
 import type { NegotiatedSession } from "./handshake.ts";
 import type { BufferedReader } from "../../io/buffered-reader.ts";
+import { BufferPool } from "../../io/buffer-pool.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import type { Logger } from "../../log.ts";
 
@@ -73,6 +74,11 @@ export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
 const READ_PIECE = 4 * 1024 * 1024;
 /** Chunks a sparse read may be split into before the rest is sent as data. */
 const MAX_READ_EXTENTS = 256;
+/**
+ * Read replies and write payloads of every connection, reused: at most this
+ * many bytes of them are kept free between requests.
+ */
+const PAYLOAD_POOL = new BufferPool(32 * 1024 * 1024);
 /** Where an OFFSET_DATA chunk's data starts: after the chunk header and the offset. */
 const DATA_CHUNK_START = NBD_SIZE.STRUCTURED_REPLY_HEADER + 8;
 /**
@@ -319,7 +325,7 @@ export class Transmission {
         ? this.#dataChunkNow(request)
         : this.#simpleReadNow(request);
       if (reply === null) return false;
-      this.#sendCounted(cost, [reply]);
+      this.#sendCounted(cost, [reply], reply);
       return true;
     }
     if (exported.writethrough || this.#reader.buffered < length) return false;
@@ -327,7 +333,8 @@ export class Transmission {
     if (exported.node.writeNow(offset, payload, { fua: this.#fua(request) })) {
       this.#sendCounted(cost, [encodeSimpleReplyHeader(0, request.cookie)]);
     } else {
-      const copy = payload.slice();
+      const copy = PAYLOAD_POOL.take(length);
+      copy.set(payload);
       void this.#start(request, cost, () => this.#write(request, copy));
     }
     return true;
@@ -335,8 +342,9 @@ export class Transmission {
 
   /** A simple read's whole reply, read at once; null when the bytes are not at hand. */
   #simpleReadNow({ offset, length, cookie }: RequestHeader): Uint8Array | null {
-    const reply = new Uint8Array(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
+    const reply = PAYLOAD_POOL.take(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
     if (!this.#session.export.node.readNow(offset, reply.subarray(NBD_SIZE.SIMPLE_REPLY_HEADER))) {
+      PAYLOAD_POOL.give(reply);
       return null;
     }
     encodeSimpleReplyHeader(0, cookie, reply);
@@ -352,21 +360,28 @@ export class Transmission {
     const exported = this.#session.export;
     const whole = (flags & NBD_CMD_FLAG.DF) !== 0 || !exported.sparseReads;
     if (!whole && !exported.node.holdsDataNow(offset, length)) return null;
-    const chunk = new Uint8Array(DATA_CHUNK_START + length);
-    if (!exported.node.readNow(offset, chunk.subarray(DATA_CHUNK_START))) return null;
+    const chunk = PAYLOAD_POOL.take(DATA_CHUNK_START + length);
+    if (!exported.node.readNow(offset, chunk.subarray(DATA_CHUNK_START))) {
+      PAYLOAD_POOL.give(chunk);
+      return null;
+    }
     this.#encodeDataChunkHeader(chunk, cookie, offset, length, true);
     return chunk;
   }
 
   /**
    * Queue a reply made without waiting; `cost` stays counted in flight, as
-   * for any request, until the reply is written.
+   * for any request, until the reply is written. `pooled`, a buffer of the
+   * reply taken from the pool, goes back once written.
    */
-  #sendCounted(cost: number, chunks: readonly Uint8Array[]): void {
+  #sendCounted(cost: number, chunks: readonly Uint8Array[], pooled?: Uint8Array): void {
     this.#inFlightRequests++;
     this.#inFlightBytes += cost;
     this.#send(chunks).then(
-      () => this.#finished(cost, true),
+      () => {
+        if (pooled) PAYLOAD_POOL.give(pooled);
+        this.#finished(cost, true);
+      },
       () => this.#finished(cost, false),
     );
   }
@@ -389,7 +404,7 @@ export class Transmission {
     await this.#reserve(cost);
     if (this.#dropped()) return;
     if (request.type === NBD_CMD.WRITE) {
-      const payload = new Uint8Array(request.length);
+      const payload = PAYLOAD_POOL.take(request.length);
       await this.#reader.readInto(payload);
       void this.#start(request, cost, () => this.#write(request, payload));
     } else {
@@ -570,7 +585,11 @@ export class Transmission {
 
   async #write(request: RequestHeader, payload: Uint8Array): Promise<void> {
     const node = this.#session.export.node;
-    await node.write(request.offset, payload, { fua: this.#fua(request) });
+    try {
+      await node.write(request.offset, payload, { fua: this.#fua(request) });
+    } finally {
+      PAYLOAD_POOL.give(payload);
+    }
     await this.#afterWrite();
     await this.#sendOk(request.cookie);
   }
@@ -616,10 +635,11 @@ export class Transmission {
   }
 
   async #simpleRead({ offset, length, cookie }: RequestHeader): Promise<void> {
-    const reply = new Uint8Array(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
+    const reply = PAYLOAD_POOL.take(NBD_SIZE.SIMPLE_REPLY_HEADER + length);
     await this.#session.export.node.read(offset, reply.subarray(NBD_SIZE.SIMPLE_REPLY_HEADER));
     encodeSimpleReplyHeader(0, cookie, reply);
     await this.#send([reply]);
+    PAYLOAD_POOL.give(reply);
   }
 
   /**
@@ -639,6 +659,7 @@ export class Transmission {
       const chunks = await this.#sparseChunks(cookie, offset + done, pieceLength);
       if (done + pieceLength === length) markChunkDone(chunks.at(-1)!);
       await this.#send(chunks);
+      for (const chunk of chunks) PAYLOAD_POOL.give(chunk);
     }
   }
 
@@ -686,7 +707,7 @@ export class Transmission {
     length: number,
     done: boolean,
   ): Promise<Uint8Array> {
-    const chunk = new Uint8Array(DATA_CHUNK_START + length);
+    const chunk = PAYLOAD_POOL.take(DATA_CHUNK_START + length);
     await this.#session.export.node.read(offset, chunk.subarray(DATA_CHUNK_START));
     this.#encodeDataChunkHeader(chunk, cookie, offset, length, done);
     return chunk;
