@@ -15,11 +15,14 @@ import { Errno, errnoError, type Libc, Whence } from "./libc.ts";
 
 /**
  * Largest request served from or into the page cache on the calling thread.
- * Up to here a call on the event loop beats a worker-thread call clearly
- * (4 KiB: about 2.5 us against 15-25 us); above it the copy itself dominates
- * and is better done on the pool, where it overlaps with the event loop's work.
+ * A call on the event loop costs far less than a worker-thread call (4 KiB:
+ * about 2.5 us against 15-25 us), and for large requests too the pool's
+ * dispatch and wake-up cost the event loop more than the copy it saves: 1 MiB
+ * reads took about half the server CPU each on the calling thread (2026-11-29,
+ * 2 CPUs, fio on the other). Above this a request goes to the pool, so one
+ * call never holds the event loop for long.
  */
-const CALLING_THREAD_MAX = 256 * 1024;
+const CALLING_THREAD_MAX = 4 * 1024 * 1024;
 /**
  * Page size assumed for writes on the calling thread: a write covering whole
  * pages never waits for the disk to read a page in first.

@@ -142,8 +142,11 @@ function tryLoad(): Libc | null {
 export class Libc {
   readonly #symbols: Symbols;
   readonly #errno: Deno.UnsafePointerView;
-  /** One struct iovec reused by every synchronous preadv2 call. */
-  readonly #iovec = new BigUint64Array(2);
+  /**
+   * One struct iovec reused by every synchronous preadv2 call, as 32-bit
+   * halves (little-endian), so its pointer and length need no BigInts.
+   */
+  readonly #iovec = new Uint32Array(4);
 
   /** Wrap the symbols of an opened libc. */
   constructor(symbols: Symbols) {
@@ -175,8 +178,10 @@ export class Libc {
    * Not retried on EINTR: the caller falls back to {@linkcode Libc.pread}.
    */
   preadCached(fd: number, into: Uint8Array, offset: number): number {
-    this.#iovec[0] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(into)));
-    this.#iovec[1] = BigInt(into.length);
+    const address = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(into)));
+    this.#iovec[0] = address % 2 ** 32;
+    this.#iovec[1] = Math.floor(address / 2 ** 32);
+    this.#iovec[2] = into.length;
     const result = Number(this.#symbols.preadv2(fd, this.#iovec, 1, BigInt(offset), RWF_NOWAIT));
     return result >= 0 ? result : -this.#errno.getInt32();
   }

@@ -40,10 +40,12 @@ const DIRECT_WRITE_THRESHOLD = 64 * 1024;
  */
 const COALESCE_BUFFER_SIZES: BufferSizeRange = { initial: 4 * 1024, maximum: 256 * 1024 };
 
+/** Told once a message is written (`null`) or failed to be (why). */
+export type WrittenCallback = (failure: unknown) => void;
+
 interface QueuedMessage {
   readonly chunks: readonly Uint8Array[];
-  readonly resolve: () => void;
-  readonly reject: (error: unknown) => void;
+  readonly written: WrittenCallback;
 }
 
 /** A queue that writes whole messages to a stream, one after another. */
@@ -74,11 +76,26 @@ export class WriteQueue {
    * the stream failed (then every later send rejects too).
    */
   send(chunks: readonly Uint8Array[]): Promise<void> {
-    if (this.#failure !== null) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      this.#pending.push({ chunks, resolve, reject });
-      this.#writing ??= Promise.resolve().then(() => this.#writeLoop());
+      this.queue(chunks, (failure) => failure === null ? resolve() : reject(failure));
     });
+  }
+
+  /**
+   * Queue one message and call `written` once its chunks are written
+   * (`null`) or the stream failed (the failure; then every later message
+   * fails too). Messages queued in one turn go out in as few writes as
+   * possible. `written` is never called before this returns, and must not
+   * throw.
+   */
+  queue(chunks: readonly Uint8Array[], written: WrittenCallback): void {
+    if (this.#failure !== null) {
+      const failure = this.#failure;
+      queueMicrotask(() => written(failure));
+      return;
+    }
+    this.#pending.push({ chunks, written });
+    this.#writing ??= Promise.resolve().then(() => this.#writeLoop());
   }
 
   /** Resolves when every message queued so far has been written (or failed). */
@@ -100,11 +117,11 @@ export class WriteQueue {
         await this.#flushScratch();
       } catch (error) {
         this.#failure = error;
-        for (const message of [...batch, ...this.#pending]) message.reject(error);
+        for (const message of [...batch, ...this.#pending]) message.written(error);
         this.#pending = [];
         break;
       }
-      for (const message of batch) message.resolve();
+      for (const message of batch) message.written(null);
     }
     this.#writing = null;
   }

@@ -81,11 +81,6 @@ const MAX_READ_EXTENTS = 256;
 const PAYLOAD_POOL = new BufferPool(32 * 1024 * 1024);
 /** Where an OFFSET_DATA chunk's data starts: after the chunk header and the offset. */
 const DATA_CHUNK_START = NBD_SIZE.STRUCTURED_REPLY_HEADER + 8;
-/**
- * Largest read served without waiting: above this the copy itself is long
- * enough to be better done on the thread pool, beside the event loop's work.
- */
-const READ_NOW_MAX = 256 * 1024;
 
 /** How each command is validated. */
 interface CommandRule {
@@ -320,7 +315,6 @@ export class Transmission {
     if (this.#full(cost) || length === 0) return false;
     const exported = this.#session.export;
     if (type === NBD_CMD.READ) {
-      if (length > READ_NOW_MAX) return false;
       const reply = this.#session.structured
         ? this.#dataChunkNow(request)
         : this.#simpleReadNow(request);
@@ -377,13 +371,14 @@ export class Transmission {
   #sendCounted(cost: number, chunks: readonly Uint8Array[], pooled?: Uint8Array): void {
     this.#inFlightRequests++;
     this.#inFlightBytes += cost;
-    this.#send(chunks).then(
-      () => {
+    this.#writer.queue(chunks, (failure) => {
+      if (failure === null) {
         if (pooled) PAYLOAD_POOL.give(pooled);
-        this.#finished(cost, true);
-      },
-      () => this.#finished(cost, false),
-    );
+      } else {
+        this.#replyFailed(failure);
+      }
+      this.#finished(cost, failure === null);
+    });
   }
 
   /**
@@ -441,31 +436,36 @@ export class Transmission {
   /** Why `request` must be refused, or null if it may be served. */
   #validate(request: RequestHeader): RequestRejected | null {
     const { type, flags, offset, length } = request;
-    const name = () => nameOf(NBD_CMD, type);
     if (this.#stopping) return new RequestRejected(NBD_ERROR.ESHUTDOWN, "server shutting down");
     const admission = this.#admissions.get(type);
-    if (!admission) return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${name()}`);
+    if (!admission) {
+      return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${nameOf(NBD_CMD, type)}`);
+    }
     const badFlags = flags & ~admission.flags;
     if (badFlags) {
       return new RequestRejected(
         NBD_ERROR.EINVAL,
-        `flags 0x${badFlags.toString(16)} not valid for ${name()}`,
+        `flags 0x${badFlags.toString(16)} not valid for ${nameOf(NBD_CMD, type)}`,
       );
     }
     if (admission.readOnly) {
-      return new RequestRejected(NBD_ERROR.EPERM, `${name()} on a read-only export`);
+      return new RequestRejected(NBD_ERROR.EPERM, `${nameOf(NBD_CMD, type)} on a read-only export`);
     }
     const rule = admission.rule;
     if (!admission.advertised) {
       return new RequestRejected(
         NBD_ERROR.EINVAL,
-        `${name()} needs ${flagNames(NBD_FLAG, rule.needs)}, which this export does not send`,
+        `${nameOf(NBD_CMD, type)} needs ${
+          flagNames(NBD_FLAG, rule.needs)
+        }, which this export does not send`,
       );
     }
     if (rule.beyondEnd !== null && offset + length > this.#session.export.size) {
       return new RequestRejected(
         rule.beyondEnd,
-        `${name()} of ${length} bytes at ${offset} is beyond the end (${this.#session.export.size})`,
+        `${
+          nameOf(NBD_CMD, type)
+        } of ${length} bytes at ${offset} is beyond the end (${this.#session.export.size})`,
       );
     }
     if (type === NBD_CMD.WRITE && length > NBD_LIMIT.MAX_PAYLOAD) {
@@ -575,11 +575,16 @@ export class Transmission {
     try {
       await this.#writer.send(chunks);
     } catch (error) {
-      if (this.#replyFailure === null) {
-        this.#replyFailure = error;
-        this.#interruptRead?.(null);
-      }
+      this.#replyFailed(error);
       throw error;
+    }
+  }
+
+  /** A reply could not be sent: the first such failure is the connection's, and reading stops. */
+  #replyFailed(error: unknown): void {
+    if (this.#replyFailure === null) {
+      this.#replyFailure = error;
+      this.#interruptRead?.(null);
     }
   }
 
