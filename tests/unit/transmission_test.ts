@@ -51,6 +51,10 @@ class GatedNode extends MemoryNode {
     await new Promise<void>((resolve) => this.#gates.push(resolve));
     return super.write(offset, data);
   }
+  /** Every write waits for its gate: none is done at once. */
+  override writeNow(): boolean {
+    return false;
+  }
   releaseOne() {
     this.#gates.shift()?.();
   }
@@ -68,6 +72,10 @@ class CountingNode extends MemoryNode {
   override read(offset: number, into: Uint8Array): Promise<void> {
     this.reads++;
     return super.read(offset, into);
+  }
+  override readNow(offset: number, into: Uint8Array): boolean {
+    this.reads++;
+    return super.readNow(offset, into);
   }
 }
 
@@ -130,9 +138,11 @@ function harness(node: MemoryNode, options: HarnessOptions = {}) {
   const toServer = new Channel();
   const toClient = new Channel();
   const fate = options.replies ?? "delivered";
+  const written: number[] = [];
   const serverSide: ByteStream = {
     read: (buffer) => toServer.read(buffer),
     write: (data) => {
+      written.push(data.length);
       if (fate === "failing") {
         return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
       }
@@ -173,7 +183,8 @@ function harness(node: MemoryNode, options: HarnessOptions = {}) {
     if (type === NBD_CMD.WRITE) toServer.push(new Uint8Array(length));
     return (await nextReply()).error;
   };
-  return { transmission, toServer, write, nextReply, ask };
+  const replyPayload = async (length: number) => (await replies.readExact(length)).slice();
+  return { transmission, toServer, write, nextReply, replyPayload, ask, written };
 }
 
 Deno.test("reading pauses while the request limit is in flight", async () => {
@@ -191,6 +202,31 @@ Deno.test("reading pauses while the request limit is in flight", async () => {
   await tick();
   node.releaseAll();
   for (let i = 0; i < 3; i++) assert.equal((await nextReply()).error, 0);
+  toServer.end();
+  await running;
+});
+
+Deno.test("requests pipelined together are answered together, in one write", async () => {
+  const node = new CountingNode(1 << 20);
+  await node.write(0, new Uint8Array(8 * 256).map((_, i) => i >> 8));
+  const { transmission, toServer, nextReply, replyPayload, written } = harness(node, {
+    limits: { maxRequests: 16 },
+  });
+  const running = transmission.run();
+  const burst = [];
+  for (let cookie = 0n; cookie < 8n; cookie++) {
+    const offset = Number(cookie) * 256;
+    burst.push(encodeRequestHeader({ flags: 0, type: NBD_CMD.READ, cookie, offset, length: 256 }));
+  }
+  const requests = new Uint8Array(burst.length * burst[0].length);
+  burst.forEach((header, i) => requests.set(header, i * header.length));
+  toServer.push(requests);
+  for (let cookie = 0n; cookie < 8n; cookie++) {
+    assert.deepEqual(await nextReply(), { error: 0, cookie });
+    assert.deepEqual(await replyPayload(256), new Uint8Array(256).fill(Number(cookie)));
+  }
+  assert.equal(node.reads, 8);
+  assert.deepEqual(written, [8 * (16 + 256)], "one write carries the eight replies");
   toServer.end();
   await running;
 });
