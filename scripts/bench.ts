@@ -154,7 +154,7 @@ const TABLES = {
   tls: { mine: "denbd-tls", iopsPeers: ["qemu-nbd-tls", "nbdkit-tls"], cpuPeer: "nbdkit-tls" },
 } as const satisfies Record<string, TableRule>;
 /** Defaults of the command line that the help text shows. */
-const DEFAULTS = { size: "1G", runtime: 7, ramp: 1, rounds: 3 };
+const DEFAULTS = { size: "1G", runtime: 6, ramp: 1, rounds: 3 };
 const STARTUP_MS = 60_000;
 const STOP_MS = 5_000;
 const FIO_SLACK_MS = 30_000;
@@ -644,10 +644,16 @@ function fioResultTable(
   return rows.length > 1 ? { rows, failed } : undefined;
 }
 
+/** Whether a column (by its header) holds words, aligned left, rather than numbers. */
+function isTextColumn(header: string): boolean {
+  return ["workload", "server", "copier", "checks"].includes(header);
+}
+
 /** Renders rows as an aligned plain-text table. */
 function textTable(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const cell = (c: string, i: number) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]);
+  const cell = (c: string, i: number) =>
+    isTextColumn(rows[0][i]) ? c.padEnd(widths[i]) : c.padStart(widths[i]);
   return rows.map((r) => r.map(cell).join("  ").trimEnd()).join("\n");
 }
 
@@ -656,7 +662,7 @@ function markdownTable(rows: string[][]): string {
   const line = (r: string[]) => `| ${r.join(" | ")} |`;
   return [
     line(rows[0]),
-    line(rows[0].map((_, i) => i < 2 ? "---" : "---:")),
+    line(rows[0].map((h) => isTextColumn(h) ? "---" : "---:")),
     ...rows.slice(1).map(line),
   ].join("\n");
 }
@@ -855,6 +861,7 @@ async function runFio(o: Options, hz: number): Promise<ResultTable[]> {
 async function main(): Promise<number> {
   const o = parseOptions(Deno.args);
   if (o.help) return console.log(USAGE), 0;
+  const began = performance.now();
   const hz = Number(await firstLine("getconf CLK_TCK")) || 100;
   const info = await machineInfo(o);
   const tables = o.workloads.length ? await runFio(o, hz) : [];
@@ -864,6 +871,7 @@ async function main(): Promise<number> {
     tables.push({ ...copyResultTable(o, results), target });
   }
   await stopAll();
+  info.push(`whole run: ${((performance.now() - began) / 60_000).toFixed(1)} min`);
   console.log("\n" + info.join("\n"));
   for (const { rows, target } of tables) {
     console.log("\n" + textTable(rows) + `\n\ntarget: ${target}`);
