@@ -1,19 +1,29 @@
 /**
  * denbd speed benchmark, in two parts that share the command line, the rounds and the report:
  * - fio: denbd vs qemu-nbd vs nbdkit, driven by fio's `nbd` ioengine. Creates a pseudo-random
- *   image (one private copy per server), starts every server on a free loopback port, runs each
- *   workload against each server for several interleaved rounds, and reports median IOPS and
- *   median server CPU time per operation. The qcow2 rows serve a fully allocated qcow2 image
- *   (`qemu-img convert` of the same data) with denbd and with qemu-nbd, in the same rounds, and
- *   compare denbd's qcow2 with qemu-nbd's qcow2 and with denbd's raw. The TLS rows serve the raw
- *   image over TLS (X.509, the same server certificate for all) with denbd, qemu-nbd and nbdkit,
- *   and compare denbd with qemu-nbd there. fio's libnbd 1.14 cannot be given a certificate
- *   directory (it refuses `tls-certificates` in a URI unless the program allows local files, and
- *   as root it reads only /etc/pki/libnbd), so the servers do not ask for a client certificate
- *   (verify-peer=off) and fio's libnbd, left with the system's CAs, does not check the server's.
+ *   image (one private copy per server), starts every server on a free loopback port, probes it
+ *   once with nbdinfo (a full handshake), runs each workload against each server for several
+ *   interleaved rounds, and reports median IOPS, median server CPU time per operation, and the
+ *   server's resident memory at rest (after start-up and the probe, before any load) and at its
+ *   peak under each workload (the highest over the rounds; VmHWM of the server process, reset
+ *   before each fio run). The `-x4` workloads run 4 fio jobs at once, each with its own
+ *   connection (fio's `--numjobs=4 --group_reporting`: IOPS summed), against the raw servers only;
+ *   each of those must advertise multi-conn (nbdinfo's `can_multi_conn`), or the run stops.
+ *   The qcow2 rows serve a fully allocated qcow2 image (`qemu-img convert` of the same data) with
+ *   denbd and with qemu-nbd, in the same rounds. The TLS rows serve the raw image over TLS (X.509,
+ *   the same server certificate for all) with denbd, qemu-nbd and nbdkit. fio's libnbd 1.14 cannot
+ *   be given a certificate directory (it refuses `tls-certificates` in a URI unless the program
+ *   allows local files, and as root it reads only /etc/pki/libnbd), so the servers do not ask for
+ *   a client certificate (verify-peer=off) and fio's libnbd, left with the system's CAs, does not
+ *   check the server's.
  * - copy: `denbd copy` vs nbdcopy moving a sparse image (half data in scattered 1 MiB regions,
  *   half holes) between a local file and qemu-nbd, interleaved the same way; reports the median
  *   throughput (image size per second, the whole command timed) and the ratio denbd/nbdcopy.
+ * Targets (issue 12, `scripts/bench-targets.ts`), shown per denbd row with the reference and the
+ * ratio: on every fio workload, denbd's IOPS at least 1.0x the best peer of its table (raw:
+ * qemu-nbd or nbdkit; qcow2: qemu-nbd-qcow2, plus at least 0.8x denbd on raw; TLS: qemu-nbd-tls or
+ * nbdkit-tls) and its CPU per operation at most nbdkit's (nbdkit-tls's over TLS); `denbd copy` at
+ * least 1.0x nbdcopy both ways.
  * Run with `--help` for options.
  * Exit codes: 0 done, 1 a target failed under `--check`, 2 the harness itself failed, 130 Ctrl-C.
  */
@@ -22,13 +32,30 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { tlsFixtures } from "../tests/interop/tls_fixtures.ts";
+import {
+  type Check,
+  COPY_TARGET,
+  describeCheck,
+  describeRule,
+  fioChecks,
+  type Medians,
+  passes,
+  type TableRule,
+  verdict,
+} from "./bench-targets.ts";
+import { processTree, resetPeakResident, residentMiB, treeCpuSeconds } from "./bench-proc.ts";
 
-/** The fio workloads; the read/write side of the fio JSON is derived from `rw`. */
+/**
+ * The fio workloads; the read/write side of the fio JSON is derived from `rw`. `jobs` > 1 runs
+ * that many fio jobs at once, one connection each, against the raw servers only.
+ */
 const WORKLOADS = [
-  { name: "randread4k", rw: "randread", bs: "4k", iodepth: 16 },
-  { name: "seqread1m", rw: "read", bs: "1M", iodepth: 4 },
-  { name: "randwrite4k", rw: "randwrite", bs: "4k", iodepth: 16 },
-  { name: "seqwrite1m", rw: "write", bs: "1M", iodepth: 4 },
+  { name: "randread4k", rw: "randread", bs: "4k", iodepth: 16, jobs: 1 },
+  { name: "seqread1m", rw: "read", bs: "1M", iodepth: 4, jobs: 1 },
+  { name: "randwrite4k", rw: "randwrite", bs: "4k", iodepth: 16, jobs: 1 },
+  { name: "seqwrite1m", rw: "write", bs: "1M", iodepth: 4, jobs: 1 },
+  { name: "randread4k-x4", rw: "randread", bs: "4k", iodepth: 16, jobs: 4 },
+  { name: "randwrite4k-x4", rw: "randwrite", bs: "4k", iodepth: 16, jobs: 4 },
 ];
 
 /**
@@ -116,17 +143,18 @@ const COPY_SERVER: Server = {
   table: "raw",
 };
 
-/** Target: denbd must reach this fraction of the reference (fio: qemu-nbd IOPS; copy: nbdcopy). */
-const TARGET_RATIO = 0.8;
-/**
- * The tables beside the raw one: which denbd row is compared with which peer row and with denbd
- * on raw, and the targets (qcow2: at least qemu-nbd on qcow2 and 0.8x denbd on raw; TLS: at least
- * qemu-nbd over TLS, with the cost against plain denbd shown but not a target).
- */
-const VARIANT_TABLES = {
-  qcow2: { mine: "denbd-qcow2", peer: "qemu-nbd-qcow2", vsPeer: 1, vsRaw: 0.8 },
-  tls: { mine: "denbd-tls", peer: "qemu-nbd-tls", vsPeer: 1, vsRaw: 0 },
-} as const;
+/** The result tables of the fio part and what each checks on its denbd row. */
+const TABLES = {
+  raw: { mine: "denbd", iopsPeers: ["qemu-nbd", "nbdkit"], cpuPeer: "nbdkit" },
+  qcow2: {
+    mine: "denbd-qcow2",
+    iopsPeers: ["qemu-nbd-qcow2"],
+    vsOwn: { server: "denbd", min: 0.8 },
+  },
+  tls: { mine: "denbd-tls", iopsPeers: ["qemu-nbd-tls", "nbdkit-tls"], cpuPeer: "nbdkit-tls" },
+} as const satisfies Record<string, TableRule>;
+/** Defaults of the command line that the help text shows. */
+const DEFAULTS = { size: "1G", runtime: 6, ramp: 1, rounds: 3 };
 const STARTUP_MS = 60_000;
 const STOP_MS = 5_000;
 const FIO_SLACK_MS = 30_000;
@@ -135,19 +163,24 @@ const REPO = fileURLToPath(new URL("..", import.meta.url));
 
 type Workload = typeof WORKLOADS[number];
 type CopyWorkload = typeof COPY_WORKLOADS[number];
-type Server = { name: string; cmd: string; format: "raw" | "qcow2"; table: "raw" | Variant };
-type Variant = keyof typeof VARIANT_TABLES;
+type Server = { name: string; cmd: string; format: "raw" | "qcow2"; table: TableName };
+type TableName = keyof typeof TABLES;
 type Options = ReturnType<typeof parseOptions>;
-/** A started server: its spec, port, process and a tail of its output for error messages. */
+/**
+ * A started server: its spec, port, process, a tail of its output for error messages, and what
+ * its probe found (resident MiB at rest, whether it advertises multi-conn).
+ */
 type Running = {
   spec: Server;
   port: number;
   child: Deno.ChildProcess;
   exited: boolean;
   log: string[];
+  restMiB?: number;
+  multiConn?: boolean;
 };
-/** One measurement: IOPS and server CPU µs per operation. */
-type Sample = { iops: number; cpuUs: number };
+/** One measurement: IOPS, server CPU µs per operation, server peak resident MiB during it. */
+type Sample = Medians & { peakMiB: number };
 /** One copy measurement: seconds for the whole command and the image size per second. */
 type CopySample = { seconds: number; mibPerSec: number };
 
@@ -158,23 +191,23 @@ let interrupted = false;
 
 const USAGE = `Usage: deno run --allow-all scripts/bench.ts [options]
   --dir DIR            work dir for images (default: .bench/ in the repo)
-  --size SIZE          image size, e.g. 64M, 1G (default 1G; multiple of 1M)
+  --size SIZE          image size, e.g. 64M, 1G (default ${DEFAULTS.size}; multiple of 1M)
   --fresh              recreate the images even if they exist
-  --runtime SEC        fio time per run (default 10)
-  --ramp SEC           fio ramp_time per run (default 1)
-  --rounds N           rounds of every workload x server (default 3)
+  --runtime SEC        fio time per run (default ${DEFAULTS.runtime})
+  --ramp SEC           fio ramp_time per run (default ${DEFAULTS.ramp})
+  --rounds N           rounds of every workload x server (default ${DEFAULTS.rounds})
   --only LIST          servers to run (default ${SERVERS.map((s) => s.name).join(",")})
   --workloads LIST     workloads (default all: ${WORKLOADS.map((w) => w.name).join(",")},
-                       ${COPY_WORKLOADS.map((w) => w.name).join(",")})
+                       ${COPY_WORKLOADS.map((w) => w.name).join(",")});
+                       the -x4 ones (4 connections at once) run on the raw servers only
   --denbd-cmd CMD      denbd command template with {port} and {file}
   --denbd-qcow2-cmd CMD
                        denbd-qcow2 command template with {port} and {file}
   --denbd-tls-cmd CMD  denbd-tls command template with {port}, {file} and {tls}
   --markdown FILE      append the results as a Markdown section to FILE
-  --check              exit 1 if a workload misses the target (denbd >= ${TARGET_RATIO} x qemu-nbd
-                       for fio, >= ${TARGET_RATIO} x nbdcopy for copy; denbd-qcow2 >=
-                       ${VARIANT_TABLES.qcow2.vsPeer} x qemu-nbd-qcow2 and >= ${VARIANT_TABLES.qcow2.vsRaw} x denbd;
-                       denbd-tls >= ${VARIANT_TABLES.tls.vsPeer} x qemu-nbd-tls)
+  --check              exit 1 if a target is missed:
+${Object.values(TABLES).map((rule) => `                       ${describeRule(rule)}`).join("\n")}
+                       denbd copy MiB/s >= ${COPY_TARGET} x nbdcopy's
   --help               show this help`;
 
 /** The servers whose command the command line can replace (`--NAME-cmd`), for A/B runs. */
@@ -192,11 +225,11 @@ function parseOptions(args: string[]) {
     args,
     options: {
       dir: { type: "string", default: join(REPO, ".bench") },
-      size: { type: "string", default: "1G" },
+      size: { type: "string", default: DEFAULTS.size },
       fresh: { type: "boolean", default: false },
-      runtime: { type: "string", default: "10" },
-      ramp: { type: "string", default: "1" },
-      rounds: { type: "string", default: "3" },
+      runtime: { type: "string", default: String(DEFAULTS.runtime) },
+      ramp: { type: "string", default: String(DEFAULTS.ramp) },
+      rounds: { type: "string", default: String(DEFAULTS.rounds) },
       only: { type: "string", default: SERVERS.map((s) => s.name).join(",") },
       workloads: {
         type: "string",
@@ -457,42 +490,41 @@ async function startServer(
   throw new Error(`${spec.name} did not start on port ${port}: ${r.log.join("").trim()}`);
 }
 
-/** Lists the PIDs of a process and all its live descendants. */
-function processTree(root: number): number[] {
-  const parent = new Map<number, number>();
-  for (const e of Deno.readDirSync("/proc")) {
-    const stat = /^\d+$/.test(e.name) ? readStat(Number(e.name)) : undefined;
-    if (stat) parent.set(Number(e.name), stat[3]); // field 4: ppid
-  }
-  const tree = [root];
-  for (let i = 0; i < tree.length; i++) {
-    for (const [pid, ppid] of parent) if (ppid === tree[i]) tree.push(pid);
-  }
-  return tree;
+/** The NBD URI of a started fio server (`nbds` for the TLS table). */
+function serverUri(r: Running): string {
+  return `${r.spec.table === "tls" ? "nbds" : "nbd"}://127.0.0.1:${r.port}/`;
 }
 
-/** Returns /proc/PID/stat fields (index 0 = field 1), or undefined if the process is gone. */
-function readStat(pid: number): number[] | undefined {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ").map(Number);
-    return [pid, NaN, ...rest]; // fields 1 (pid) and 2 (comm) are not needed as numbers
-  } catch {
-    return undefined;
+/**
+ * Probes a started fio server once with `nbdinfo --json` (a full handshake, as a client makes
+ * before any load) and records what it found: whether the export advertises multi-conn, and the
+ * server's resident memory right after (at rest).
+ */
+async function probeServer(r: Running): Promise<void> {
+  const info = JSON.parse(await run(["nbdinfo", "--json", serverUri(r)]));
+  r.multiConn = info.exports?.[0]?.can_multi_conn === true;
+  r.restMiB = residentMiB(r.child.pid, "VmRSS");
+}
+
+/** Throws unless every server a multi-connection workload runs on advertises multi-conn. */
+function checkMultiConn(o: Options, started: readonly Running[]): void {
+  for (const w of o.workloads.filter((w) => w.jobs > 1)) {
+    const lacking = started.filter((r) => runsOn(w, r.spec) && !r.multiConn);
+    if (lacking.length === 0) continue;
+    const names = lacking.map((r) => r.spec.name).join(", ");
+    throw new Error(`${w.name} needs multi-conn, which ${names} does not advertise`);
   }
 }
 
-/** CPU seconds used by a process tree: utime+stime (all threads) + reaped children's time. */
-function treeCpuSeconds(root: number, ticksPerSec: number): number {
-  let ticks = 0;
-  for (const pid of processTree(root)) {
-    const f = readStat(pid);
-    if (f) ticks += f[13] + f[14] + f[15] + f[16]; // fields 14..17: utime stime cutime cstime
-  }
-  return ticks / ticksPerSec;
+/** Whether a workload runs against a server: one-job workloads on all, the others on raw ones. */
+function runsOn(w: Workload, s: Server): boolean {
+  return w.jobs === 1 || s.table === "raw";
 }
 
-/** Runs one fio workload against one server and measures IOPS and server CPU per op. */
+/**
+ * Runs one fio workload against one server and measures IOPS (summed over its jobs), server CPU
+ * per op and the server's peak resident memory during the run (its VmHWM, reset just before).
+ */
 async function measure(
   w: Workload,
   r: Running,
@@ -501,20 +533,21 @@ async function measure(
 ): Promise<Sample> {
   if (r.exited) throw new Error(`${r.spec.name} exited: ${r.log.join("").trim()}`);
   const side = w.rw.endsWith("read") ? "read" : "write";
-  const uri = `${r.spec.table === "tls" ? "nbds" : "nbd"}://127.0.0.1:${r.port}/`;
+  resetPeakResident(r.child.pid);
   const cpu0 = treeCpuSeconds(r.child.pid, hz);
   const out = await run(
-    `fio --name=${w.name} --ioengine=nbd --uri=${uri} --rw=${w.rw} --bs=${w.bs}
-     --iodepth=${w.iodepth} --numjobs=1 --size=${o.size} --time_based --runtime=${o.runtime}
-     --ramp_time=${o.ramp} --output-format=json`.split(/\s+/),
+    `fio --name=${w.name} --ioengine=nbd --uri=${serverUri(r)} --rw=${w.rw} --bs=${w.bs}
+     --iodepth=${w.iodepth} --numjobs=${w.jobs} --group_reporting --size=${o.size} --time_based
+     --runtime=${o.runtime} --ramp_time=${o.ramp} --output-format=json`.split(/\s+/),
     (o.runtime + o.ramp) * 1000 + FIO_SLACK_MS,
   );
   const cpu1 = treeCpuSeconds(r.child.pid, hz);
+  const peakMiB = residentMiB(r.child.pid, "VmHWM");
   const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0][side];
   // The CPU delta also covers the ramp, whose ops fio does not count: estimate them from IOPS.
   const ops = job.total_ios + job.iops * o.ramp;
   if (!(ops > 0)) throw new Error(`fio reported no ${side} ops for ${w.name}`);
-  return { iops: job.iops, cpuUs: (cpu1 - cpu0) * 1e6 / ops };
+  return { iops: job.iops, cpuUs: (cpu1 - cpu0) * 1e6 / ops, peakMiB };
 }
 
 /** Stops one started server: SIGTERM to its tree, SIGKILL after a bound. */
@@ -553,82 +586,74 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Builds the raw result table: one row per workload x raw server, ratios and target on denbd rows. */
-function resultTable(
-  o: Options,
-  results: Map<string, Sample[]>,
-): { rows: string[][]; failed: boolean } {
-  const fmt = (x: number, d = 0) =>
-    x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
-  const rows = ["workload,server,IOPS,CPU µs/op,denbd/this IOPS,denbd/this CPU,target".split(",")];
-  let failed = false;
-  for (const w of o.workloads) {
-    const med = (s: string, k: keyof Sample) =>
-      median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
-    const has = (s: string) => o.servers.some((x) => x.name === s);
-    for (const s of o.servers.filter((x) => x.table === "raw")) {
-      const ratio = (k: keyof Sample) =>
-        has("denbd") && s.name !== "denbd" ? fmt(med("denbd", k) / med(s.name, k), 2) : "";
-      let target = "";
-      if (s.name === "denbd") {
-        const pass = has("qemu-nbd") &&
-          med("denbd", "iops") >= TARGET_RATIO * med("qemu-nbd", "iops");
-        target = has("qemu-nbd") ? (pass ? "PASS" : "FAIL") : "n/a";
-        failed ||= target === "FAIL";
-      }
-      const [iops, cpu] = [fmt(med(s.name, "iops")), fmt(med(s.name, "cpuUs"), 2)];
-      rows.push([w.name, s.name, iops, cpu, ratio("iops"), ratio("cpuUs"), target]);
-    }
-  }
-  return { rows, failed };
+/** Formats a number with thousands separators and `digits` decimals. */
+function fmt(x: number, digits = 0): string {
+  return x.toLocaleString("en-US", {
+    maximumFractionDigits: digits,
+    minimumFractionDigits: digits,
+  });
+}
+
+/** The checks of a denbd row as cells: each check in words, and PASS, FAIL or n/a. */
+function checkCells(checks: readonly Check[]): [string, string] {
+  return [checks.map(describeCheck).join("; "), verdict(checks)];
 }
 
 /**
- * Builds the table of one variant (qcow2 or TLS): one row per workload x server of the variant;
- * on denbd's row the ratios to the peer and to denbd on raw, and the target, n/a when a server it
- * needs was not run.
+ * Builds one fio result table (raw, qcow2 or TLS): one row per workload x server of the table,
+ * with median IOPS and CPU per op, resident MiB at rest and the peak under the workload (highest
+ * over the rounds). A peer's row gives denbd/this ratios; denbd's row its checks, each with its
+ * reference and ratio, and PASS, FAIL or n/a. Undefined when no server of the table ran.
  */
-function variantResultTable(
+function fioResultTable(
   o: Options,
   results: Map<string, Sample[]>,
-  variant: Variant,
-): { rows: string[][]; failed: boolean } {
-  const { mine, peer, vsPeer, vsRaw } = VARIANT_TABLES[variant];
-  const fmt = (x: number, d = 0) =>
-    x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
-  const header = `workload,server,IOPS,CPU µs/op,vs ${peer} IOPS,vs denbd raw IOPS,target`;
-  const rows = [header.split(",")];
+  started: readonly Running[],
+  table: TableName,
+): { rows: string[][]; failed: boolean } | undefined {
+  const rule: TableRule = TABLES[table];
+  const header = ["workload", "server", "IOPS", "CPU µs/op", "RSS rest MiB", "RSS peak MiB"];
+  header.push(`${rule.mine}/this IOPS`, `${rule.mine}/this CPU`, "checks", "target");
+  const rows = [header];
   let failed = false;
-  const has = (s: string) => o.servers.some((x) => x.name === s);
   for (const w of o.workloads) {
-    const med = (s: string, k: keyof Sample) =>
-      median(results.get(`${w.name}/${s}`)!.map((x) => x[k]));
-    for (const s of o.servers.filter((x) => x.table === variant)) {
-      const [iops, cpu] = [fmt(med(s.name, "iops")), fmt(med(s.name, "cpuUs"), 2)];
-      if (s.name !== mine) {
-        rows.push([w.name, s.name, iops, cpu, "", "", ""]);
-        continue;
+    const ran = started.filter((r) => runsOn(w, r.spec));
+    const samples = (r: Running) => results.get(`${w.name}/${r.spec.name}`)!;
+    const medians = new Map<string, Medians>(ran.map((r) => [r.spec.name, {
+      iops: median(samples(r).map((x) => x.iops)),
+      cpuUs: median(samples(r).map((x) => x.cpuUs)),
+    }]));
+    const mine = medians.get(rule.mine);
+    for (const r of ran.filter((r) => r.spec.table === table)) {
+      const m = medians.get(r.spec.name)!;
+      const peak = Math.max(...samples(r).map((x) => x.peakMiB));
+      const row = [w.name, r.spec.name, fmt(m.iops), fmt(m.cpuUs, 2), fmt(r.restMiB!, 1)];
+      row.push(fmt(peak, 1));
+      if (r.spec.name === rule.mine) {
+        const checks = fioChecks(rule, medians);
+        failed ||= verdict(checks) === "FAIL";
+        row.push("", "", ...checkCells(checks));
+      } else if (mine) {
+        row.push(fmt(mine.iops / m.iops, 2), fmt(mine.cpuUs / m.cpuUs, 2), "", "");
+      } else {
+        row.push("", "", "", "");
       }
-      const myIops = med(s.name, "iops");
-      const toPeer = has(peer) ? myIops / med(peer, "iops") : NaN;
-      const toRaw = has("denbd") ? myIops / med("denbd", "iops") : NaN;
-      let target = "n/a";
-      if (has(peer) && (vsRaw === 0 || has("denbd"))) {
-        const pass = toPeer >= vsPeer && (vsRaw === 0 || toRaw >= vsRaw);
-        target = pass ? "PASS" : "FAIL";
-        failed ||= !pass;
-      }
-      const ratio = (x: number) => Number.isNaN(x) ? "" : fmt(x, 2);
-      rows.push([w.name, s.name, iops, cpu, ratio(toPeer), ratio(toRaw), target]);
+      rows.push(row);
     }
   }
-  return { rows, failed };
+  return rows.length > 1 ? { rows, failed } : undefined;
+}
+
+/** Whether a column (by its header) holds words, aligned left, rather than numbers. */
+function isTextColumn(header: string): boolean {
+  return ["workload", "server", "copier", "checks"].includes(header);
 }
 
 /** Renders rows as an aligned plain-text table. */
 function textTable(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const cell = (c: string, i: number) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]);
+  const cell = (c: string, i: number) =>
+    isTextColumn(rows[0][i]) ? c.padEnd(widths[i]) : c.padStart(widths[i]);
   return rows.map((r) => r.map(cell).join("  ").trimEnd()).join("\n");
 }
 
@@ -637,7 +662,7 @@ function markdownTable(rows: string[][]): string {
   const line = (r: string[]) => `| ${r.join(" | ")} |`;
   return [
     line(rows[0]),
-    line(rows[0].map((_, i) => i < 2 ? "---" : "---:")),
+    line(rows[0].map((h) => isTextColumn(h) ? "---" : "---:")),
     ...rows.slice(1).map(line),
   ].join("\n");
 }
@@ -736,46 +761,46 @@ async function runCopyRounds(o: Options, image: string) {
   return results;
 }
 
-/** Builds the copy table: one row per workload x copier, the ratio and target on denbd rows. */
+/**
+ * Builds the copy table: one row per workload x copier; denbd's row gives its check against
+ * nbdcopy (the reference and the ratio of median throughputs) and PASS or FAIL.
+ */
 function copyResultTable(
   o: Options,
   results: Map<string, CopySample[]>,
 ): { rows: string[][]; failed: boolean } {
-  const fmt = (x: number, d = 0) =>
-    x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
-  const rows = ["workload,copier,MiB/s,seconds,denbd/nbdcopy,target".split(",")];
+  const rows = ["workload,copier,MiB/s,seconds,checks,target".split(",")];
   let failed = false;
   for (const w of o.copyWorkloads) {
     const med = (c: string, k: keyof CopySample) =>
       median(results.get(`${w.name}/${c}`)!.map((x) => x[k]));
     const ratio = med("denbd", "mibPerSec") / med("nbdcopy", "mibPerSec");
-    failed ||= ratio < TARGET_RATIO;
+    const check: Check = { measure: "MiB/s", reference: "nbdcopy", ratio, bound: COPY_TARGET };
+    failed ||= !passes(check);
     for (const c of COPIERS) {
-      const mine = c.name === "denbd";
-      rows.push([
-        w.name,
-        c.name,
-        fmt(med(c.name, "mibPerSec")),
-        fmt(med(c.name, "seconds"), 2),
-        mine ? fmt(ratio, 2) : "",
-        mine ? (ratio >= TARGET_RATIO ? "PASS" : "FAIL") : "",
-      ]);
+      const cells = c.name === "denbd" ? checkCells([check]) : ["", ""];
+      rows.push([w.name, c.name, fmt(med(c.name, "mibPerSec")), fmt(med(c.name, "seconds"), 2)]);
+      rows[rows.length - 1].push(...cells);
     }
   }
   return { rows, failed };
 }
 
-/** Runs every workload against every server for all rounds, rotating the server order. */
-async function runRounds(o: Options, started: Running[], hz: number) {
+/**
+ * Runs every workload against every server it runs on for all rounds, rotating the server order.
+ */
+async function runRounds(o: Options, started: readonly Running[], hz: number) {
   const results = new Map<string, Sample[]>();
   for (let round = 0; round < o.rounds; round++) {
     for (const [wi, w] of o.workloads.entries()) {
-      const shift = (round + wi) % started.length;
-      for (const r of [...started.slice(shift), ...started.slice(0, shift)]) {
+      const servers = started.filter((r) => runsOn(w, r.spec));
+      const shift = (round + wi) % servers.length;
+      for (const r of [...servers.slice(shift), ...servers.slice(0, shift)]) {
         const sample = await measure(w, r, o, hz);
         const key = `${w.name}/${r.spec.name}`;
         results.set(key, [...(results.get(key) ?? []), sample]);
-        const what = `${sample.iops.toFixed(0)} IOPS, ${sample.cpuUs.toFixed(2)} µs/op`;
+        const what = `${sample.iops.toFixed(0)} IOPS, ${sample.cpuUs.toFixed(2)} µs/op, ` +
+          `peak ${sample.peakMiB.toFixed(1)} MiB`;
         console.log(`round ${round + 1}/${o.rounds} ${key}: ${what}`);
       }
     }
@@ -783,8 +808,11 @@ async function runRounds(o: Options, started: Running[], hz: number) {
   return results;
 }
 
-/** Appends a Markdown section (date, machine, command line, tables) to `file`. */
-async function appendMarkdown(file: string, info: string[], tables: string[][][]): Promise<void> {
+/** A finished result table: its rows, whether a target failed, and its targets in words. */
+type ResultTable = { rows: string[][]; failed: boolean; target: string };
+
+/** Appends a Markdown section (date, machine, command line, tables and targets) to `file`. */
+async function appendMarkdown(file: string, info: string[], tables: ResultTable[]): Promise<void> {
   const section = `
 ## Benchmark ${info[0].slice(6, 16)}
 
@@ -794,54 +822,61 @@ ${info.map((l) => `- ${l}`).join("\n")}
 deno run --allow-all scripts/bench.ts ${Deno.args.map(shQuote).join(" ")}
 \`\`\`
 
-${tables.map(markdownTable).join("\n\n")}
+${tables.map((t) => `${markdownTable(t.rows)}\n\nTarget: ${t.target}.`).join("\n\n")}
 `;
   await Deno.writeTextFile(file, section, { append: true });
+}
+
+/**
+ * Starts every fio server (each probed once: multi-conn and resident memory at rest), runs the
+ * rounds, stops the servers and builds the fio result tables.
+ */
+async function runFio(o: Options, hz: number): Promise<ResultTable[]> {
+  const images = await prepareImages(o);
+  const ports = freePorts(o.servers.length);
+  // The TLS rows' server credentials: the test fixtures' CA and server certificate.
+  const tlsDir = o.servers.some((s) => s.table === "tls")
+    ? (await tlsFixtures()).server
+    : undefined;
+  const started: Running[] = [];
+  for (const [i, s] of o.servers.entries()) {
+    const r = await startServer(s, ports[i], images.get(s.name)!, "", tlsDir);
+    await probeServer(r);
+    console.log(`${s.name}: ${r.restMiB!.toFixed(1)} MiB at rest, multi-conn ${r.multiConn}`);
+    started.push(r);
+  }
+  checkMultiConn(o, started);
+  const results = await runRounds(o, started, hz);
+  await Promise.all(started.map(stopServer));
+  const tables: ResultTable[] = [];
+  for (const name of Object.keys(TABLES) as TableName[]) {
+    const table = fioResultTable(o, results, started, name);
+    const target = `${describeRule(TABLES[name])} (medians of rounds; references that ran)`;
+    if (table) tables.push({ ...table, target });
+  }
+  return tables;
 }
 
 /** Runs the whole benchmark; returns the exit code. */
 async function main(): Promise<number> {
   const o = parseOptions(Deno.args);
   if (o.help) return console.log(USAGE), 0;
+  const began = performance.now();
   const hz = Number(await firstLine("getconf CLK_TCK")) || 100;
   const info = await machineInfo(o);
-  const tables: { rows: string[][]; failed: boolean; target: string }[] = [];
-  if (o.workloads.length) {
-    const images = await prepareImages(o);
-    const ports = freePorts(o.servers.length);
-    // The TLS rows' server credentials: the test fixtures' CA and server certificate.
-    const tlsDir = o.servers.some((s) => s.table === "tls")
-      ? (await tlsFixtures()).server
-      : undefined;
-    const started = [];
-    for (const [i, s] of o.servers.entries()) {
-      started.push(await startServer(s, ports[i], images.get(s.name)!, "", tlsDir));
-    }
-    const results = await runRounds(o, started, hz);
-    await Promise.all(started.map(stopServer));
-    if (o.servers.some((s) => s.table === "raw")) {
-      const target = `denbd IOPS >= ${TARGET_RATIO} x qemu-nbd IOPS (median of rounds)`;
-      tables.push({ ...resultTable(o, results), target });
-    }
-    for (const variant of Object.keys(VARIANT_TABLES) as Variant[]) {
-      if (!o.servers.some((s) => s.table === variant)) continue;
-      const { mine, peer, vsPeer, vsRaw } = VARIANT_TABLES[variant];
-      const target = `${mine} IOPS >= ${vsPeer} x ${peer} IOPS` +
-        (vsRaw ? ` and >= ${vsRaw} x denbd (raw) IOPS` : "") + " (median of rounds)";
-      tables.push({ ...variantResultTable(o, results, variant), target });
-    }
-  }
+  const tables = o.workloads.length ? await runFio(o, hz) : [];
   if (o.copyWorkloads.length) {
     const results = await runCopyRounds(o, await prepareSparseImage(o));
-    const target = `denbd copy MiB/s >= ${TARGET_RATIO} x nbdcopy MiB/s (median of rounds)`;
+    const target = `denbd copy MiB/s >= ${COPY_TARGET} x nbdcopy's (medians of rounds)`;
     tables.push({ ...copyResultTable(o, results), target });
   }
   await stopAll();
+  info.push(`whole run: ${((performance.now() - began) / 60_000).toFixed(1)} min`);
   console.log("\n" + info.join("\n"));
   for (const { rows, target } of tables) {
     console.log("\n" + textTable(rows) + `\n\ntarget: ${target}`);
   }
-  if (o.markdown) await appendMarkdown(o.markdown, info, tables.map((t) => t.rows));
+  if (o.markdown) await appendMarkdown(o.markdown, info, tables);
   return tables.some((t) => t.failed) && o.check ? 1 : 0;
 }
 
