@@ -111,7 +111,7 @@ export const LAYERS: readonly LayerGroup[] = [
     layer: 6,
     name: "io",
     files: ["src/io/**"],
-    owns: "byte streams: buffered reader, write queue",
+    owns: "byte streams: buffered reader, write queue, buffer pool",
   },
   {
     layer: 6,
