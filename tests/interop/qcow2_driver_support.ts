@@ -144,5 +144,24 @@ export async function assertMatchesQemu(
     await Deno.readFile(scratch),
     `${path} (unaligned reads)`,
   );
+  const expected = await Deno.readFile(scratch);
+  const readsNow = readAllNow(node, 12345);
+  assert.ok(readsNow.done > 0, `${path}: some reads are done at once`);
+  for (const [at, bytes] of readsNow.pieces) {
+    assertSameBytes(bytes, expected.subarray(at, at + bytes.length), `${path} (at once, ${at})`);
+  }
   await assertSameMap(node, path);
+}
+
+/**
+ * Every piece of `chunk` bytes that `node` reads at once (`readNow`, into
+ * buffers of stale bytes), by offset; `done` counts them.
+ */
+function readAllNow(node: BlockNode, chunk: number) {
+  const pieces = new Map<number, Uint8Array>();
+  for (let at = 0; at < node.size; at += chunk) {
+    const into = new Uint8Array(Math.min(chunk, node.size - at)).fill(0xee);
+    if (node.readNow(at, into)) pieces.set(at, into);
+  }
+  return { pieces, done: pieces.size };
 }

@@ -155,6 +155,9 @@ export interface Qcow2Metadata {
 }
 
 /** A contiguous stretch of a request with one kind of source. */
+/** What one piece (a cluster, or a subcluster of an extended L2 entry) is, without its place. */
+type Piece = Omit<Run, "offset" | "length">;
+
 interface Run {
   kind: PieceKind;
   /** Virtual offset of the run's start. */
@@ -405,6 +408,92 @@ export class Qcow2Node extends CheckedNode implements ChildPermissionPolicy {
     return this.#size;
   }
 
+  /**
+   * Fill `into` at once when every piece's L2 table is cached and the bytes
+   * are at hand: stored data in the file's page cache (contiguous pieces in
+   * one read), zero pieces, and what lies below from a backing node that
+   * can read at once; false otherwise, and on corruption (the asynchronous
+   * read reports it).
+   */
+  protected override driverReadNow(offset: number, into: Uint8Array): boolean {
+    try {
+      let pending: { host: number; start: number; length: number } | undefined;
+      const readPending = () => {
+        if (!pending) return true;
+        const { host, start, length } = pending;
+        pending = undefined;
+        this.#checkHostRange(host, length);
+        return this.#file.readNow(host, into.subarray(start, start + length));
+      };
+      for (let done = 0; done < into.length;) {
+        const at = offset + done;
+        const length = Math.min(this.#pieceSize - (at % this.#pieceSize), into.length - done);
+        const piece = this.#pieceNow(at);
+        if (!piece || piece.kind === PieceKind.Compressed) return false;
+        if (
+          piece.kind === PieceKind.Data && pending && pending.host + pending.length === piece.host
+        ) {
+          pending.length += length;
+        } else {
+          if (!readPending()) return false;
+          if (piece.kind === PieceKind.Data) pending = { host: piece.host, start: done, length };
+          else if (piece.kind === PieceKind.Zero) into.fill(0, done, done + length);
+          else if (!this.#readBelowNow(at, into.subarray(done, done + length))) return false;
+        }
+        done += length;
+      }
+      return readPending();
+    } catch {
+      return false;
+    }
+  }
+
+  /** What lies below this layer, read at once: zeroes, or a backing node that can. */
+  #readBelowNow(offset: number, into: Uint8Array): boolean {
+    const backing = this.backing;
+    const available = backing ? Math.max(0, Math.min(into.length, backing.size - offset)) : 0;
+    if (available && !backing!.readNow(offset, into.subarray(0, available))) return false;
+    into.fill(0, available);
+    return true;
+  }
+
+  /** Data when every piece is stored data (cached L2 tables) that the file knows as data. */
+  protected override driverHoldsDataNow(offset: number, length: number): boolean {
+    try {
+      for (let done = 0; done < length;) {
+        const at = offset + done;
+        const step = Math.min(this.#pieceSize - (at % this.#pieceSize), length - done);
+        const piece = this.#pieceNow(at);
+        if (piece?.kind !== PieceKind.Data || !this.#file.holdsDataNow(piece.host, step)) {
+          return false;
+        }
+        done += step;
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Write at once over data this image alone references (cached L2 tables,
+   * contiguous in the file) where the file can write at once; never with FUA
+   * (a flush writes metadata back) nor on a broken image.
+   */
+  protected override driverWriteNow(
+    offset: number,
+    data: Uint8Array,
+    options: WriteOptions,
+  ): boolean {
+    if (options.fua || !this.#refcounts || this.#broken || data.length === 0) return false;
+    try {
+      const host = this.#ownDataAt(offset, data.length);
+      return host !== undefined && this.#file.writeNow(host, data);
+    } catch {
+      return false;
+    }
+  }
+
   /** Fill `into` from the image (backing file or zeroes where nothing is stored). */
   protected driverRead(offset: number, into: Uint8Array): Promise<void> {
     const reading = this.#read(offset, into);
@@ -491,10 +580,32 @@ export class Qcow2Node extends CheckedNode implements ChildPermissionPolicy {
    * The piece holding virtual offset `at`: its kind, and for Data the host
    * offset of `at` itself; for Compressed the entry's halves and a key.
    */
-  async #piece(at: number): Promise<Omit<Run, "offset" | "length">> {
+  async #piece(at: number): Promise<Piece> {
     const cluster = Math.floor(at / this.#clusterSize);
     const slot = this.#slot(cluster);
     const table = slot.l2 === 0 ? undefined : await this.#l2Cache.get(slot.l2);
+    return this.#pieceIn(table, slot, at, cluster);
+  }
+
+  /**
+   * The piece holding `at` when its L2 table is cached (or it has none);
+   * undefined when the table must be read first. Throws on corruption.
+   */
+  #pieceNow(at: number): Piece | undefined {
+    const cluster = Math.floor(at / this.#clusterSize);
+    const slot = this.#slot(cluster);
+    const table = slot.l2 === 0 ? undefined : this.#l2Cache.peek(slot.l2);
+    if (slot.l2 !== 0 && !table) return undefined;
+    return this.#pieceIn(table, slot, at, cluster);
+  }
+
+  /** The piece holding `at` (in `cluster`), at `slot` of L2 `table` (none: unallocated). */
+  #pieceIn(
+    table: Uint8Array | undefined,
+    slot: { l2: number; index: number },
+    at: number,
+    cluster: number,
+  ): Piece {
     if (!table) return { kind: PieceKind.Unallocated, host: 0, high: 0, low: 0 };
     const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
     const entryAt = slot.index * this.#entryBytes;
@@ -770,18 +881,40 @@ export class Qcow2Node extends CheckedNode implements ChildPermissionPolicy {
    */
   async #writeInPlace(offset: number, data: Uint8Array): Promise<boolean> {
     if (data.length === 0) return true;
-    let host = 0;
-    for (let done = 0; done < data.length;) {
-      const at = offset + done;
-      const piece = await this.#piece(at);
-      if (piece.kind !== PieceKind.Data || !(piece.high & COPIED_FLAG)) return false;
-      if (done === 0) host = piece.host;
-      else if (piece.host !== host + done) return false;
-      done += Math.min(this.#pieceSize - (at % this.#pieceSize), data.length - done);
-    }
-    this.#checkHostRange(host, data.length);
+    await this.#cacheTables(offset, data.length);
+    const host = this.#ownDataAt(offset, data.length);
+    if (host === undefined) return false;
     await this.#file.write(host, data);
     return true;
+  }
+
+  /** Read into the cache the L2 tables covering `length` (> 0) bytes from `offset`. */
+  async #cacheTables(offset: number, length: number): Promise<void> {
+    const last = Math.floor((offset + length - 1) / this.#clusterSize);
+    for (let cluster = Math.floor(offset / this.#clusterSize); cluster <= last;) {
+      const { l2 } = this.#slot(cluster);
+      if (l2 !== 0 && !this.#l2Cache.peek(l2)) await this.#l2Cache.get(l2);
+      cluster = (Math.floor(cluster / this.#l2Entries) + 1) * this.#l2Entries;
+    }
+  }
+
+  /**
+   * Where `length` (> 0) bytes from `offset` are stored contiguously as data
+   * this image alone references (COPIED), as far as the cached L2 tables
+   * tell: the host offset, or undefined (not so, or a table is not cached).
+   */
+  #ownDataAt(offset: number, length: number): number | undefined {
+    let host = 0;
+    for (let done = 0; done < length;) {
+      const at = offset + done;
+      const piece = this.#pieceNow(at);
+      if (piece?.kind !== PieceKind.Data || !(piece.high & COPIED_FLAG)) return undefined;
+      if (done === 0) host = piece.host;
+      else if (piece.host !== host + done) return undefined;
+      done += Math.min(this.#pieceSize - (at % this.#pieceSize), length - done);
+    }
+    this.#checkHostRange(host, length);
+    return host;
   }
 
   /**

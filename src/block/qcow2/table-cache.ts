@@ -37,6 +37,11 @@ export class TableCache {
     return this.#dirty.size;
   }
 
+  /** The table at host `offset` when it is cached; never reads (nor counts as a use). */
+  peek(offset: number): Uint8Array | undefined {
+    return this.#tables.get(offset);
+  }
+
   /** The table at host `offset`, read from the file on a miss (the caller validated `offset`). */
   get(offset: number): Uint8Array | Promise<Uint8Array> {
     const table = this.#tables.get(offset);
