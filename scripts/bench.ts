@@ -173,6 +173,8 @@ type Options = ReturnType<typeof parseOptions>;
 type Running = {
   spec: Server;
   port: number;
+  /** The image the server serves. */
+  file: string;
   child: Deno.ChildProcess;
   exited: boolean;
   log: string[];
@@ -473,7 +475,7 @@ async function startServer(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const r: Running = { spec, port, child, exited: false, log: [] };
+  const r: Running = { spec, port, file, child, exited: false, log: [] };
   running.push(r);
   drain(child.stdout, r.log).catch(() => {});
   drain(child.stderr, r.log).catch(() => {});
@@ -533,6 +535,7 @@ async function measure(
 ): Promise<Sample> {
   if (r.exited) throw new Error(`${r.spec.name} exited: ${r.log.join("").trim()}`);
   const side = w.rw.endsWith("read") ? "read" : "write";
+  await warmPageCache(r.file);
   resetPeakResident(r.child.pid);
   const cpu0 = treeCpuSeconds(r.child.pid, hz);
   const out = await run(
@@ -548,6 +551,15 @@ async function measure(
   const ops = job.total_ios + job.iops * o.ramp;
   if (!(ops > 0)) throw new Error(`fio reported no ${side} ops for ${w.name}`);
   return { iops: job.iops, cpuUs: (cpu1 - cpu0) * 1e6 / ops, peakMiB };
+}
+
+/**
+ * Reads `file` through, so that every server starts a run with its whole image in the page
+ * cache: this machine's kernel reclaims cold page-cache pages on its own (DAMON), and a
+ * random-read run over a half-evicted image measures the disk instead of the server.
+ */
+async function warmPageCache(file: string): Promise<void> {
+  await run(["dd", `if=${file}`, "of=/dev/null", "bs=4M", "status=none"], 120_000);
 }
 
 /** Stops one started server: SIGTERM to its tree, SIGKILL after a bound. */

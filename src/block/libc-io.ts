@@ -35,6 +35,12 @@ export class LibcIo implements FileIo {
   readonly #fd: number;
   /** Try a page-cache read on the calling thread before using the pool. */
   #readCachedFirst: boolean;
+  /**
+   * Where the last page-cache read on the calling thread missed: the read
+   * that comes next for the same range (the caller falling back) goes
+   * straight to the pool instead of asking the page cache twice.
+   */
+  #lastMiss = { offset: -1, length: 0 };
   /** Buffered descriptor: small whole-page writes go to the page cache on the calling thread. */
   readonly #buffered: boolean;
   #inFlight = 0;
@@ -52,8 +58,9 @@ export class LibcIo implements FileIo {
   async read(offset: number, into: Uint8Array): Promise<void> {
     this.#begin();
     try {
+      const justMissed = offset === this.#lastMiss.offset && into.length === this.#lastMiss.length;
       const tryCache = this.#readCachedFirst && into.length > 0 &&
-        into.length <= CALLING_THREAD_MAX;
+        into.length <= CALLING_THREAD_MAX && !justMissed;
       let done = tryCache ? this.#readCached(offset, into) : 0;
       while (done < into.length) {
         const rest = done === 0 ? into : into.subarray(done);
@@ -73,7 +80,10 @@ export class LibcIo implements FileIo {
     let done = 0;
     while (done < into.length) {
       const count = this.#readCached(offset + done, done === 0 ? into : into.subarray(done));
-      if (count === 0) return false;
+      if (count === 0) {
+        this.#lastMiss = { offset, length: into.length };
+        return false;
+      }
       done += count;
     }
     return true;
