@@ -247,3 +247,31 @@ Deno.test("after a failed write every pending and later send rejects", async () 
   assert.deepEqual(results.map((r) => r.status), ["rejected", "rejected"]);
   await assert.rejects(queue.send([new Uint8Array(1)]), Deno.errors.BrokenPipe);
 });
+
+Deno.test("messages queued in one turn go out in one write; each is told once written", async () => {
+  const { stream, written, calls } = sink();
+  const queue = new WriteQueue(stream);
+  const told: unknown[] = [];
+  for (let i = 1; i <= 5; i++) queue.queue([new Uint8Array([i])], (failure) => told.push(failure));
+  assert.deepEqual(told, [], "never told before queue returns");
+  await queue.drain();
+  assert.deepEqual(written, [1, 2, 3, 4, 5]);
+  assert.equal(calls(), 1, "one write for the turn's messages");
+  assert.deepEqual(told, [null, null, null, null, null]);
+});
+
+Deno.test("queue after a failed write tells the failure, later, never synchronously", async () => {
+  const stream: ByteStream = {
+    read: () => Promise.resolve(null),
+    write: () => Promise.reject(new Deno.errors.BrokenPipe("gone")),
+    close() {},
+  };
+  const queue = new WriteQueue(stream);
+  await assert.rejects(queue.send([new Uint8Array(1)]), Deno.errors.BrokenPipe);
+  const told: unknown[] = [];
+  queue.queue([new Uint8Array(1)], (failure) => told.push(failure));
+  assert.equal(told.length, 0, "not told before queue returns");
+  await Promise.resolve();
+  assert.equal(told.length, 1);
+  assert.ok(told[0] instanceof Deno.errors.BrokenPipe);
+});
