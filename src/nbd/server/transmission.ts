@@ -82,6 +82,11 @@ const PAYLOAD_POOL = new BufferPool(32 * 1024 * 1024);
 /** Where an OFFSET_DATA chunk's data starts: after the chunk header and the offset. */
 const DATA_CHUNK_START = NBD_SIZE.STRUCTURED_REPLY_HEADER + 8;
 
+/** A command's name for messages, e.g. "READ" (made only when a message needs it). */
+function commandName(type: number): string {
+  return nameOf(NBD_CMD, type);
+}
+
 /** How each command is validated. */
 interface CommandRule {
   /** The transmission flag the client must have been sent to use the command; 0 when none. */
@@ -439,33 +444,31 @@ export class Transmission {
     if (this.#stopping) return new RequestRejected(NBD_ERROR.ESHUTDOWN, "server shutting down");
     const admission = this.#admissions.get(type);
     if (!admission) {
-      return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${nameOf(NBD_CMD, type)}`);
+      return new RequestRejected(NBD_ERROR.EINVAL, `unknown command ${commandName(type)}`);
     }
     const badFlags = flags & ~admission.flags;
     if (badFlags) {
       return new RequestRejected(
         NBD_ERROR.EINVAL,
-        `flags 0x${badFlags.toString(16)} not valid for ${nameOf(NBD_CMD, type)}`,
+        `flags 0x${badFlags.toString(16)} not valid for ${commandName(type)}`,
       );
     }
     if (admission.readOnly) {
-      return new RequestRejected(NBD_ERROR.EPERM, `${nameOf(NBD_CMD, type)} on a read-only export`);
+      return new RequestRejected(NBD_ERROR.EPERM, `${commandName(type)} on a read-only export`);
     }
     const rule = admission.rule;
     if (!admission.advertised) {
+      const needs = flagNames(NBD_FLAG, rule.needs);
       return new RequestRejected(
         NBD_ERROR.EINVAL,
-        `${nameOf(NBD_CMD, type)} needs ${
-          flagNames(NBD_FLAG, rule.needs)
-        }, which this export does not send`,
+        `${commandName(type)} needs ${needs}, which this export does not send`,
       );
     }
-    if (rule.beyondEnd !== null && offset + length > this.#session.export.size) {
+    const size = this.#session.export.size;
+    if (rule.beyondEnd !== null && offset + length > size) {
       return new RequestRejected(
         rule.beyondEnd,
-        `${
-          nameOf(NBD_CMD, type)
-        } of ${length} bytes at ${offset} is beyond the end (${this.#session.export.size})`,
+        `${commandName(type)} of ${length} bytes at ${offset} is beyond the end (${size})`,
       );
     }
     if (type === NBD_CMD.WRITE && length > NBD_LIMIT.MAX_PAYLOAD) {
