@@ -146,3 +146,15 @@ Deno.test("dirty tracking: a file node with discard=ignore marks nothing on trim
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("dirty tracking: a write done at once marks the bitmaps as the other writes do", () => {
+  const node = new DirtyTrackingNode(new MemoryNode(4 * MiB));
+  node.bitmaps.create("b0");
+  node.bitmaps.create("off", { disabled: true });
+  assert.equal(node.writeNow(200 * KiB, new Uint8Array(4 * KiB)), true);
+  assert.deepEqual(runs(node, "b0"), [[192 * KiB, false], [64 * KiB, true], [3840 * KiB, false]]);
+  assert.deepEqual(runs(node, "off"), [[4 * MiB, false]]);
+  // Refused at once (past the end): nothing written, nothing marked.
+  assert.equal(node.writeNow(4 * MiB - 1, new Uint8Array(2)), false);
+  assert.equal(node.bitmaps.find("b0")!.count, 64 * KiB);
+});
