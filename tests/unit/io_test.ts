@@ -233,13 +233,17 @@ Deno.test("a small message alone in its write goes out as it is, without a copy"
   assert.deepEqual([...seen[1]], [1, 2]);
 });
 
-Deno.test("after a failed write every pending and later send rejects", async () => {
-  const stream: ByteStream = {
+/** A stream whose every write fails with EPIPE (the peer went away). */
+function brokenPipe(): ByteStream {
+  return {
     read: () => Promise.resolve(null),
     write: () => Promise.reject(new Deno.errors.BrokenPipe("gone")),
     close() {},
   };
-  const queue = new WriteQueue(stream);
+}
+
+Deno.test("after a failed write every pending and later send rejects", async () => {
+  const queue = new WriteQueue(brokenPipe());
   const results = await Promise.allSettled([
     queue.send([new Uint8Array(1)]),
     queue.send([new Uint8Array(1)]),
@@ -261,12 +265,7 @@ Deno.test("messages queued in one turn go out in one write; each is told once wr
 });
 
 Deno.test("queue after a failed write tells the failure, later, never synchronously", async () => {
-  const stream: ByteStream = {
-    read: () => Promise.resolve(null),
-    write: () => Promise.reject(new Deno.errors.BrokenPipe("gone")),
-    close() {},
-  };
-  const queue = new WriteQueue(stream);
+  const queue = new WriteQueue(brokenPipe());
   await assert.rejects(queue.send([new Uint8Array(1)]), Deno.errors.BrokenPipe);
   const told: unknown[] = [];
   queue.queue([new Uint8Array(1)], (failure) => told.push(failure));
