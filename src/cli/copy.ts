@@ -7,7 +7,7 @@
  * @module
  */
 
-import { copy, COPY_DEFAULTS } from "../copy/copy.ts";
+import { BUFFER_BYTES, copy, COPY_DEFAULTS } from "../copy/copy.ts";
 import { ProgressBar } from "../copy/progress.ts";
 import {
   type FlagTable,
@@ -30,7 +30,8 @@ export const COPY_FLAGS = {
   requests: {
     short: "R",
     value: "N",
-    help: "requests in flight per connection",
+    help: "requests in flight per connection (data requests together hold at most " +
+      `${BUFFER_BYTES / 2 ** 20} MiB of buffers)`,
     default: String(COPY_DEFAULTS.requests),
   },
   progress: {

@@ -44,6 +44,15 @@ export const COPY_DEFAULTS = {
 export const REQUEST_SIZE = 256 * 1024;
 /** All-zero blocks of this size in data are left as holes (nbdcopy's --sparse default). */
 export const SPARSE_BLOCK = 4096;
+/**
+ * Bytes of data buffers in flight, whatever the connections and requests:
+ * 16 requests of {@linkcode REQUEST_SIZE}. nbdcopy's 64 requests per
+ * connection, each with a buffer of its own, keep a loopback server no busier;
+ * they only cost memory to fault in and cache misses on every copy of the data
+ * (issue 12: 4 MiB copied NBD to file fastest, ahead of 2, 8 and 16 MiB).
+ * Zero requests hold no buffer and are not bounded by it.
+ */
+export const BUFFER_BYTES = 4 * 1024 * 1024;
 
 /**
  * The connections used when none are asked for: nbdcopy's 4, but no more
@@ -110,11 +119,13 @@ async function run(
   const lanes = Math.min(connections, source.connections, destination.connections);
   const maxInFlight = requests * lanes;
   const sequential = source.sequential || destination.sequential;
+  const requestSize = Math.min(REQUEST_SIZE, source.maxRequest, destination.maxRequest);
   progress?.start(source.size);
   try {
     const bytes = await transfer(source, destination, {
-      requestSize: Math.min(REQUEST_SIZE, source.maxRequest, destination.maxRequest),
+      requestSize,
       maxInFlight,
+      maxBuffers: Math.max(1, Math.min(maxInFlight, Math.floor(BUFFER_BYTES / requestSize))),
       sparseBlock: sequential ? 0 : SPARSE_BLOCK,
       onProgress: progress && ((done) => progress.advance(done)),
     });

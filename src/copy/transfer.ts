@@ -1,10 +1,13 @@
 /**
  * The copy's worker loop: walk the plan in order and keep up to
- * `maxInFlight` steps running at once. A data step reads into a buffer from
- * a pool and writes it (cut into data and zero runs by sparse detection);
- * a zero step zeroes the destination, or costs nothing when the destination
- * starts zeroed. Buffers are reused, so memory stays within `maxInFlight`
- * buffers of `requestSize` bytes.
+ * `maxInFlight` steps running at once, of which at most `maxBuffers` are
+ * data steps. A data step reads into a buffer from a pool and writes it (cut
+ * into data and zero runs by sparse detection); a zero step zeroes the
+ * destination, or costs nothing when the destination starts zeroed. Buffers
+ * are reused, so memory stays within `maxBuffers` buffers of `requestSize`
+ * bytes: few buffers that stay in the CPU's caches move data faster than
+ * many that each cost page faults and cache misses, while zero steps, which
+ * need no buffer, can still have many requests in flight.
  *
  * Order is kept only where an end needs it: a stream source is read one
  * step at a time (its size is learnt at its end), a stream destination is
@@ -24,6 +27,7 @@
  *   const bytes = await transfer(source, destination, {
  *     requestSize: 16384,
  *     maxInFlight: 4,
+ *     maxBuffers: 2,
  *     sparseBlock: 4096,
  *   });
  *   assert.equal(bytes, 65536);
@@ -45,8 +49,10 @@ import { planCopy, sparseRuns, type Step, streamSteps } from "./plan.ts";
 export interface TransferSettings {
   /** Largest read or write, in bytes. */
   readonly requestSize: number;
-  /** Steps running at once (each holds at most one buffer). */
+  /** Steps running at once, data and zero steps together. */
   readonly maxInFlight: number;
+  /** Data steps running at once (each holds one buffer of `requestSize` bytes); at least 1. */
+  readonly maxBuffers: number;
   /** Zero blocks of this size found in data are not written as data; 0 turns detection off. */
   readonly sparseBlock: number;
   /** Told about every `bytes` of the source done (copied or zeroed). */
@@ -70,6 +76,8 @@ class Transfer {
   /** Buffers of requestSize bytes not in use. */
   readonly #spare: Uint8Array[] = [];
   #inFlight = 0;
+  /** Data steps in flight, each holding a buffer. */
+  #buffersInUse = 0;
   #wake?: () => void;
   #failure?: { error: unknown };
   /** Settles when every write started so far has (used for a stream destination). */
@@ -90,7 +98,7 @@ class Transfer {
       : planCopy(size, (offset, length) => this.#source.extents(offset, length), requestSize);
     try {
       for await (const step of steps) {
-        await this.#slot();
+        await this.#slot(step.kind === "data");
         if (this.#failure) break;
         if (step.kind === "zero") {
           this.#zero(step);
@@ -107,9 +115,13 @@ class Transfer {
     return this.#copied;
   }
 
-  /** Wait until another step may start. */
-  async #slot(): Promise<void> {
-    while (this.#inFlight >= this.#settings.maxInFlight && !this.#failure) {
+  /** Wait until another step (one needing a buffer when `needsBuffer`) may start. */
+  async #slot(needsBuffer: boolean): Promise<void> {
+    const { maxInFlight, maxBuffers } = this.#settings;
+    while (
+      (this.#inFlight >= maxInFlight || (needsBuffer && this.#buffersInUse >= maxBuffers)) &&
+      !this.#failure
+    ) {
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
   }
@@ -152,6 +164,7 @@ class Transfer {
   /** Start reading `step` and writing what was read; resolves to the count read. */
   #copy(step: Step): Promise<number> {
     const buffer = this.#spare.pop() ?? new Uint8Array(this.#settings.requestSize);
+    this.#buffersInUse++;
     const read = this.#source.read(step.offset, buffer.subarray(0, step.length)).catch((error) => {
       throw failed(this.#source.name, "read", step.offset, step.length, error);
     });
@@ -160,7 +173,13 @@ class Transfer {
       count = bytes;
       return bytes > 0 ? this.#write(step.offset, buffer.subarray(0, bytes)) : Promise.resolve();
     });
-    this.#track(written.finally(() => this.#spare.push(buffer)), () => count);
+    this.#track(
+      written.finally(() => {
+        this.#spare.push(buffer);
+        this.#buffersInUse--;
+      }),
+      () => count,
+    );
     return read;
   }
 

@@ -135,7 +135,12 @@ function sampleSource(options: { stream?: boolean } = {}): MemorySource {
   ], options);
 }
 
-const SETTINGS: TransferSettings = { requestSize: 8 * KiB, maxInFlight: 3, sparseBlock: 4 * KiB };
+const SETTINGS: TransferSettings = {
+  requestSize: 8 * KiB,
+  maxInFlight: 3,
+  maxBuffers: 3,
+  sparseBlock: 4 * KiB,
+};
 
 Deno.test("holes are never read; zero ranges and zero blocks in data become zero requests", async () => {
   const source = sampleSource();
@@ -170,12 +175,32 @@ Deno.test("requests in flight and buffers stay within maxInFlight", async () => 
   const bytes = new Uint8Array(size).map((_, i) => (i % 13) + 1);
   const source = new MemorySource(bytes, [{ offset: 0, length: size, zero: false }]);
   const destination = new MemoryDestination(size);
-  await transfer(source, destination, { ...SETTINGS, maxInFlight: 4 });
+  await transfer(source, destination, { ...SETTINGS, maxInFlight: 4, maxBuffers: 4 });
   assert.deepEqual(destination.bytes, bytes);
   assert.equal(source.reads.length, size / (8 * KiB));
   assert.ok(source.maxReading <= 4 && source.maxReading > 1, `reads at once: ${source.maxReading}`);
   assert.ok(destination.maxBusy <= 4, `writes at once: ${destination.maxBusy}`);
   assert.ok(source.buffers.size <= 4, `buffers: ${source.buffers.size}`);
+});
+
+Deno.test("data steps stay within maxBuffers while zero steps fill maxInFlight", async () => {
+  // 128 KiB of data (16 steps), then 4 KiB zero and data extents taking turns: the zero
+  // steps (never merged across data) overlap the data steps only when they need no buffer.
+  const size = 256 * KiB;
+  const bytes = new Uint8Array(size).map((_, i) => (i % 13) + 1);
+  const extentList: Extent[] = [{ offset: 0, length: 128 * KiB, zero: false }];
+  for (let offset = 128 * KiB; offset < size; offset += 8 * KiB) {
+    bytes.fill(0, offset, offset + 4 * KiB);
+    extentList.push({ offset, length: 4 * KiB, zero: true });
+    extentList.push({ offset: offset + 4 * KiB, length: 4 * KiB, zero: false });
+  }
+  const source = new MemorySource(bytes, extentList);
+  const destination = new MemoryDestination(size);
+  await transfer(source, destination, { ...SETTINGS, maxInFlight: 8, maxBuffers: 2 });
+  assert.deepEqual(destination.bytes, bytes);
+  assert.equal(source.maxReading, 2, `reads at once: ${source.maxReading}`);
+  assert.ok(source.buffers.size <= 2, `buffers: ${source.buffers.size}`);
+  assert.ok(destination.maxBusy > 2 && destination.maxBusy <= 8, `busy: ${destination.maxBusy}`);
 });
 
 Deno.test("a stream destination is written in order while reads overlap; no sparse detection", async () => {

@@ -35,6 +35,7 @@
 
 import { DenbdError } from "../../errors.ts";
 import { BufferedReader } from "../../io/buffered-reader.ts";
+import type { BufferSizeRange } from "../../io/buffer-sizing.ts";
 import type { ByteStream } from "../../io/byte-stream.ts";
 import { WriteQueue } from "../../io/write-queue.ts";
 import { formatAddress, type SocketAddress } from "../../net/socket-address.ts";
@@ -65,6 +66,13 @@ const EXTRA_CONNECTION_TIMEOUT_MS = 3000;
 const DEFAULT_STATUS_ALIGNMENT = 512;
 /** Largest zero, trim or cache request sent at once (requests are split beyond). */
 const MAX_EFFECT_LENGTH = 1 << 30;
+/**
+ * Sizes of a connection's read buffer: room for many reply headers and small
+ * payloads at once, but small enough that a read's payload goes mostly
+ * straight from the socket into the caller's buffer instead of through this
+ * one (a larger buffer fills with payload, which must then be copied out).
+ */
+const REPLY_BUFFER_SIZES: BufferSizeRange = { initial: 1024, maximum: 4096 };
 
 /** Options of a session with a server, in option mode or towards transmission. */
 export interface SessionOptions {
@@ -434,7 +442,7 @@ async function startNegotiation(uri: NbdUri, tls: TlsPlan, timeoutMs: number) {
   }
   try {
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-    const reader = new BufferedReader(conn);
+    const reader = new BufferedReader(conn, REPLY_BUFFER_SIZES);
     const writer = new WriteQueue(conn);
     const session = await NegotiationSession.start({ reader, writer, timeoutMs });
     const { mode, credentials } = tls;
