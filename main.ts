@@ -16,6 +16,7 @@ import { copyCommand } from "./src/cli/copy.ts";
 import { qmpCommand } from "./src/cli/qmp.ts";
 import type { Subcommand } from "./src/cli/subcommand.ts";
 import { UsageError } from "./src/cli/flags.ts";
+import { closestName } from "./src/cli/did-you-mean.ts";
 import { messageOf } from "./src/errors.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -42,8 +43,15 @@ function mainHelp(): string {
       `  ${name.padEnd(width)}${command.summary}`
     ),
     "",
-    "Run 'denbd COMMAND --help' for the options of a command.",
+    "Run 'denbd COMMAND --help' or 'denbd help COMMAND' for the options of a command.",
   ].join("\n");
+}
+
+/** The refusal of a command name denbd does not have, with the nearest one it has. */
+function unknownCommand(name: string): string {
+  const near = closestName(name, Object.keys(SUBCOMMANDS));
+  return `denbd: unknown command '${name}'${near ? `; did you mean '${near}'?` : ""}\n` +
+    "Try 'denbd --help' for more information.";
 }
 
 /** Run denbd with command-line `args`; resolves to the process exit code. */
@@ -57,9 +65,22 @@ export async function main(args: readonly string[]): Promise<number> {
     console.log(`denbd ${VERSION}`);
     return 0;
   }
+  if (name === "help") {
+    if (rest.length === 0) {
+      console.log(mainHelp());
+      return 0;
+    }
+    const about = SUBCOMMANDS[rest[0]];
+    if (!about) {
+      console.error(unknownCommand(rest[0]));
+      return 1;
+    }
+    console.log(about.help());
+    return 0;
+  }
   const command = SUBCOMMANDS[name];
   if (!command) {
-    console.error(`denbd: unknown command '${name}'\nTry 'denbd --help' for more information.`);
+    console.error(unknownCommand(name));
     return 1;
   }
   try {

@@ -485,6 +485,29 @@ Deno.test(
   },
 );
 
+Deno.test("denbd help COMMAND is COMMAND --help; a mistyped command gets a suggestion", async () => {
+  for (const command of ["serve", "daemon", "list", "info", "map", "dump", "copy", "qmp"]) {
+    const viaHelp = await denbd("help", command);
+    const viaFlag = await denbd(command, "--help");
+    assert.equal(viaHelp.code, 0, command);
+    assert.equal(viaHelp.stdout, viaFlag.stdout, command);
+  }
+  const overview = await denbd("help");
+  assert.equal(overview.code, 0);
+  assert.match(overview.stdout, /^Usage: denbd COMMAND/);
+  for (const [typed, meant] of [["srve", "serve"], ["cpoy", "copy"], ["infoo", "info"]]) {
+    const mistyped = await denbd(typed, "x");
+    assert.equal(mistyped.code, 1);
+    assert.match(
+      mistyped.stderr,
+      new RegExp(`unknown command '${typed}'; did you mean '${meant}'\\?`),
+    );
+  }
+  const unlike = await denbd("help", "frobnicate");
+  assert.equal(unlike.code, 1);
+  assert.match(unlike.stderr, /^denbd: unknown command 'frobnicate'\nTry 'denbd --help'/);
+});
+
 Deno.test("--help of every command names its flags", async () => {
   for (
     const [command, flags] of [

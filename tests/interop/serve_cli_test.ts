@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   check,
   delay,
@@ -296,28 +296,39 @@ print(h.pread(16, 0).decode())
   },
 );
 
-Deno.test("the one-file bundle serves like the sources", needs("nbdinfo"), async () => {
-  await withTempDir(async (dir) => {
-    const bundle = join(dir, "denbd.js");
-    const built = await run(Deno.execPath(), [
-      "bundle",
-      "--quiet",
-      "--output",
-      bundle,
-      join(ROOT, "main.ts"),
-    ]);
-    assert.equal(built.code, 0, built.stderr);
-    const image = join(dir, "disk.img");
-    await makeSparseImage(image, MiB, [[0, 4096]]);
-    await withServer(
-      (start) => startServer(Deno.execPath(), ["run", "--allow-all", bundle, "serve"], start),
-      { args: ["-t", "-r", image] },
-      async (server) => {
-        assert.match(await check("nbdinfo", ["--map", server.uri]), /4096 +0 +data/);
-      },
-    );
-  });
-});
+Deno.test(
+  "the one-file bundle runs by itself and serves like the sources",
+  needs("nbdinfo"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const bundle = join(dir, "denbd.js");
+      const built = await run(Deno.execPath(), [
+        "run",
+        "--allow-all",
+        join(ROOT, "scripts", "bundle.ts"),
+        bundle,
+      ]);
+      assert.equal(built.code, 0, built.stderr);
+      const text = await Deno.readTextFile(bundle);
+      assert.ok(text.startsWith("#!/usr/bin/env -S deno run --allow-all\n"), text.slice(0, 80));
+      assert.equal((await Deno.stat(bundle)).mode! & 0o111, 0o111, "the bundle is executable");
+      // Run directly, as a program: the first line finds deno on the PATH.
+      const path = `${dirname(Deno.execPath())}:${Deno.env.get("PATH") ?? ""}`;
+      const version = await new Deno.Command(bundle, { args: ["--version"], env: { PATH: path } })
+        .output();
+      assert.equal(new TextDecoder().decode(version.stdout).trim().split(" ")[0], "denbd");
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, MiB, [[0, 4096]]);
+      await withServer(
+        (start) => startServer(Deno.execPath(), ["run", "--allow-all", bundle, "serve"], start),
+        { args: ["-t", "-r", image] },
+        async (server) => {
+          assert.match(await check("nbdinfo", ["--map", server.uri]), /4096 +0 +data/);
+        },
+      );
+    });
+  },
+);
 
 /** Whether something listens on TCP `port` at `host` ("0.0.0.0" or "127.0.0.1"), from /proc. */
 async function tcpListeners(port: number): Promise<string[]> {
