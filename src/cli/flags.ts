@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { closestName } from "./did-you-mean.ts";
 
 /** One flag. Without `value` it is a boolean switch. */
 export interface FlagSpec {
@@ -31,6 +32,11 @@ export interface FlagSpec {
   readonly default?: string;
   /** The flag may be given several times; its value is then the list of them, in order. */
   readonly multiple?: boolean;
+  /**
+   * A peer's flag denbd knows but has not built: using it is refused with
+   * "not supported yet" and this advice, instead of "Unknown option".
+   */
+  readonly notBuilt?: string;
 }
 
 /** Flags keyed by their long spelling (without the dashes). */
@@ -73,10 +79,14 @@ export function parseFlags(
       strict: true,
     });
   } catch (error) {
-    throw new UsageError(simplifyParseError((error as Error).message));
+    throw new UsageError(withSuggestion(table, simplifyParseError((error as Error).message)));
   }
   for (const [long, spec] of Object.entries(table)) {
     const value = parsed.values[long];
+    if (spec.notBuilt && value !== undefined && value !== false) {
+      const spelling = spec.short ? `-${spec.short}/--${long}` : `--${long}`;
+      throw new UsageError(`${spelling} is not supported yet: ${spec.notBuilt}`);
+    }
     if (spec.choices && typeof value === "string" && !spec.choices.includes(value)) {
       throw new UsageError(
         `invalid ${spec.value?.toLowerCase() ?? long} '${value}' for --${long} ` +
@@ -112,6 +122,13 @@ function attachValues(table: FlagTable, args: readonly string[]): string[] {
   return result;
 }
 
+/** An unknown long flag's message with the nearest flag of `table`, when one is close. */
+function withSuggestion(table: FlagTable, message: string): string {
+  const unknown = /^Unknown option '--([^'=]+)'/.exec(message);
+  const near = unknown && closestName(unknown[1], Object.keys(table));
+  return near ? `${message}; did you mean '--${near}'?` : message;
+}
+
 /** parseArgs' message without its advice about "--", which does not apply here. */
 function simplifyParseError(message: string): string {
   return message.replace(/\. To specify a positional argument.*$/s, "");
@@ -126,6 +143,7 @@ export function formatFlagHelp(table: FlagTable): string {
       spec.choices ? `one of ${spec.choices.join(", ")}` : "",
       spec.default ? `default '${spec.default}'` : "",
       spec.multiple ? "may be repeated" : "",
+      spec.notBuilt ? "not supported yet" : "",
     ].filter(Boolean);
     return [spelling, spec.help + (notes.length ? ` (${notes.join("; ")})` : "")];
   });

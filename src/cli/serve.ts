@@ -162,6 +162,33 @@ export const SERVE_FLAGS = {
     help: "refused: qemu-nbd takes it only with --list, which denbd serve does not have",
   },
   fork: { help: "return once the server listens, and serve in the background" },
+  list: {
+    short: "L",
+    help: "list another server's exports",
+    notBuilt: "use 'denbd list URI' (as nbdinfo --list)",
+  },
+  connect: {
+    short: "c",
+    value: "DEV",
+    help: "connect the image to the kernel's NBD device DEV",
+    notBuilt: "serve it and attach the device with nbd-client",
+  },
+  disconnect: {
+    short: "d",
+    help: "disconnect the kernel's NBD device",
+    notBuilt: "use 'nbd-client -d DEV'",
+  },
+  trace: {
+    short: "T",
+    value: "PATTERN",
+    help: "QEMU's trace events",
+    notBuilt: "denbd has no trace events; -v logs connections and refusals",
+  },
+  "selinux-label": {
+    value: "LABEL",
+    help: "SELinux label of the listening socket",
+    notBuilt: "denbd sets no SELinux labels",
+  },
   verbose: { short: "v", help: "log the listening address, connections and refused requests" },
   help: { short: "h", help: "show this help and exit" },
   version: { short: "V", help: "show the version and exit" },

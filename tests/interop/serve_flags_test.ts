@@ -3,12 +3,14 @@
  * returns once the server listens; failures before that reach its exit
  * code and standard error), the backup tool's command line, -o, -n, --aio,
  * --detect-zeroes, --object, --image-opts, -B and -l's refusals, each
- * message compared with qemu-nbd's own.
+ * message compared with qemu-nbd's own; and every flag qemu-nbd lists is
+ * known (issue 13).
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { delay, denbdCommand, makeSparseImage, needs, run, withTempDir } from "./harness.ts";
+import { SERVE_FLAGS } from "../../src/cli/serve.ts";
 
 const MiB = 1024 * 1024;
 
@@ -192,5 +194,22 @@ Deno.test(
       }
       assert.equal((await Deno.stat(target)).blocks, 0, "the zeroes were punched, not written");
     });
+  },
+);
+
+Deno.test(
+  "every flag qemu-nbd --help lists is one denbd serve knows: built, or 'not supported yet'",
+  needs("qemu-nbd"),
+  async () => {
+    const help = await run("qemu-nbd", ["--help"]);
+    const flags = [...help.stdout.matchAll(/^\s+(?:-\w, )?--([a-z][a-z-]*)/gm)].map((m) => m[1]);
+    assert.ok(flags.length > 30, `qemu-nbd --help listed ${flags.length} flags`);
+    const missing = flags.filter((flag) => !(flag in SERVE_FLAGS));
+    assert.deepEqual(missing, [], "qemu-nbd flags denbd serve does not know");
+    // One that is not built: refused by name, never as an unknown option.
+    const trace = await denbd("-T", "nbd_*", "disk.img");
+    assert.equal(trace.code, 1);
+    assert.match(trace.stderr, /-T\/--trace is not supported yet/);
+    assert.doesNotMatch(trace.stderr, /Unknown option/);
   },
 );

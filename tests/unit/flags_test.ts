@@ -44,3 +44,20 @@ Deno.test("help lists every flag of the table with its default", () => {
   assert.match(help, /-p, --port=PORT +TCP port to listen on \(default '10809'\)/);
   assert.match(serveHelp(), /^Usage: denbd serve/);
 });
+
+Deno.test("a peer's flag not built yet says so; a mistyped long flag gets the nearest", () => {
+  assert.throws(
+    () => parseFlags(SERVE_FLAGS, ["-c", "/dev/nbd0", "img"]),
+    /^UsageError: -c\/--connect is not supported yet: /,
+  );
+  assert.throws(() => parseFlags(SERVE_FLAGS, ["--list"]), /--list is not supported yet/);
+  assert.throws(
+    () => parseFlags(SERVE_FLAGS, ["--persistant"]),
+    /^UsageError: Unknown option '--persistant'; did you mean '--persistent'\?$/,
+  );
+  assert.throws(
+    () => parseFlags(SERVE_FLAGS, ["--zzzzzz"]),
+    /^UsageError: Unknown option '--zzzzzz'$/,
+  );
+  assert.match(formatFlagHelp(SERVE_FLAGS), /--trace=PATTERN +.*\(not supported yet\)/);
+});
