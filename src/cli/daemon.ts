@@ -47,6 +47,7 @@ import {
   socketChardev,
 } from "./chardev.ts";
 import { writePidFile } from "./pid-file.ts";
+import { isForkChild, runForkParent, signalForkReady } from "./fork.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { VERSION } from "../version.ts";
 
@@ -127,6 +128,11 @@ const DAEMON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
     syntax: [["[qom-type=]TYPE,id=ID", "[,PROP=VALUE...]"]],
     help: "create an object (iothread, tls-creds-*, authz-*, secret);\n" +
       "'help' lists the types, TYPE,help its properties",
+  },
+  "daemonize": {
+    argument: false,
+    early: true,
+    help: "run in the background: the command returns once the daemon has started",
   },
   "pidfile": { argument: true, value: "FILE", early: true, help: "write the process id to FILE" },
 };
@@ -462,6 +468,7 @@ function reportOptionError(location: string, error: unknown): void {
 export async function runDaemon(args: readonly string[]): Promise<number> {
   const { items, error } = splitCommandLine(args);
   let pidFilePath: string | undefined;
+  let daemonize = false;
   for (const item of items) {
     if (item.kind !== "option" || !DAEMON_OPTIONS[item.name].early) continue;
     if (item.name === "help") return (console.log(daemonHelp()), 0);
@@ -470,11 +477,13 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
         0);
     }
     if (item.name === "pidfile") pidFilePath = item.value;
+    if (item.name === "daemonize") daemonize = true;
   }
   if (error) {
     console.error(`${PROGRAM}: ${error.message}`);
     return 1;
   }
+  if (daemonize && !isForkChild()) return await runForkParent(["daemon", ...args]);
   const log = new Logger({ prefix: PROGRAM });
   const daemon = new Daemon(log);
   const stop = stopRequest();
@@ -510,6 +519,7 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
         return 1;
       }
     }
+    if (daemonize) signalForkReady();
     log.debug(`stopping: ${await stop.requested}`);
     return 0;
   } finally {

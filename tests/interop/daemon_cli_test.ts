@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeSparseImage, needs } from "./harness.ts";
+import { delay, exists, makeSparseImage, needs } from "./harness.ts";
 import {
   type DaemonKind,
   type DaemonPlace,
@@ -117,6 +117,10 @@ const CASES: Record<string, readonly (readonly string[])[]> = {
   ],
   "--pidfile": [
     [...FILE_NODE, "--pidfile", "/nonexistent/pid"],
+  ],
+  "--daemonize": [
+    ["--daemonize", "--blockdev", "driver=file,node-name=f0,filename=$DIR/missing.img"],
+    ["--daemonize", ...FILE_NODE, "--pidfile", "/nonexistent/pid"],
   ],
 };
 
@@ -230,5 +234,38 @@ Deno.test(
         stderr: "PROG: --chardev socket,id=c0,path=$DIR/qmp.sock: " +
           "denbd serves QMP only on listening sockets: add server=on\n",
       });
+    }),
+);
+
+Deno.test(
+  "command line: --daemonize returns once the daemon serves, which goes on until killed",
+  needs("qemu-storage-daemon", "nbdinfo"),
+  () =>
+    withTempDir(async (root) => {
+      for (const kind of KINDS) {
+        const place = await makePlace(root, kind, { setup: images });
+        const pidFile = join(place.dir, "daemon.pid");
+        const args = [
+          "--daemonize",
+          ...READY,
+          "--export",
+          "type=nbd,id=e0,node-name=f0,name=d",
+          "--pidfile",
+          pidFile,
+        ];
+        const started = await runDaemon(place, args, 15_000);
+        assert.equal(started.code, 0, `${kind}: ${started.stderr}`);
+        assert.equal(started.stderr, "", `${kind} prints nothing`);
+        const pid = Number((await Deno.readTextFile(pidFile)).trim());
+        try {
+          const uri = `nbd+unix:///d?socket=${join(place.dir, "nbd.sock")}`;
+          const size = await new Deno.Command("nbdinfo", { args: ["--size", uri] }).output();
+          assert.equal(new TextDecoder().decode(size.stdout).trim(), String(4 * MiB), kind);
+        } finally {
+          Deno.kill(pid, "SIGTERM");
+        }
+        for (let i = 0; i < 100 && await exists(pidFile); i++) await delay(50);
+        assert.equal(await exists(pidFile), false, `${kind} removed its pid file on SIGTERM`);
+      }
     }),
 );
