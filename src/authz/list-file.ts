@@ -149,7 +149,8 @@ export class ListFileAuthorizer implements Authorizer {
       const list = await loadListFile(this.filename);
       if (!this.#closed) this.#list = list;
     } catch (error) {
-      if (this.#closed) return;
+      // Gone between the check and the read: a deletion too, not a broken list.
+      if (this.#closed || !await exists(this.filename)) return;
       this.#list = null;
       this.#warn(messageOf(error));
     }
