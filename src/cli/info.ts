@@ -15,6 +15,9 @@ import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { NBD_URI_HELP } from "./uri-help.ts";
+import { listCommand } from "./list.ts";
+import { mapCommand } from "./map.ts";
+import { BASE_ALLOCATION } from "../nbd/protocol.ts";
 
 /** What a --can/--is question is answered from. */
 interface Capabilities {
@@ -63,8 +66,27 @@ const INFO_FLAGS = {
       "fua, cache, df, fast-zero, multi-conn, structured-reply, tls)",
   },
   is: { value: "WHAT", help: "exit 0 if the export is WHAT, 2 if not (read-only, rotational)" },
+  map: {
+    value: "CONTEXT",
+    help: `print the extent map of CONTEXT (bare --map: ${BASE_ALLOCATION}), as 'denbd map'`,
+  },
+  totals: { help: "with --map: print the bytes and share of each type instead" },
+  list: { short: "L", help: "list the server's exports, as 'denbd list'" },
+  "no-content": { help: "do not probe the content (what denbd info always does)" },
+  content: {
+    help: "probe the content with file(1)",
+    notBuilt: "denbd info does not run file(1); 'denbd dump -n 512 URI' shows the first bytes",
+  },
   help: { short: "h", help: "show this help and exit" },
 } as const satisfies FlagTable;
+
+/** nbdinfo's --map takes its context only attached (`--map=CONTEXT`); bare, it maps base:allocation. */
+function withMapContext(args: readonly string[]): string[] {
+  const end = args.indexOf("--");
+  return args.map((arg, i) =>
+    arg === "--map" && (end < 0 || i < end) ? `--map=${BASE_ALLOCATION}` : arg
+  );
+}
 
 /** The --help text of `denbd info`. */
 function infoHelp(): string {
@@ -72,6 +94,8 @@ function infoHelp(): string {
     "Usage: denbd info [--json] URI",
     "       denbd info --size URI",
     "       denbd info --can WHAT | --is WHAT URI",
+    "       denbd info --map[=CONTEXT] [--totals] [--json] URI",
+    "       denbd info -L|--list [--json] URI",
     "Describe the export URI names, as 'nbdinfo --no-content URI' does: protocol, size,",
     "metadata contexts, capabilities and block sizes. The content is not probed (file(1) is",
     "not run).",
@@ -86,7 +110,7 @@ function infoHelp(): string {
 
 /** Run `denbd info` with `args`; resolves to the exit code. */
 async function runInfo(args: readonly string[]): Promise<number> {
-  const { values, positionals } = parseFlags(INFO_FLAGS, args);
+  const { values, positionals } = parseFlags(INFO_FLAGS, withMapContext(args));
   if (values.help) {
     console.log(infoHelp());
     return 0;
@@ -94,8 +118,19 @@ async function runInfo(args: readonly string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
   const [uri] = positionals;
   const question = (values.can ?? values.is) as string | undefined;
-  if ([values.size, values.can, values.is].filter(Boolean).length > 1) {
-    throw new UsageError("--size, --can and --is cannot be used together");
+  const mapping = values.map !== undefined;
+  if (values.totals && !mapping) {
+    throw new UsageError("you must use --totals only with --map option (as nbdinfo)");
+  }
+  if ([values.size, values.can, values.is, mapping, values.list].filter(Boolean).length > 1) {
+    throw new UsageError("--size, --can, --is, --map and --list cannot be used together");
+  }
+  const json = values.json ? ["--json"] : [];
+  if (values.list) return await listCommand.run([...json, uri]);
+  if (mapping) {
+    const context = (values.map as string | undefined) ?? BASE_ALLOCATION;
+    const totals = values.totals ? ["--totals"] : [];
+    return await mapCommand.run(["--context", context, ...totals, ...json, uri]);
   }
   if (question !== undefined) return await answer(uri, question);
   if (values.size) {

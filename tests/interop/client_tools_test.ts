@@ -78,6 +78,20 @@ function mapping(uri: string, context = "base:allocation"): Comparison[] {
   ]);
 }
 
+/** nbdinfo's own spellings of a map and a list, with denbd info in its place. */
+function asNbdinfo(uri: string): Comparison[] {
+  return [
+    ["--map"],
+    ["--map=qemu:allocation-depth"],
+    ["--map", "--totals"],
+    ["--map", "--json"],
+    ["--map=qemu:allocation-depth", "--totals", "--json"],
+    ["-L"],
+    ["--list", "--json"],
+    ["--no-content"],
+  ].map((flags) => [["info", ...flags, uri], ["nbdinfo", ...flags, uri]]);
+}
+
 /** dump of the whole export and of its first bytes. */
 function dumping(uri: string, lengths: readonly number[] = [40, MiB + 4]): Comparison[] {
   return [
@@ -110,9 +124,15 @@ Deno.test(
           ...describing(server.uri),
           ...mapping(server.uri),
           ...mapping(server.uri, "qemu:allocation-depth"),
+          ...asNbdinfo(server.uri),
           ...dumping(server.uri),
           ...asking(server.uri, ["write", "read-only", "fast-zero", "multi-conn", "sr", "tls"]),
         ]);
+        const totalsAlone = await denbd("info", "--totals", server.uri);
+        assert.equal(totalsAlone.code, 1);
+        assert.match(totalsAlone.stderr, /you must use --totals only with --map option/);
+        const content = await denbd("info", "--content", server.uri);
+        assert.match(content.stderr, /--content is not supported yet/);
         const info = await denbd("info", server.uri);
         assert.match(info.stdout, /\tcontexts:\n\t\tbase:allocation\n\t\tqemu:allocation-depth\n/);
       });
