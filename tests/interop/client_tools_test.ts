@@ -505,6 +505,17 @@ Deno.test(
   },
 );
 
+Deno.test("a socket's path where a URI belongs gets nbdinfo's hint", needs("nbdinfo"), async () => {
+  const [mine, theirs] = [
+    await denbd("info", "/run/x.sock"),
+    await run("nbdinfo", ["/run/x.sock"]),
+  ];
+  assert.equal(mine.code, theirs.code);
+  for (const result of [mine, theirs]) {
+    assert.match(result.stderr, /to open a local socket use "nbd\+unix:\/\/\/?\?socket=/);
+  }
+});
+
 Deno.test("denbd help COMMAND is COMMAND --help; a mistyped command gets a suggestion", async () => {
   for (const command of ["serve", "daemon", "list", "info", "map", "dump", "copy", "qmp"]) {
     const viaHelp = await denbd("help", command);

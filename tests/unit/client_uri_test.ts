@@ -134,7 +134,12 @@ Deno.test("uri: other schemes are invalid and the message lists the NBD ones", (
 Deno.test("uri: malformed URIs are invalid with a clear message", () => {
   invalid("", /is not a URI \(expected nbd:\/\/HOST\[:PORT\]\/EXPORT\)/);
   invalid("localhost:10809", /unsupported URI scheme 'localhost:'/);
-  invalid("example.com/disk", /is not a URI/);
+  invalid("example.com/disk", /is not a URI \(expected nbd:\/\/HOST\[:PORT\]\/EXPORT\)$/);
+  invalid(
+    "/run/nbd.sock",
+    /is not a URI .*; to open a local socket use "nbd\+unix:\/\/\/\?socket=\/run\/nbd\.sock"$/,
+  );
+  invalid("./nbd.sock", /use "nbd\+unix:\/\/\/\?socket=\.\/nbd\.sock"$/);
   invalid("nbd://host:99999/disk", /'nbd:\/\/host:99999\/disk' is not a URI/);
   invalid("nbd://host:port/disk", /is not a URI/);
   invalid("nbd://[::1/disk", /is not a URI/);

@@ -91,7 +91,14 @@ export function parseNbdUri(text: string): NbdUri {
   try {
     url = new URL(rest);
   } catch {
-    throw new DenbdError("invalid", `'${text}' is not a URI (expected nbd://HOST[:PORT]/EXPORT)`);
+    // A socket's path where a URI belongs: nbdinfo's hint, with the path filled in.
+    const hint = /^\.{0,2}\//.test(text)
+      ? `; to open a local socket use "nbd+unix:///?socket=${text}"`
+      : "";
+    throw new DenbdError(
+      "invalid",
+      `'${text}' is not a URI (expected nbd://HOST[:PORT]/EXPORT)${hint}`,
+    );
   }
   const scheme = SCHEMES[url.protocol as keyof typeof SCHEMES];
   if (!scheme) {
