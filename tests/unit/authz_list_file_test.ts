@@ -24,6 +24,32 @@ async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
+/** What a test of a watched list gets: its directory, the file, the authorizer, its warnings. */
+interface WatchedList {
+  readonly dir: string;
+  readonly filename: string;
+  readonly authorizer: ListFileAuthorizer;
+  readonly warnings: string[];
+}
+
+/** Run `body` with a watched list file that allows ALICE, closing the authorizer after. */
+async function withWatchedList(body: (list: WatchedList) => Promise<void>): Promise<void> {
+  await withDir(async (dir) => {
+    const filename = join(dir, "list.json");
+    await Deno.writeTextFile(filename, allowing(ALICE));
+    const warnings: string[] = [];
+    const authorizer = await ListFileAuthorizer.open({
+      filename,
+      warn: (message) => warnings.push(message),
+    });
+    try {
+      await body({ dir, filename, authorizer, warnings });
+    } finally {
+      await authorizer.close();
+    }
+  });
+}
+
 /** Wait until `condition` holds (the watcher is asynchronous), failing after 5 seconds. */
 async function eventually(condition: () => boolean, what: string): Promise<void> {
   for (const deadline = Date.now() + 5000; !condition();) {
@@ -140,58 +166,36 @@ Deno.test("authz-list-file: refresh is the default and needs a directory to watc
 });
 
 Deno.test("authz-list-file: with refresh, a changed file is reloaded", async () => {
-  await withDir(async (dir) => {
-    const filename = join(dir, "list.json");
-    await Deno.writeTextFile(filename, allowing(ALICE));
-    const warnings: string[] = [];
-    const authorizer = await ListFileAuthorizer.open({
-      filename,
-      warn: (message) => warnings.push(message),
-    });
-    try {
-      assert.ok(authorizer.isAllowed(ALICE) && !authorizer.isAllowed(BOB));
-      // Rewritten in place.
-      await Deno.writeTextFile(filename, allowing(BOB));
-      await eventually(() => authorizer.isAllowed(BOB) && !authorizer.isAllowed(ALICE), "bob");
-      // Replaced by a rename, as editors and config tools do.
-      const next = join(dir, "list.json.new");
-      await Deno.writeTextFile(next, allowing(ALICE));
-      await Deno.rename(next, filename);
-      await eventually(() => authorizer.isAllowed(ALICE) && !authorizer.isAllowed(BOB), "alice");
-      // Another file in the directory changes nothing.
-      await Deno.writeTextFile(join(dir, "other.json"), "[");
-      assert.ok(authorizer.isAllowed(ALICE));
-      assert.deepEqual(warnings, []);
-    } finally {
-      await authorizer.close();
-    }
+  await withWatchedList(async ({ dir, filename, authorizer, warnings }) => {
+    assert.ok(authorizer.isAllowed(ALICE) && !authorizer.isAllowed(BOB));
+    // Rewritten in place.
+    await Deno.writeTextFile(filename, allowing(BOB));
+    await eventually(() => authorizer.isAllowed(BOB) && !authorizer.isAllowed(ALICE), "bob");
+    // Replaced by a rename, as editors and config tools do.
+    const next = join(dir, "list.json.new");
+    await Deno.writeTextFile(next, allowing(ALICE));
+    await Deno.rename(next, filename);
+    await eventually(() => authorizer.isAllowed(ALICE) && !authorizer.isAllowed(BOB), "alice");
+    // Another file in the directory changes nothing.
+    await Deno.writeTextFile(join(dir, "other.json"), "[");
+    assert.ok(authorizer.isAllowed(ALICE));
+    assert.deepEqual(warnings, []);
   });
 });
 
 Deno.test("authz-list-file: a broken file denies everyone until it loads again", async () => {
-  await withDir(async (dir) => {
-    const filename = join(dir, "list.json");
+  await withWatchedList(async ({ filename, authorizer, warnings }) => {
+    await Deno.writeTextFile(filename, '{"policy": "allow", "rules": [');
+    await eventually(() => !authorizer.isAllowed(ALICE), "denied");
+    assert.ok(!authorizer.isAllowed(BOB));
+    await eventually(() => warnings.length > 0, "a warning");
+    assert.match(warnings[0], /^JSON parse error in '.*list.json': /);
     await Deno.writeTextFile(filename, allowing(ALICE));
-    const warnings: string[] = [];
-    const authorizer = await ListFileAuthorizer.open({
-      filename,
-      warn: (message) => warnings.push(message),
-    });
-    try {
-      await Deno.writeTextFile(filename, '{"policy": "allow", "rules": [');
-      await eventually(() => !authorizer.isAllowed(ALICE), "denied");
-      assert.ok(!authorizer.isAllowed(BOB));
-      await eventually(() => warnings.length > 0, "a warning");
-      assert.match(warnings[0], /^JSON parse error in '.*list.json': /);
-      await Deno.writeTextFile(filename, allowing(ALICE));
-      await eventually(() => authorizer.isAllowed(ALICE), "allowed again");
-      // Removing the file keeps the list (QEMU ignores deletions).
-      await Deno.remove(filename);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      assert.ok(authorizer.isAllowed(ALICE));
-    } finally {
-      await authorizer.close();
-    }
+    await eventually(() => authorizer.isAllowed(ALICE), "allowed again");
+    // Removing the file keeps the list (QEMU ignores deletions).
+    await Deno.remove(filename);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(authorizer.isAllowed(ALICE));
   });
 });
 
