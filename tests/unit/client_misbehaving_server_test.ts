@@ -52,6 +52,7 @@ import {
   type RequestHeader,
   type StatusDescriptor,
 } from "../../src/nbd/wire.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** The client's bound on every wait in these tests. */
 const TIMEOUT_MS = 300;
@@ -257,16 +258,6 @@ async function handshake(peer: FakePeer, exp: FakeExport = {}): Promise<number[]
 
 // Reply builders.
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    bytes.set(part, at);
-    at += part.length;
-  }
-  return bytes;
-}
-
 /** The export's bytes: a pattern that differs at every offset of a small window. */
 function pattern(offset: number, length: number): Uint8Array {
   return new Uint8Array(length).map((_, i) => (offset + i) % 251);
@@ -274,13 +265,13 @@ function pattern(offset: number, length: number): Uint8Array {
 
 function chunk(cookie: bigint, type: number, payload: Uint8Array, done = true): Uint8Array {
   const flags = done ? NBD_REPLY_FLAG.DONE : 0;
-  return concat(encodeChunkHeader({ flags, type, cookie, length: payload.length }), payload);
+  return concatBytes(encodeChunkHeader({ flags, type, cookie, length: payload.length }), payload);
 }
 
 function dataChunk(cookie: bigint, offset: number, data: Uint8Array, done = true): Uint8Array {
   const head = new Uint8Array(8);
   encodeOffset(head, 0, offset);
-  return chunk(cookie, NBD_REPLY_TYPE.OFFSET_DATA, concat(head, data), done);
+  return chunk(cookie, NBD_REPLY_TYPE.OFFSET_DATA, concatBytes(head, data), done);
 }
 
 function holeChunk(cookie: bigint, offset: number, length: number, done = true): Uint8Array {
@@ -320,7 +311,7 @@ function errorOffsetChunk(
 }
 
 function simpleReply(cookie: bigint, error = 0, data: Uint8Array = EMPTY): Uint8Array {
-  return concat(encodeSimpleReplyHeader(error, cookie), data);
+  return concatBytes(encodeSimpleReplyHeader(error, cookie), data);
 }
 
 /** A header claiming a payload of `length` bytes, with no payload behind it. */
@@ -1279,7 +1270,7 @@ for (
     await withFake(
       serving({}, async (peer) => {
         const { cookie, offset } = await peer.request();
-        const reply = concat(
+        const reply = concatBytes(
           dataChunk(cookie, offset, pattern(offset, 1024), false),
           dataChunk(cookie, offset + 1024, pattern(offset + 1024, 3072)),
         );
@@ -1380,7 +1371,7 @@ Deno.test("an unknown error chunk type is an error of the request, not of the co
   await withFake(
     serving({}, async (peer) => {
       const { cookie } = await peer.request();
-      const payload = concat(encodeErrorChunk(NBD_ERROR.EIO, "odd"), new Uint8Array(4));
+      const payload = concatBytes(encodeErrorChunk(NBD_ERROR.EIO, "odd"), new Uint8Array(4));
       await peer.send(chunk(cookie, 0x8000 + 99, payload, true));
       await serveRead(peer);
       await peer.untilClosed();

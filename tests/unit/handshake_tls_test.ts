@@ -22,6 +22,7 @@ import {
   encodeOption,
   ProtocolError,
 } from "../../src/nbd/wire.ts";
+import { concatBytes } from "./bytes.ts";
 
 const FIXED = NBD_CLIENT_FLAG.FIXED_NEWSTYLE | NBD_CLIENT_FLAG.NO_ZEROES;
 const NONE = new Uint8Array();
@@ -197,17 +198,6 @@ function replyHeaders(bytes: number[], offset: number) {
   return headers;
 }
 
-/** Concatenate byte arrays. */
-function join(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 Deno.test("negotiate: plaintext sent with STARTTLS is discarded, options go on over the new stream", async () => {
   const logged: string[] = [];
   const log = new class extends Logger {
@@ -218,7 +208,7 @@ Deno.test("negotiate: plaintext sent with STARTTLS is discarded, options go on o
   // STARTTLS and a bogus LIST in one segment: the LIST must never be answered.
   const raw = scripted([
     encodeClientFlags(FIXED),
-    join(encodeOption(NBD_OPT.STARTTLS), encodeOption(NBD_OPT.LIST)),
+    concatBytes(encodeOption(NBD_OPT.STARTTLS), encodeOption(NBD_OPT.LIST)),
   ]);
   const secure = scripted([encodeOption(NBD_OPT.LIST), encodeOption(NBD_OPT.GO, go("disk"))]);
   let started = 0;

@@ -14,6 +14,7 @@ import type { NodeCapabilities } from "../../src/block/node.ts";
 import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/nbd/wire.ts";
 import { baseNamespace, type MetaContext } from "../../src/nbd/server/meta-context.ts";
 import { messageOf } from "../../src/errors.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** One direction of an in-memory pipe. */
 class Channel {
@@ -218,9 +219,7 @@ Deno.test("requests pipelined together are answered together, in one write", asy
     const offset = Number(cookie) * 256;
     burst.push(encodeRequestHeader({ flags: 0, type: NBD_CMD.READ, cookie, offset, length: 256 }));
   }
-  const requests = new Uint8Array(burst.length * burst[0].length);
-  burst.forEach((header, i) => requests.set(header, i * header.length));
-  toServer.push(requests);
+  toServer.push(concatBytes(...burst));
   for (let cookie = 0n; cookie < 8n; cookie++) {
     assert.deepEqual(await nextReply(), { error: 0, cookie });
     assert.deepEqual(await replyPayload(256), new Uint8Array(256).fill(Number(cookie)));
