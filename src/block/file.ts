@@ -217,11 +217,19 @@ export class FileNode extends CheckedNode implements PermissionHolder {
     if (this.#knownData.endOfDataAt(offset) >= end) return true;
     if (!this.capabilities.blockStatus) return true;
     if (!takeSeekNow()) return false;
-    const hole = this.#io.seek(offset, Whence.HOLE);
+    const hole = this.#nextHole(offset);
     if (hole === undefined) return true;
-    if (hole <= offset) return false;
-    this.#knownData.add(offset, hole);
     return hole >= end;
+  }
+
+  /**
+   * Where the next hole at or after `offset` starts (SEEK_HOLE), remembering
+   * the data before it; undefined when the file system cannot tell.
+   */
+  #nextHole(offset: number): number | undefined {
+    const hole = this.#io.seek(offset, Whence.HOLE);
+    if (hole !== undefined) this.#knownData.add(offset, hole);
+    return hole;
   }
 
   /** Store `data` at `offset`, durably first when `fua` asks (unless noFlush). */
@@ -300,9 +308,8 @@ export class FileNode extends CheckedNode implements PermissionHolder {
       let hole = this.#knownData.endOfDataAt(position);
       if (hole < 0) {
         await seekTurn();
-        hole = this.#io.seek(position, Whence.HOLE) ?? -1;
+        hole = this.#nextHole(position) ?? -1;
         if (hole < 0) break;
-        this.#knownData.add(position, hole);
       }
       const data = hole > position;
       if (!data) await seekTurn();
