@@ -419,12 +419,12 @@ Deno.test("a client that never finishes the handshake is dropped after the timeo
     port: (listener.addr as Deno.NetAddr).port,
   });
   const conn = await listener.accept();
-  const connection = new NbdConnection(
-    conn,
-    new ExportTable(),
-    new Logger({ prefix: "test" }),
-    100,
-  );
+  const connection = new NbdConnection(conn, {
+    catalog: new ExportTable(),
+    log: new Logger({ prefix: "test" }),
+    id: 1,
+    handshakeLimitMs: 100,
+  });
   const started = Date.now();
   await connection.run();
   assert.ok(Date.now() - started < 2000);

@@ -45,10 +45,31 @@ export const SHUTDOWN_LINGER_MS = 1_000;
 /** The longest delay a timer takes at once (2^31 - 1 ms); longer deadlines are re-armed. */
 const MAX_TIMER_DELAY_MS = 0x7fff_ffff;
 
+/** What a connection needs besides its socket. */
+export interface NbdConnectionOptions {
+  /** Where exports are looked up. */
+  readonly catalog: ExportCatalog;
+  /** Diagnostics; the connection's lines name its client. */
+  readonly log: Logger;
+  /** The client's number, unique within its server (Unix clients have no address to tell them apart). */
+  readonly id: number;
+  /**
+   * Milliseconds a client has to finish the handshake, 0 for no limit
+   * ({@linkcode DEFAULT_HANDSHAKE_LIMIT_SECONDS} if absent).
+   */
+  readonly handshakeLimitMs?: number;
+  /** When set, the client must start TLS and pass its authorization. */
+  readonly tls?: ServerTls;
+}
+
 /** A client connection and its lifecycle. */
 export class NbdConnection {
   /** The client's address, for messages. */
   readonly peer: string;
+  /** The client's number, unique within its server. */
+  readonly id: number;
+  /** When the client connected (milliseconds since the epoch). */
+  readonly connectedAt: number = Date.now();
   readonly #conn: Deno.Conn;
   readonly #catalog: ExportCatalog;
   readonly #log: Logger;
@@ -63,23 +84,18 @@ export class NbdConnection {
   #closeReason: string | null = null;
 
   /**
-   * Serve `conn` with the exports of `catalog`; a client that has not
-   * finished the handshake within `handshakeLimitMs` is dropped (0: no
-   * limit). With `tls`, the client must start TLS and pass `tls.authorize`.
+   * Serve `conn` with the exports of `options.catalog`; a client that has
+   * not finished the handshake within `options.handshakeLimitMs` is dropped.
+   * With `options.tls`, the client must start TLS and pass its authorization.
    */
-  constructor(
-    conn: Deno.Conn,
-    catalog: ExportCatalog,
-    log: Logger,
-    handshakeLimitMs = DEFAULT_HANDSHAKE_LIMIT_SECONDS * 1000,
-    tls?: ServerTls,
-  ) {
+  constructor(conn: Deno.Conn, options: NbdConnectionOptions) {
     this.#conn = conn;
-    this.#tls = tls;
-    this.#catalog = catalog;
+    this.#tls = options.tls;
+    this.#catalog = options.catalog;
+    this.id = options.id;
     this.peer = formatPeer(conn.remoteAddr);
-    this.#log = log.child(this.peer);
-    this.#handshakeLimitMs = handshakeLimitMs;
+    this.#log = options.log.child(this.peer);
+    this.#handshakeLimitMs = options.handshakeLimitMs ?? DEFAULT_HANDSHAKE_LIMIT_SECONDS * 1000;
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
   }
 

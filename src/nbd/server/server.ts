@@ -80,6 +80,8 @@ export class NbdServer {
   #closing = false;
   /** Failures to accept since the last report, and when that was. */
   #acceptFailures = { unreported: 0, reportedAt: -Infinity };
+  /** The number of the last client accepted; each gets the next. */
+  #lastClientId = 0;
 
   /** A server with `options`; it accepts nothing until {@linkcode listen}. */
   constructor(options: NbdServerOptions) {
@@ -119,9 +121,14 @@ export class NbdServer {
     while (this.#running.size) await Promise.all([...this.#running]);
   }
 
+  /** The clients connected right now, in the order they came. */
+  clients(): NbdConnection[] {
+    return [...this.#connections.keys()];
+  }
+
   /** How many clients are using `entry` right now. */
   clientsOf(entry: NbdExport): number {
-    return [...this.#connections.keys()].filter((connection) => connection.export === entry).length;
+    return this.clients().filter((connection) => connection.export === entry).length;
   }
 
   /** Drop every client using `entry` at once; resolves when their connections are closed. */
@@ -198,13 +205,14 @@ export class NbdServer {
   }
 
   #serve(conn: Deno.Conn): void {
-    const connection = new NbdConnection(
-      conn,
-      this.#options.catalog,
-      this.#options.log,
-      (this.#options.handshakeLimitSeconds ?? DEFAULT_HANDSHAKE_LIMIT_SECONDS) * 1000,
-      this.#options.tls,
-    );
+    const connection = new NbdConnection(conn, {
+      catalog: this.#options.catalog,
+      log: this.#options.log,
+      id: ++this.#lastClientId,
+      handshakeLimitMs: (this.#options.handshakeLimitSeconds ?? DEFAULT_HANDSHAKE_LIMIT_SECONDS) *
+        1000,
+      tls: this.#options.tls,
+    });
     this.#options.log.debug(`${connection.peer}: connected`);
     const ended = connection.run().finally(() => {
       this.#connections.delete(connection);
