@@ -1,7 +1,7 @@
 /**
  * A small SVG writer for the benchmark's bar charts: one panel per workload, one horizontal bar per
  * server in each panel, each panel with its own axis from zero (a 1 MiB workload and a 4 KiB one
- * differ tenfold, so a shared axis would flatten one of them), nice ticks, the value at the end of
+ * differ by more than tenfold, so a shared axis would flatten one of them), nice ticks, the value at the end of
  * each bar, a legend, and denbd's series highlighted. Pure: the same chart gives the same bytes.
  */
 
@@ -86,18 +86,10 @@ export function formatValue(v: number): string {
   return groupThousands(v.toFixed(digits));
 }
 
-/** A tick label: `k` for thousands on an axis that reaches 10,000, decimals as the step needs. */
-function formatTick(v: number, ticks: readonly number[]): string {
-  const step = ticks[1] - ticks[0];
-  const k = ticks[ticks.length - 1] >= 10_000;
-  const scaled = k ? v / 1000 : v;
-  const digits = decimals(Number((k ? step / 1000 : step).toPrecision(12)));
-  return groupThousands(scaled.toFixed(digits)) + (k && v !== 0 ? "k" : "");
-}
-
-/** How many decimals a number's shortest form has. */
-function decimals(x: number): number {
-  return (String(x).split(".")[1] ?? "").length;
+/** A tick label in its shortest form, in thousands (`2.5k`) on an axis that reaches 10,000. */
+function formatTick(v: number, axisMax: number): string {
+  const k = axisMax >= 10_000 && v !== 0;
+  return groupThousands(String(Number((k ? v / 1000 : v).toPrecision(12)))) + (k ? "k" : "");
 }
 
 /** Inserts commas between thousands in the whole part of a decimal string. */
@@ -184,7 +176,7 @@ function renderPanel(
       text(
         Number(tx),
         barsBottom + 14,
-        formatTick(t, ticks),
+        formatTick(t, axisMax),
         'font-size="11" fill="#495057"',
         "middle",
       ),

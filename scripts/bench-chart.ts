@@ -65,10 +65,10 @@ function runDate(results: BenchResults): string {
   return `${results.date.slice(0, 10)} ${results.date.slice(11, 16)} UTC`;
 }
 
-/** `N round(s)`. */
+/** How the values were taken: `median of N rounds`, or `1 round`. */
 function rounds(results: BenchResults): string {
   const n = results.conditions.rounds;
-  return `median of ${n} round${n === 1 ? "" : "s"}`;
+  return n === 1 ? "1 round" : `median of ${n} rounds`;
 }
 
 /**

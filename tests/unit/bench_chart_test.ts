@@ -124,6 +124,12 @@ Deno.test("renderBarChart: one bar per panel entry, labels, title and legend", (
   }
   // Tick labels of each panel's own axis: thousands as k on the IOPS axis, plain below 10,000.
   for (const t of ["0", "20k", "60k", "1,000", "3,000"]) assert.ok(words.includes(t), `tick ${t}`);
+  // Ticks in their shortest form, here in steps of 2.5.
+  const quarter = renderBarChart({
+    ...CHART,
+    panels: [{ label: "w", bars: [{ series: "denbd", value: 11 }] }],
+  });
+  assert.deepEqual(texts(quarter).slice(-8, -2), ["0", "2.5", "5", "7.5", "10", "12.5"]);
   assert.match(svg, new RegExp(`^<svg [^>]*width="${CHART_WIDTH}" height="${chartHeight(CHART)}"`));
 });
 
@@ -200,6 +206,8 @@ Deno.test("benchCharts: IOPS and CPU per fio table, then copy; medians; denbd hi
   ]);
   assert.deepEqual(tlsIops.series, [{ name: "denbd-tls", highlight: true }]);
   assert.match(rawIops.subtitle, /^2026-11-30 01:52 UTC · 256 MiB image · .*median of 3 rounds$/);
+  const once = benchCharts({ ...RESULTS, conditions: { ...RESULTS.conditions, rounds: 1 } });
+  assert.match(once[0].chart.subtitle, / · 1 round$/);
   assert.deepEqual(copy.panels[0].bars, [
     { series: "denbd", value: 512 },
     { series: "nbdcopy", value: 256 },
