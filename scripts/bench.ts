@@ -950,7 +950,11 @@ async function main(): Promise<number> {
   const o = parseOptions(Deno.args);
   if (o.help) return console.log(USAGE), 0;
   // Charts are drawn at the end: a missing converter is better found before the run.
-  if (o.charts) await checkConverter();
+  if (o.charts) {
+    await checkConverter().catch((e) => {
+      throw new Error(`${e.message} (or run with --no-charts)`);
+    });
+  }
   const began = performance.now();
   const date = new Date();
   const hz = Number(await firstLine("getconf CLK_TCK")) || 100;
