@@ -9,7 +9,7 @@ import {
   PLOT_WIDTH,
   renderBarChart,
 } from "../../scripts/bench-chart-svg.ts";
-import { benchCharts } from "../../scripts/bench-chart.ts";
+import { benchCharts, writeCharts } from "../../scripts/bench-chart.ts";
 import { checkConverter, svgToPng } from "../../scripts/bench-chart-png.ts";
 import {
   type BenchResults,
@@ -244,6 +244,25 @@ Deno.test("svgToPng: rsvg-convert draws the chart as a PNG of the SVG's size", a
   assert.equal(new TextDecoder().decode(png.subarray(12, 16)), "IHDR");
   assert.equal(view.getUint32(16), CHART_WIDTH);
   assert.equal(view.getUint32(20), chartHeight(CHART));
+});
+
+Deno.test("writeCharts: one PNG per chart in the folder, titled as the chart", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const written = await writeCharts(RESULTS, `${dir}/run`);
+    assert.deepEqual(
+      written.map((w) => w.path),
+      ["raw-iops", "raw-cpu", "tls-iops", "tls-cpu", "copy-mibs"].map((n) => `${dir}/run/${n}.png`),
+    );
+    assert.deepEqual(written.map((w) => w.title), benchCharts(RESULTS).map((c) => c.chart.title));
+    for (const { path } of written) {
+      const png = await Deno.readFile(path);
+      assert.equal(new TextDecoder().decode(png.subarray(1, 4)), "PNG");
+    }
+    assert.equal([...Deno.readDirSync(`${dir}/run`)].length, written.length);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("checkConverter: without rsvg-convert on PATH the error names the Debian package", async () => {
