@@ -1,8 +1,9 @@
 /**
  * A small SVG writer for the benchmark's bar charts: one panel per workload, one horizontal bar per
  * server in each panel, each panel with its own axis from zero (a 1 MiB workload and a 4 KiB one
- * differ by more than tenfold, so a shared axis would flatten one of them), nice ticks, the value at the end of
- * each bar, a legend, and denbd's series highlighted. Pure: the same chart gives the same bytes.
+ * differ by more than tenfold, so a shared axis would flatten one of them), nice ticks, the value
+ * at the end of each bar, a legend, and denbd's series highlighted. Pure: the same chart gives the
+ * same bytes.
  */
 
 /** A series: one bar per panel at most, one colour, one legend entry. */
