@@ -24,13 +24,16 @@
  * qemu-nbd or nbdkit; qcow2: qemu-nbd-qcow2, plus at least 0.8x denbd on raw; TLS: qemu-nbd-tls or
  * nbdkit-tls) and its CPU per operation at most nbdkit's (nbdkit-tls's over TLS); `denbd copy` at
  * least 1.0x nbdcopy both ways.
+ * Charts: each run saves its raw results (`results.json`) and PNG charts of its tables
+ * (`scripts/bench-chart.ts`) in a folder of its own, docs/bench/YYYY-MM-DD-HHMM/ unless
+ * `--charts DIR` or `--no-charts`; `--markdown` links them.
  * Run with `--help` for options.
  * Exit codes: 0 done, 1 a target failed under `--check`, 2 the harness itself failed, 130 Ctrl-C.
  */
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { tlsFixtures } from "../tests/interop/tls_fixtures.ts";
 import {
   type Check,
@@ -44,6 +47,18 @@ import {
   verdict,
 } from "./bench-targets.ts";
 import { processTree, resetPeakResident, residentMiB, treeCpuSeconds } from "./bench-proc.ts";
+import {
+  type BenchResults,
+  type CopyResult,
+  type CopySample,
+  type FioResult,
+  type FioSample,
+  median,
+  RESULTS_FORMAT,
+  resultsToJson,
+} from "./bench-results.ts";
+import { writeCharts, type WrittenChart } from "./bench-chart.ts";
+import { checkConverter, CONVERTER, CONVERTER_PACKAGE } from "./bench-chart-png.ts";
 
 /**
  * The fio workloads; the read/write side of the fio JSON is derived from `rw`. `jobs` > 1 runs
@@ -181,10 +196,6 @@ type Running = {
   restMiB?: number;
   multiConn?: boolean;
 };
-/** One measurement: IOPS, server CPU µs per operation, server peak resident MiB during it. */
-type Sample = Medians & { peakMiB: number };
-/** One copy measurement: seconds for the whole command and the image size per second. */
-type CopySample = { seconds: number; mibPerSec: number };
 
 const running: Running[] = [];
 const helpers = new Set<Deno.ChildProcess>();
@@ -206,7 +217,12 @@ const USAGE = `Usage: deno run --allow-all scripts/bench.ts [options]
   --denbd-qcow2-cmd CMD
                        denbd-qcow2 command template with {port} and {file}
   --denbd-tls-cmd CMD  denbd-tls command template with {port}, {file} and {tls}
-  --markdown FILE      append the results as a Markdown section to FILE
+  --markdown FILE      append the results as a Markdown section to FILE (with the charts)
+  --charts DIR         write the run's charts (PNG, drawn with ${CONVERTER} from Debian's
+                       ${CONVERTER_PACKAGE}) and its raw results (results.json) into
+                       DIR/YYYY-MM-DD-HHMM/ (default: docs/bench/ in the repo); redraw them
+                       with scripts/bench-chart.ts DIR/YYYY-MM-DD-HHMM/results.json
+  --no-charts          write neither charts nor results.json
   --check              exit 1 if a target is missed:
 ${Object.values(TABLES).map((rule) => `                       ${describeRule(rule)}`).join("\n")}
                        denbd copy MiB/s >= ${COPY_TARGET} x nbdcopy's
@@ -241,6 +257,8 @@ function parseOptions(args: string[]) {
         OVERRIDABLE.map((name) => [`${name}-cmd`, { type: "string", default: serverCmd(name) }]),
       ) as Record<`${Overridable}-cmd`, { type: "string"; default: string }>,
       markdown: { type: "string" },
+      charts: { type: "string", default: join(REPO, "docs", "bench") },
+      "no-charts": { type: "boolean", default: false },
       check: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -266,6 +284,7 @@ function parseOptions(args: string[]) {
     workloads: pick(WORKLOADS, v.workloads, "--workloads", COPY_WORKLOADS),
     copyWorkloads: pick(COPY_WORKLOADS, v.workloads, "--workloads", WORKLOADS),
     markdown: v.markdown,
+    charts: v["no-charts"] ? undefined : resolve(v.charts),
     check: v.check,
     help: v.help,
   };
@@ -532,7 +551,7 @@ async function measure(
   r: Running,
   o: Options,
   hz: number,
-): Promise<Sample> {
+): Promise<FioSample> {
   if (r.exited) throw new Error(`${r.spec.name} exited: ${r.log.join("").trim()}`);
   const side = w.rw.endsWith("read") ? "read" : "write";
   await warmPageCache(r.file);
@@ -591,13 +610,6 @@ function signal(pid: number, sig: Deno.Signal): void {
   } catch { /* already exited */ }
 }
 
-/** Median of a non-empty list. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 /** Formats a number with thousands separators and `digits` decimals. */
 function fmt(x: number, digits = 0): string {
   return x.toLocaleString("en-US", {
@@ -619,7 +631,7 @@ function checkCells(checks: readonly Check[]): [string, string] {
  */
 function fioResultTable(
   o: Options,
-  results: Map<string, Sample[]>,
+  results: Map<string, FioSample[]>,
   started: readonly Running[],
   table: TableName,
 ): { rows: string[][]; failed: boolean } | undefined {
@@ -679,8 +691,8 @@ function markdownTable(rows: string[][]): string {
   ].join("\n");
 }
 
-/** Collects the machine and peer-version description. */
-async function machineInfo(o: Options): Promise<string[]> {
+/** Collects the machine and peer-version description of a run that started at `date`. */
+async function machineInfo(o: Options, date: Date): Promise<string[]> {
   const cpu = /^model name\s*:\s*(.*)$/m.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "?";
   const fioTools = o.workloads.length
     ? [["fio", "fio"], ...o.servers.map((s) => [s.name, s.cmd.split(" ")[0]])]
@@ -697,7 +709,7 @@ async function machineInfo(o: Options): Promise<string[]> {
     tools.map(async ([name, bin]) => `${name}: ${await firstLine(`${bin} --version`)}`),
   );
   return [
-    `date: ${new Date().toISOString()}`,
+    `date: ${date.toISOString()}`,
     `kernel: ${Deno.osRelease()}, CPU: ${cpu}, nproc: ${(await firstLine("nproc"))}`,
     `versions: ${versions.join("; ")}`,
     `image: ${o.size / MIB} MiB, runtime ${o.runtime}s (+${o.ramp}s ramp), rounds ${o.rounds}`,
@@ -802,7 +814,7 @@ function copyResultTable(
  * Runs every workload against every server it runs on for all rounds, rotating the server order.
  */
 async function runRounds(o: Options, started: readonly Running[], hz: number) {
-  const results = new Map<string, Sample[]>();
+  const results = new Map<string, FioSample[]>();
   for (let round = 0; round < o.rounds; round++) {
     for (const [wi, w] of o.workloads.entries()) {
       const servers = started.filter((r) => runsOn(w, r.spec));
@@ -823,8 +835,25 @@ async function runRounds(o: Options, started: readonly Running[], hz: number) {
 /** A finished result table: its rows, whether a target failed, and its targets in words. */
 type ResultTable = { rows: string[][]; failed: boolean; target: string };
 
-/** Appends a Markdown section (date, machine, command line, tables and targets) to `file`. */
-async function appendMarkdown(file: string, info: string[], tables: ResultTable[]): Promise<void> {
+/** What a run saved beside its charts: the results file and the charts, for the report. */
+type SavedRun = { resultsPath: string; charts: WrittenChart[] };
+
+/**
+ * Appends a Markdown section (date, machine, command line, charts with the results file, tables
+ * and targets) to `file`; the charts and results are linked relative to `file`.
+ */
+async function appendMarkdown(
+  file: string,
+  info: string[],
+  tables: ResultTable[],
+  saved?: SavedRun,
+): Promise<void> {
+  const link = (path: string) => relative(dirname(resolve(file)), path);
+  const charts = saved
+    ? saved.charts.map((c) => `![${c.title}](${link(c.path)})\n\n`).join("") +
+      `Raw results (the charts redraw from them with \`scripts/bench-chart.ts\`): ` +
+      `[${link(saved.resultsPath)}](${link(saved.resultsPath)})\n\n`
+    : "";
   const section = `
 ## Benchmark ${info[0].slice(6, 16)}
 
@@ -834,16 +863,63 @@ ${info.map((l) => `- ${l}`).join("\n")}
 deno run --allow-all scripts/bench.ts ${Deno.args.map(shQuote).join(" ")}
 \`\`\`
 
-${tables.map((t) => `${markdownTable(t.rows)}\n\nTarget: ${t.target}.`).join("\n\n")}
+${charts}${tables.map((t) => `${markdownTable(t.rows)}\n\nTarget: ${t.target}.`).join("\n\n")}
 `;
   await Deno.writeTextFile(file, section, { append: true });
 }
 
+/** The fio part's raw results: every workload x server that ran it, with its samples. */
+function fioRecord(
+  o: Options,
+  results: Map<string, FioSample[]>,
+  started: readonly Running[],
+): FioResult[] {
+  return o.workloads.flatMap((w) =>
+    started.filter((r) => runsOn(w, r.spec)).map((r) => ({
+      workload: w.name,
+      server: r.spec.name,
+      table: r.spec.table,
+      restMiB: r.restMiB!,
+      samples: results.get(`${w.name}/${r.spec.name}`)!,
+    }))
+  );
+}
+
+/** The copy part's raw results: every workload x copier, with its samples. */
+function copyRecord(o: Options, results: Map<string, CopySample[]>): CopyResult[] {
+  return o.copyWorkloads.flatMap((w) =>
+    COPIERS.map((c) => ({
+      workload: w.name,
+      copier: c.name,
+      samples: results.get(`${w.name}/${c.name}`)!,
+    }))
+  );
+}
+
+/** The folder of one run's charts under the charts folder, by its start: `YYYY-MM-DD-HHMM`. */
+function runFolder(charts: string, date: Date): string {
+  const iso = date.toISOString();
+  return join(charts, `${iso.slice(0, 10)}-${iso.slice(11, 13)}${iso.slice(14, 16)}`);
+}
+
+/** Saves a run's results as `results.json` in its folder, then draws its charts there. */
+async function saveRun(dir: string, results: BenchResults): Promise<SavedRun> {
+  await Deno.mkdir(dir, { recursive: true });
+  const resultsPath = join(dir, "results.json");
+  await Deno.writeTextFile(resultsPath, resultsToJson(results));
+  const charts = await writeCharts(results, dir);
+  console.log(`\nresults and charts: ${[resultsPath, ...charts.map((c) => c.path)].join(", ")}`);
+  return { resultsPath, charts };
+}
+
 /**
  * Starts every fio server (each probed once: multi-conn and resident memory at rest), runs the
- * rounds, stops the servers and builds the fio result tables.
+ * rounds, stops the servers and builds the fio result tables and the raw results.
  */
-async function runFio(o: Options, hz: number): Promise<ResultTable[]> {
+async function runFio(
+  o: Options,
+  hz: number,
+): Promise<{ tables: ResultTable[]; record: FioResult[] }> {
   const images = await prepareImages(o);
   const ports = freePorts(o.servers.length);
   // The TLS rows' server credentials: the test fixtures' CA and server certificate.
@@ -866,21 +942,31 @@ async function runFio(o: Options, hz: number): Promise<ResultTable[]> {
     const target = `${describeRule(TABLES[name])} (medians of rounds; references that ran)`;
     if (table) tables.push({ ...table, target });
   }
-  return tables;
+  return { tables, record: fioRecord(o, results, started) };
 }
 
 /** Runs the whole benchmark; returns the exit code. */
 async function main(): Promise<number> {
   const o = parseOptions(Deno.args);
   if (o.help) return console.log(USAGE), 0;
+  // Charts are drawn at the end: a missing converter is better found before the run.
+  if (o.charts) {
+    await checkConverter().catch((e) => {
+      throw new Error(`${e.message} (or run with --no-charts)`);
+    });
+  }
   const began = performance.now();
+  const date = new Date();
   const hz = Number(await firstLine("getconf CLK_TCK")) || 100;
-  const info = await machineInfo(o);
-  const tables = o.workloads.length ? await runFio(o, hz) : [];
+  const info = await machineInfo(o, date);
+  const fio = o.workloads.length ? await runFio(o, hz) : { tables: [], record: [] };
+  const tables = fio.tables;
+  let copy: CopyResult[] = [];
   if (o.copyWorkloads.length) {
     const results = await runCopyRounds(o, await prepareSparseImage(o));
     const target = `denbd copy MiB/s >= ${COPY_TARGET} x nbdcopy's (medians of rounds)`;
     tables.push({ ...copyResultTable(o, results), target });
+    copy = copyRecord(o, results);
   }
   await stopAll();
   info.push(`whole run: ${((performance.now() - began) / 60_000).toFixed(1)} min`);
@@ -888,7 +974,22 @@ async function main(): Promise<number> {
   for (const { rows, target } of tables) {
     console.log("\n" + textTable(rows) + `\n\ntarget: ${target}`);
   }
-  if (o.markdown) await appendMarkdown(o.markdown, info, tables);
+  const conditions = {
+    imageMiB: o.size / MIB,
+    runtimeSec: o.runtime,
+    rampSec: o.ramp,
+    rounds: o.rounds,
+  };
+  const record: BenchResults = {
+    format: RESULTS_FORMAT,
+    date: date.toISOString(),
+    info,
+    conditions,
+    fio: fio.record,
+    copy,
+  };
+  const saved = o.charts ? await saveRun(runFolder(o.charts, date), record) : undefined;
+  if (o.markdown) await appendMarkdown(o.markdown, info, tables, saved);
   return tables.some((t) => t.failed) && o.check ? 1 : 0;
 }
 
