@@ -10,6 +10,7 @@
 import { DenbdError } from "../errors.ts";
 import { commandFor, CommandTable } from "../qmp/command.ts";
 import { coreCommands } from "../qmp/core-commands.ts";
+import { queryQmpSchema } from "../qmp/introspection.ts";
 import { array, EMPTY_STRUCT } from "../qmp/schema.ts";
 import type { Daemon } from "./daemon.ts";
 import {
@@ -24,6 +25,7 @@ import {
   BlockExportInfo,
   BlockExportOptions,
   BlockInfo,
+  DAEMON_EVENTS,
   NbdServerAddOptions,
   NbdServerRemoveArguments,
   NbdServerStartArguments,
@@ -176,6 +178,7 @@ export function daemonCommands(): CommandTable<Daemon> {
   return new CommandTable<Daemon>([
     ...coreCommands<Daemon>().filter((command) => command.name !== quit.name),
     quit,
+    queryQmpSchema<Daemon>(DAEMON_EVENTS),
     blockdevAdd,
     blockdevDel,
     queryNamedBlockNodes,

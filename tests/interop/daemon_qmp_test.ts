@@ -504,6 +504,7 @@ const COMMANDS = [
   "query-version",
   "query-commands",
   "quit",
+  "query-qmp-schema",
   "nbd-server-start",
   "nbd-server-stop",
   "nbd-server-add",
