@@ -24,6 +24,7 @@ import {
   BlockExportInfo,
   BlockExportOptions,
   BlockInfo,
+  DenbdStats,
   NbdServerAddOptions,
   NbdServerRemoveArguments,
   NbdServerStartArguments,
@@ -91,6 +92,14 @@ const queryBlockExports = daemonCommand({
   args: EMPTY_STRUCT,
   returns: array(BlockExportInfo),
   run: ({ state }) => state.queryBlockExports(),
+});
+
+/** x-denbd-query-stats: denbd's own (hence x-), the counters behind `denbd top`. */
+const queryStatsCommand = daemonCommand({
+  name: "x-denbd-query-stats",
+  args: EMPTY_STRUCT,
+  returns: DenbdStats,
+  run: ({ state }) => state.xDenbdQueryStats(),
 });
 
 const blockdevAdd = daemonCommand({
@@ -171,6 +180,18 @@ const quit = daemonCommand({
   },
 });
 
+/**
+ * The QMP commands of `denbd serve --qmp`: the core ones but quit (signals
+ * stop serve), query-block-exports and x-denbd-query-stats.
+ */
+export function serveMonitorCommands(): CommandTable<Daemon> {
+  return new CommandTable<Daemon>([
+    ...coreCommands<Daemon>().filter((command) => command.name !== quit.name),
+    queryBlockExports,
+    queryStatsCommand,
+  ]);
+}
+
 /** Every QMP command of `denbd daemon`, the core ones first. */
 export function daemonCommands(): CommandTable<Daemon> {
   return new CommandTable<Daemon>([
@@ -187,6 +208,7 @@ export function daemonCommands(): CommandTable<Daemon> {
     blockExportAdd,
     blockExportDel,
     queryBlockExports,
+    queryStatsCommand,
     bitmapAdd,
     bitmapCommand("block-dirty-bitmap-remove", "remove"),
     bitmapCommand("block-dirty-bitmap-clear", "clear"),
