@@ -11,6 +11,7 @@ import { join } from "node:path";
 import {
   type CommandResult,
   denbdCommand,
+  freePort,
   launch,
   makeSparseImage,
   needs,
@@ -308,6 +309,41 @@ Deno.test(
     });
   },
 );
+
+Deno.test("serve --qmp HOST:PORT: top reads it over TCP", async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, "d.img");
+    await makeSparseImage(image, 1 * MiB);
+    const port = freePort();
+    const [command, prefix] = denbdCommand();
+    const server = await launch({
+      command,
+      args: [
+        ...prefix,
+        "serve",
+        "-t",
+        "-f",
+        "raw",
+        "-k",
+        join(dir, "nbd.sock"),
+        "--qmp",
+        `127.0.0.1:${port}`,
+        image,
+      ],
+      uri: "",
+      listen: { hostname: "127.0.0.1", port },
+    });
+    try {
+      const top = await denbdTop(["-b", "-n", "1", `127.0.0.1:${port}`]);
+      assert.equal(top.code, 0, top.stderr);
+      const [frame] = frames(top.stdout);
+      assert.match(frame[0], new RegExp(`^denbd top - 127\\.0\\.0\\.1:${port} - `));
+      assert.equal(frame[3], "export '' (id disk, node disk): 0 clients, 0 departed");
+    } finally {
+      assert.equal(await server.stop(), 0, server.stderr());
+    }
+  });
+});
 
 Deno.test("top: usage mistakes and an unreachable monitor exit 1", async () => {
   const usage = await denbdTop([]);
