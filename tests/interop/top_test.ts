@@ -345,6 +345,45 @@ Deno.test("serve --qmp HOST:PORT: top reads it over TCP", async () => {
   });
 });
 
+Deno.test(
+  "top on a terminal: the alternate screen, redrawn until q, then the terminal restored",
+  needs("script"),
+  async () => {
+    await withServe(async ({ qmp: qmpSocket }) => {
+      const [command, prefix] = denbdCommand();
+      const line = [command, ...prefix, "top", "-d", "0.2", qmpSocket].join(" ");
+      // script(1) gives top a pseudo-terminal; its input reaches top as keys.
+      const child = new Deno.Command("script", {
+        args: ["-q", "-e", "-c", `stty cols 120 rows 30; ${line}`, "/dev/null"],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
+      }).spawn();
+      let output = "";
+      const decoder = new TextDecoder();
+      const reading = child.stdout.pipeTo(
+        new WritableStream({ write: (chunk) => void (output += decoder.decode(chunk)) }),
+      );
+      const keys = child.stdin.getWriter();
+      const deadline = Date.now() + 30_000;
+      while ((output.match(/\x1b\[H\x1b\[2J/g) ?? []).length < 2) {
+        assert.ok(Date.now() < deadline, `no second frame: ${JSON.stringify(output)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await keys.write(new TextEncoder().encode("q"));
+      await keys.close();
+      const status = await child.status;
+      await reading;
+      await child.stderr.cancel();
+      assert.equal(status.code, 0, output);
+      assert.ok(output.includes("\x1b[?1049h\x1b[?25l"), "the alternate screen, no cursor");
+      assert.match(output, /export 'disk' \(id disk, node disk\): 0 clients, 0 departed/);
+      assert.ok(output.trimEnd().endsWith("\x1b[?25h\x1b[?1049l"), "the terminal restored last");
+    });
+  },
+);
+
 Deno.test("top: usage mistakes and an unreachable monitor exit 1", async () => {
   const usage = await denbdTop([]);
   assert.equal(usage.code, 1);
