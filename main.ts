@@ -14,6 +14,7 @@ import { mapCommand } from "./src/cli/map.ts";
 import { dumpCommand } from "./src/cli/dump.ts";
 import { copyCommand } from "./src/cli/copy.ts";
 import { qmpCommand } from "./src/cli/qmp.ts";
+import { topCommand } from "./src/cli/top.ts";
 import type { Subcommand } from "./src/cli/subcommand.ts";
 import { UsageError } from "./src/cli/flags.ts";
 import { closestName } from "./src/cli/did-you-mean.ts";
@@ -30,6 +31,7 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   dump: dumpCommand,
   copy: copyCommand,
   qmp: qmpCommand,
+  top: topCommand,
 };
 
 function mainHelp(): string {

@@ -41,6 +41,10 @@ import { DEFAULT_HANDSHAKE_LIMIT_SECONDS } from "../nbd/server/connection.ts";
 import { GRACEFUL_CLOSE_LIMIT_MS } from "../nbd/server/server.ts";
 import { encodeString } from "../nbd/wire.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { parseQmpAddress } from "./qmp.ts";
+import { MonitorHost } from "../daemon/monitors.ts";
+import { serveMonitorCommands } from "../daemon/qmp-commands.ts";
+import type { SocketAddress } from "../net/socket-address.ts";
 
 /** What each --cache mode means, as QEMU defines them. */
 const CACHE_MODES = {
@@ -162,6 +166,11 @@ export const SERVE_FLAGS = {
     help: "refused: qemu-nbd takes it only with --list, which denbd serve does not have",
   },
   fork: { help: "return once the server listens, and serve in the background" },
+  qmp: {
+    value: "SOCKET",
+    help: "denbd's own, not qemu-nbd's: a QMP monitor on the Unix socket SOCKET (or at " +
+      "HOST:PORT) answering query-block-exports and x-denbd-query-stats (see 'denbd top')",
+  },
   list: {
     short: "L",
     help: "list another server's exports",
@@ -238,6 +247,7 @@ interface ServeSettings {
   readonly fork: boolean;
   readonly pidFile: string | undefined;
   readonly verbose: boolean;
+  readonly qmp: SocketAddress | undefined;
 }
 
 type ServeValues = ReturnType<typeof parseFlags>["values"];
@@ -279,7 +289,17 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     fork: Boolean(values.fork),
     pidFile: text("pid-file"),
     verbose: Boolean(values.verbose),
+    qmp: resolveQmp(text("qmp")),
   };
+}
+
+/** --qmp: a Unix socket path or HOST:PORT, as `denbd qmp` reads its target. */
+function resolveQmp(text: string | undefined): SocketAddress | undefined {
+  if (text === undefined) return undefined;
+  const address = parseQmpAddress(text);
+  return address.transport === "unix"
+    ? { type: "unix", path: address.path }
+    : { type: "inet", host: address.hostname ?? "127.0.0.1", port: address.port };
 }
 
 /** --tls-creds, --tls-authz and --tls-hostname, with qemu-nbd's refusals. */
@@ -548,6 +568,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
   const stop = new StopSignal();
   let pidFile: PidFile | undefined;
   let image: OpenedImage | undefined;
+  const monitors = new MonitorHost(daemon, serveMonitorCommands(), () => {});
   try {
     await createObjects(daemon, settings.objects);
     if (settings.tlsCreds !== undefined) checkTlsCredentials(daemon, settings.tlsCreds);
@@ -579,6 +600,10 @@ export async function runServe(args: readonly string[]): Promise<number> {
       "allocation-depth": settings.allocationDepth,
       bitmaps: [...settings.bitmaps],
     });
+    if (settings.qmp) {
+      await monitors.addSocket({ id: "qmp", address: settings.qmp, wait: false });
+      monitors.addMonitor("qmp");
+    }
     // Locked while serving; left in place at exit, as qemu-nbd leaves it.
     if (settings.pidFile) pidFile = await writePidFile(settings.pidFile);
     if (settings.fork) signalForkReady();
@@ -590,6 +615,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
   } finally {
     stop.dispose();
     pidFile?.release(false);
+    await monitors.close();
     await daemon.shutdown("answered");
     await image?.cleanup();
     await demo?.remove();

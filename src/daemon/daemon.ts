@@ -25,6 +25,7 @@ import { EventBus } from "../qmp/events.ts";
 import { isWellFormedId } from "../qmp/qemu-opts.ts";
 import { NodeGraph, type NodeOpenExtras } from "./nodes.ts";
 import { ObjectRegistry } from "./objects.ts";
+import { queryStats } from "./query-stats.ts";
 import {
   BLOCK_EXPORT_DELETED,
   type BlockDeviceInfoValue,
@@ -34,6 +35,7 @@ import {
   type BlockExportRemoveModeValue,
   type BlockInfoValue,
   type DaemonEvent,
+  type DenbdStatsValue,
   isServedExport,
   type NbdServerAddOptionsValue,
   type NbdServerOptionsValue,
@@ -295,6 +297,11 @@ export class Daemon {
       "node-name": entry.nodeName,
       "shutting-down": entry.deletion !== null,
     }));
+  }
+
+  /** x-denbd-query-stats: what each export and each connected NBD client has been served. */
+  xDenbdQueryStats(): DenbdStatsValue {
+    return queryStats(this.#nbd?.server ?? null, [...this.#exports.values()]);
   }
 
   /** object-add. */

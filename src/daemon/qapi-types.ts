@@ -620,6 +620,64 @@ export const BlockExportInfo = struct("BlockExportInfo", [
 export type BlockExportInfoValue = QapiValue<typeof BlockExportInfo>;
 
 // ---------------------------------------------------------------------------
+// denbd's statistics (x-denbd-query-stats; no QEMU counterpart for NBD exports)
+
+/**
+ * What a client or an export has been served. Members named as QEMU's
+ * BlockDeviceStats (query-blockstats) where the meaning is the same:
+ * rd_/wr_/unmap_ bytes and operations, flush_operations. denbd's own:
+ * zero_* (WRITE_ZEROES, which QEMU accounts as writes), block_status_ and
+ * cache_operations, and one failed_operations for every error reply (QEMU
+ * splits failed_* by kind and counts refused requests as invalid_*).
+ */
+export const DenbdRequestStats = struct("DenbdRequestStats", [
+  member("rd_bytes", int),
+  member("wr_bytes", int),
+  member("zero_bytes", int),
+  member("unmap_bytes", int),
+  member("rd_operations", int),
+  member("wr_operations", int),
+  member("zero_operations", int),
+  member("unmap_operations", int),
+  member("flush_operations", int),
+  member("block_status_operations", int),
+  member("cache_operations", int),
+  member("failed_operations", int),
+]);
+
+/** A DenbdRequestStats value. */
+export type DenbdRequestStatsValue = QapiValue<typeof DenbdRequestStats>;
+
+/** One export's totals: its present clients and those that left, together. */
+export const DenbdExportStats = struct("DenbdExportStats", [
+  member("id", str),
+  member("name", str),
+  member("node-name", str),
+  member("clients", int),
+  member("departed-clients", int),
+  member("stats", DenbdRequestStats),
+]);
+
+/** One connected client: who, since when, on which export, and what it was served. */
+export const DenbdClientStats = struct("DenbdClientStats", [
+  member("id", int),
+  member("address", str),
+  optional("export", str),
+  member("connected-at", int),
+  member("age", BUILTIN.number),
+  member("stats", DenbdRequestStats),
+]);
+
+/** What x-denbd-query-stats returns. */
+export const DenbdStats = struct("DenbdStats", [
+  member("exports", array(DenbdExportStats)),
+  member("clients", array(DenbdClientStats)),
+]);
+
+/** A DenbdStats value. */
+export type DenbdStatsValue = QapiValue<typeof DenbdStats>;
+
+// ---------------------------------------------------------------------------
 // Monitors (qapi/control.json)
 
 /** MonitorOptions (--monitor). */

@@ -26,6 +26,7 @@ import {
   BlockExportOptions,
   BlockInfo,
   DAEMON_EVENTS,
+  DenbdStats,
   NbdServerAddOptions,
   NbdServerRemoveArguments,
   NbdServerStartArguments,
@@ -93,6 +94,14 @@ const queryBlockExports = daemonCommand({
   args: EMPTY_STRUCT,
   returns: array(BlockExportInfo),
   run: ({ state }) => state.queryBlockExports(),
+});
+
+/** x-denbd-query-stats: denbd's own (hence x-), the counters behind `denbd top`. */
+const queryStatsCommand = daemonCommand({
+  name: "x-denbd-query-stats",
+  args: EMPTY_STRUCT,
+  returns: DenbdStats,
+  run: ({ state }) => state.xDenbdQueryStats(),
 });
 
 const blockdevAdd = daemonCommand({
@@ -173,6 +182,19 @@ const quit = daemonCommand({
   },
 });
 
+/**
+ * The QMP commands of `denbd serve --qmp`: the core ones but quit (signals
+ * stop serve), query-qmp-schema, query-block-exports and x-denbd-query-stats.
+ */
+export function serveMonitorCommands(): CommandTable<Daemon> {
+  return new CommandTable<Daemon>([
+    ...coreCommands<Daemon>().filter((command) => command.name !== quit.name),
+    queryQmpSchema<Daemon>([]),
+    queryBlockExports,
+    queryStatsCommand,
+  ]);
+}
+
 /** Every QMP command of `denbd daemon`, the core ones first. */
 export function daemonCommands(): CommandTable<Daemon> {
   return new CommandTable<Daemon>([
@@ -190,6 +212,7 @@ export function daemonCommands(): CommandTable<Daemon> {
     blockExportAdd,
     blockExportDel,
     queryBlockExports,
+    queryStatsCommand,
     bitmapAdd,
     bitmapCommand("block-dirty-bitmap-remove", "remove"),
     bitmapCommand("block-dirty-bitmap-clear", "clear"),

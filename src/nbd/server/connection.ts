@@ -16,7 +16,8 @@ import { formatPeer } from "../../net/socket-address.ts";
 import type { ExportCatalog, NbdExport } from "./export.ts";
 import { flagNames, NBD_FLAG } from "../protocol.ts";
 import { negotiate } from "./handshake.ts";
-import { Transmission } from "./transmission.ts";
+import { DEFAULT_TRANSMISSION_LIMITS, Transmission } from "./transmission.ts";
+import { RequestCounters } from "./stats.ts";
 import type { ByteStream } from "../../io/byte-stream.ts";
 import type { TlsCredentials } from "../../tls/credentials.ts";
 import { type TlsPeer, TlsSession } from "../../tls/session.ts";
@@ -70,6 +71,8 @@ export class NbdConnection {
   readonly id: number;
   /** When the client connected (milliseconds since the epoch). */
   readonly connectedAt: number = Date.now();
+  /** What the client's requests have been served, counted. */
+  readonly counters: RequestCounters = new RequestCounters();
   readonly #conn: Deno.Conn;
   readonly #catalog: ExportCatalog;
   readonly #log: Logger;
@@ -128,7 +131,14 @@ export class NbdConnection {
           (session.structured ? ", structured replies" : "") +
           session.contexts.map(({ context }) => `, ${context.name}`).join(""),
       );
-      this.#transmission = new Transmission(reader, writer, session, this.#log);
+      this.#transmission = new Transmission(
+        reader,
+        writer,
+        session,
+        this.#log,
+        DEFAULT_TRANSMISSION_LIMITS,
+        this.counters,
+      );
       await this.#transmission.run();
     } catch (error) {
       if (!this.#closed) this.#log.warn(`closing connection: ${describeFailure(error)}`);

@@ -32,6 +32,7 @@ import type { Logger } from "../../log.ts";
 import { messageOf } from "../../errors.ts";
 import { DEFAULT_HANDSHAKE_LIMIT_SECONDS, NbdConnection, type ServerTls } from "./connection.ts";
 import type { ExportCatalog, NbdExport } from "./export.ts";
+import { type ExportTotal, ExportTotals } from "./stats.ts";
 
 /**
  * Clients served at once unless told otherwise: QEMU's default since the
@@ -82,6 +83,8 @@ export class NbdServer {
   #acceptFailures = { unreported: 0, reportedAt: -Infinity };
   /** The number of the last client accepted; each gets the next. */
   #lastClientId = 0;
+  /** Per-export counts of the clients that left. */
+  readonly #totals = new ExportTotals();
 
   /** A server with `options`; it accepts nothing until {@linkcode listen}. */
   constructor(options: NbdServerOptions) {
@@ -124,6 +127,12 @@ export class NbdServer {
   /** The clients connected right now, in the order they came. */
   clients(): NbdConnection[] {
     return [...this.#connections.keys()];
+  }
+
+  /** What `entry` has served to its clients, present and past. */
+  totalsOf(entry: NbdExport): ExportTotal {
+    const present = this.clients().filter((connection) => connection.export === entry);
+    return this.#totals.of(entry, present.map((connection) => connection.counters));
   }
 
   /** How many clients are using `entry` right now. */
@@ -216,6 +225,7 @@ export class NbdServer {
     this.#options.log.debug(`${connection.peer}: connected`);
     const ended = connection.run().finally(() => {
       this.#connections.delete(connection);
+      if (connection.export) this.#totals.fold(connection.export, connection.counters);
       this.#options.log.debug(`${connection.peer}: disconnected`);
       this.#wakeSlotWaiters();
       this.#options.onDisconnect?.(this.#connections.size);

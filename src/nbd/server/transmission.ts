@@ -48,6 +48,7 @@ import type { BufferedReader } from "../../io/buffered-reader.ts";
 import { BufferPool } from "../../io/buffer-pool.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import type { Logger } from "../../log.ts";
+import { RequestCounters } from "./stats.ts";
 
 /** Bounds on one connection's work in progress. */
 export interface TransmissionLimits {
@@ -209,6 +210,7 @@ export class Transmission {
   readonly #limits: TransmissionLimits;
   readonly #log: Logger;
   readonly #admissions: ReadonlyMap<number, Admission>;
+  readonly #counters: RequestCounters;
   #inFlightRequests = 0;
   #inFlightBytes = 0;
   #waiters: (() => void)[] = [];
@@ -222,13 +224,14 @@ export class Transmission {
   /** Settles when the block status requests started so far have been gathered. */
   #statusTurn: Promise<void> = Promise.resolve();
 
-  /** Serve `session` over `reader` / `writer` within `limits`. */
+  /** Serve `session` over `reader` / `writer` within `limits`, counting requests in `counters`. */
   constructor(
     reader: BufferedReader,
     writer: WriteQueue,
     session: NegotiatedSession,
     log: Logger,
     limits: TransmissionLimits = DEFAULT_TRANSMISSION_LIMITS,
+    counters: RequestCounters = new RequestCounters(),
   ) {
     this.#reader = reader;
     this.#writer = writer;
@@ -236,6 +239,7 @@ export class Transmission {
     this.#limits = limits;
     this.#log = log;
     this.#admissions = admissionsFor(session.flags);
+    this.#counters = counters;
   }
 
   /**
@@ -325,12 +329,16 @@ export class Transmission {
         : this.#simpleReadNow(request);
       if (reply === null) return false;
       this.#sendCounted(cost, [reply], reply);
+      this.#counters.readOperations++;
+      this.#counters.readBytes += length;
       return true;
     }
     if (exported.writethrough || this.#reader.buffered < length) return false;
     const payload = this.#reader.takeBuffered(length)!;
     if (exported.node.writeNow(offset, payload, { fua: this.#fua(request) })) {
       this.#sendCounted(cost, [encodeSimpleReplyHeader(0, request.cookie)]);
+      this.#counters.writeOperations++;
+      this.#counters.writeBytes += length;
     } else {
       const copy = PAYLOAD_POOL.take(length);
       copy.set(payload);
@@ -526,8 +534,10 @@ export class Transmission {
     try {
       await serve();
       answered = true;
+      this.#counters.countDone(request.type, request.length);
     } catch (error) {
       if (this.#replyFailure === null) {
+        this.#counters.failedOperations++;
         answered = await this.#sendError(request, error).then(() => true, () => false);
       }
     } finally {
