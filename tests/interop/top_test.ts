@@ -150,6 +150,7 @@ Deno.test(
           "qmp_capabilities",
           "query-block-exports",
           "query-commands",
+          "query-qmp-schema",
           "query-version",
           "x-denbd-query-stats",
         ],

@@ -211,12 +211,13 @@ Deno.test("x-denbd-query-stats: exports with totals, clients with address, expor
   }
 });
 
-Deno.test("serve's monitor has the core commands but quit, query-block-exports and the stats", () => {
+Deno.test("serve's monitor has the core commands but quit, the schema, query-block-exports and the stats", () => {
   const names = (table: CommandTable<Daemon>) => [...table].map((command) => command.name);
   assert.deepEqual(names(serveMonitorCommands()), [
     "qmp_capabilities",
     "query-version",
     "query-commands",
+    "query-qmp-schema",
     "query-block-exports",
     "x-denbd-query-stats",
   ]);
