@@ -213,10 +213,8 @@ export class NbdServer {
         1000,
       tls: this.#options.tls,
     });
-    this.#options.log.debug(`${connection.peer}: connected`);
     const ended = connection.run().finally(() => {
       this.#connections.delete(connection);
-      this.#options.log.debug(`${connection.peer}: disconnected`);
       this.#wakeSlotWaiters();
       this.#options.onDisconnect?.(this.#connections.size);
     });
