@@ -108,17 +108,17 @@ export class Logger {
 
   /** Detail that helps debugging (-v). */
   debug(message: string, fields?: LogFields): void {
-    if (this.#least <= RANK.debug) this.#write("debug", message, fields);
+    this.#write("debug", message, fields);
   }
 
   /** Something an operator should know about. */
   info(message: string, fields?: LogFields): void {
-    if (this.#least <= RANK.info) this.#write("info", message, fields);
+    this.#write("info", message, fields);
   }
 
   /** Something went wrong but the program carries on. */
   warn(message: string, fields?: LogFields): void {
-    if (this.#least <= RANK.warn) this.#write("warn", message, fields);
+    this.#write("warn", message, fields);
   }
 
   /** Something failed that the program could not do for its user (a storage error). */
@@ -132,12 +132,13 @@ export class Logger {
    * program or client; a record of `level` in JSON.
    */
   verbatim(level: LogLevel, message: string): void {
-    if (!this.enabled(level)) return;
     if (this.#options.format === "json") this.#write(level, message, undefined);
-    else (this.#options.write ?? writeToStderr)(message);
+    else if (this.enabled(level)) (this.#options.write ?? writeToStderr)(message);
   }
 
+  /** Write a record of `level`, unless the level is below this logger's. */
   #write(level: LogLevel, message: string, fields: LogFields | undefined): void {
+    if (RANK[level] < this.#least) return;
     const record = fields ? { ...this.#fields, ...fields } : this.#fields;
     const time = new Date();
     const line = this.#options.format === "json"
@@ -155,7 +156,7 @@ export class Logger {
  * A text line: the time when given, the program, the client and its
  * address when known, then the message.
  */
-export function formatTextRecord(
+function formatTextRecord(
   time: Date | null,
   prefix: string,
   message: string,
@@ -169,7 +170,7 @@ export function formatTextRecord(
 }
 
 /** A JSON line with `time`, `level`, `msg`, then the fields the record has, in that order. */
-export function formatJsonRecord(
+function formatJsonRecord(
   time: Date,
   level: LogLevel,
   message: string,
