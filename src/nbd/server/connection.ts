@@ -155,7 +155,7 @@ export class NbdConnection {
     if (refusal !== null) throw new DenbdError("invalid", refusal);
     this.#log.debug(
       `TLS started: ${session.description}` +
-        (session.peer.identity === null ? "" : `, client '${session.peer.identity}'`),
+        (session.peer.identity === null ? "" : `, client ${quoted(session.peer.identity)}`),
     );
     return session;
   }
