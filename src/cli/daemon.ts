@@ -12,7 +12,15 @@
  */
 
 import { DenbdError, messageOf, osErrorText } from "../errors.ts";
-import { Logger } from "../log.ts";
+import {
+  isLogFormat,
+  isLogLevel,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFlags,
+  Logger,
+  loggerOptionsOf,
+} from "../log.ts";
 import { Daemon } from "../daemon/daemon.ts";
 import { MonitorHost } from "../daemon/monitors.ts";
 import { daemonCommands } from "../daemon/qmp-commands.ts";
@@ -135,6 +143,20 @@ const DAEMON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
     help: "run in the background: the command returns once the daemon has started",
   },
   "pidfile": { argument: true, value: "FILE", early: true, help: "write the process id to FILE" },
+  "log-level": {
+    argument: true,
+    value: "LEVEL",
+    early: true,
+    help: `denbd extension: the least severe records logged (${LOG_LEVELS.join(", ")}),\n` +
+      "with times; default info",
+  },
+  "log-format": {
+    argument: true,
+    value: "FORMAT",
+    early: true,
+    help: "denbd extension: text lines (default) or json: one object per line with\n" +
+      "time, level, msg, and client, peer, export for NBD clients",
+  },
 };
 
 /** One element of the command line, in order. */
@@ -269,8 +291,13 @@ function daemonHelp(): string {
     const syntax = (spec.syntax ?? []).flatMap((form) =>
       wrapSyntax(form, HELP_SYNTAX_WIDTH).map((line, i) => (i ? "  " : "") + line)
     );
-    const [first, ...more] = [...syntax, ...spec.help.split("\n")];
-    return [`  ${spelling.padEnd(HELP_OPTION_WIDTH)}${first}`, ...more.map((line) => indent + line)]
+    const lines = [...syntax, ...spec.help.split("\n")];
+    // A spelling too long for its column has its text start on the next line.
+    const [first, ...more] = spelling.length < HELP_OPTION_WIDTH ? lines : ["", ...lines];
+    return [
+      `  ${spelling.padEnd(HELP_OPTION_WIDTH)}${first}`.trimEnd(),
+      ...more.map((line) => indent + line),
+    ]
       .join("\n");
   });
   return [
@@ -383,7 +410,7 @@ class CommandLineRunner {
     const parsed = parseChardevOptions(text);
     for (const warning of parsed.warnings) {
       this.#log.warn(`--chardev ${text}: warning: ${warning.message}`);
-      if (warning.hint) console.error(warning.hint);
+      if (warning.hint) this.#log.verbatim("warn", warning.hint);
     }
     if (parsed.help) throw new EarlyExit(chardevHelp(), 1);
     const backend = parsed.values.backend;
@@ -452,6 +479,31 @@ function stopRequest(): {
   };
 }
 
+/** --log-level and --log-format (the last of each wins), checked. */
+function logFlagsOf(items: readonly CommandLineItem[]): LogFlags {
+  let level: LogFlags["level"];
+  let format: LogFlags["format"];
+  for (const item of items) {
+    if (item.kind !== "option") continue;
+    const value = item.value!;
+    if (item.name === "log-level") {
+      if (!isLogLevel(value)) throw invalidChoice(item.spelling, value, LOG_LEVELS);
+      level = value;
+    } else if (item.name === "log-format") {
+      if (!isLogFormat(value)) throw invalidChoice(item.spelling, value, LOG_FORMATS);
+      format = value;
+    }
+  }
+  return { level, format };
+}
+
+function invalidChoice(spelling: string, value: string, choices: readonly string[]): DenbdError {
+  return new DenbdError(
+    "invalid",
+    `${spelling} ${value}: expected one of ${choices.join(", ")}`,
+  );
+}
+
 /** Print `error` as qsd does for an option: the location, the message, then its hint. */
 function reportOptionError(location: string, error: unknown): void {
   if (error instanceof KeyvalError) {
@@ -479,12 +531,19 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
     if (item.name === "pidfile") pidFilePath = item.value;
     if (item.name === "daemonize") daemonize = true;
   }
+  let logFlags: LogFlags;
+  try {
+    logFlags = logFlagsOf(items);
+  } catch (problem) {
+    console.error(`${PROGRAM}: ${messageOf(problem)}`);
+    return 1;
+  }
   if (error) {
     console.error(`${PROGRAM}: ${error.message}`);
     return 1;
   }
   if (daemonize && !isForkChild()) return await runForkParent(["daemon", ...args]);
-  const log = new Logger({ prefix: PROGRAM });
+  const log = new Logger(loggerOptionsOf(logFlags, PROGRAM));
   const daemon = new Daemon(log);
   const stop = stopRequest();
   const monitors = new MonitorHost(daemon, daemonCommands(), () => stop.request("quit"));

@@ -30,7 +30,15 @@ import {
   SERVE_FORMATS,
 } from "./serve-image.ts";
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import { Logger } from "../log.ts";
+import {
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFlags,
+  type LogFormat,
+  Logger,
+  loggerOptionsOf,
+  type LogLevel,
+} from "../log.ts";
 import { formatAddress, type ListeningAddress } from "../net/socket-address.ts";
 import { FIRST_ACTIVATED_FD, takeActivatedSockets } from "../net/socket-activation.ts";
 import type { SocketAddressValue } from "../daemon/qapi-types.ts";
@@ -198,7 +206,22 @@ export const SERVE_FLAGS = {
     help: "SELinux label of the listening socket",
     notBuilt: "denbd sets no SELinux labels",
   },
-  verbose: { short: "v", help: "log the listening address, connections and refused requests" },
+  verbose: {
+    short: "v",
+    help: "log the listening address, connections and refusals, with times",
+  },
+  "log-level": {
+    value: "LEVEL",
+    help: "denbd extension: the least severe records logged, with times " +
+      "(default info, debug with -v; it wins over -v)",
+    choices: LOG_LEVELS,
+  },
+  "log-format": {
+    value: "FORMAT",
+    help: "denbd extension: text lines (default), or JSON objects with time, level, msg, " +
+      "client, peer, export",
+    choices: LOG_FORMATS,
+  },
   help: { short: "h", help: "show this help and exit" },
   version: { short: "V", help: "show the version and exit" },
 } as const satisfies FlagTable;
@@ -246,7 +269,7 @@ interface ServeSettings {
   readonly tlsAuthz: string | undefined;
   readonly fork: boolean;
   readonly pidFile: string | undefined;
-  readonly verbose: boolean;
+  readonly log: LogFlags;
   readonly qmp: SocketAddress | undefined;
 }
 
@@ -288,7 +311,11 @@ function resolveSettings(values: ServeValues, positionals: string[]): ServeSetti
     ...resolveTls(text("tls-creds"), text("tls-authz"), text("tls-hostname")),
     fork: Boolean(values.fork),
     pidFile: text("pid-file"),
-    verbose: Boolean(values.verbose),
+    log: {
+      verbose: Boolean(values.verbose),
+      level: text("log-level") as LogLevel | undefined,
+      format: text("log-format") as LogFormat | undefined,
+    },
     qmp: resolveQmp(text("qmp")),
   };
 }
@@ -482,7 +509,7 @@ async function openImage(
     snapshot: settings.snapshot,
     loadSnapshot: settings.loadSnapshot,
   });
-  if (opened.probedRaw && !settings.readOnly) console.error(probedRawWarning(file));
+  if (opened.probedRaw && !settings.readOnly) log.verbatim("warn", probedRawWarning(file));
   if (settings.readOnly && loadLibc() === null) {
     log.warn(
       `without FFI (--allow-ffi), '${file}' is served with no image lock and no hole ` +
@@ -561,7 +588,7 @@ export async function runServe(args: readonly string[]): Promise<number> {
   const settings = resolveSettings(values, positionals);
   checkLengths(settings);
   if (settings.fork && !isForkChild()) return await runForkParent(["serve", ...args]);
-  const log = new Logger({ verbose: settings.verbose });
+  const log = new Logger(loggerOptionsOf(settings.log));
   const demo = settings.file === null ? await createDemoImage() : null;
   const file = settings.file ?? demo!.path;
   const daemon = new Daemon(log);

@@ -95,7 +95,10 @@ export class Daemon {
   /** The block-dirty-bitmap-* commands over the daemon's nodes. */
   readonly dirtyBitmaps = new DirtyBitmapCommands((name) => this.nodes.get(name)?.node);
   /** User-created objects (iothreads, TLS credentials, ...). */
-  readonly objects = new ObjectRegistry((id) => this.#objectUser(id));
+  readonly objects = new ObjectRegistry(
+    (id) => this.#objectUser(id),
+    (message) => this.log.warn(message),
+  );
   readonly #catalog = new ExportTable();
   /** Exports by id, in creation order. */
   readonly #exports = new Map<string, ExportEntry>();

@@ -10,7 +10,6 @@
 
 import { join } from "node:path";
 import { DenbdError } from "../errors.ts";
-import { Logger } from "../log.ts";
 import { KeyvalError } from "../qmp/keyval.ts";
 import { ID_HINT, isWellFormedId } from "../qmp/qemu-opts.ts";
 import type { Authorizer } from "../authz/authorizer.ts";
@@ -105,7 +104,7 @@ export class ObjectRegistry {
    */
   constructor(
     inUse: (id: string) => string | null,
-    warn: (message: string) => void = (message) => new Logger().warn(message),
+    warn: (message: string) => void,
   ) {
     this.#inUse = inUse;
     this.#context = { secret: (id) => this.secret(id), warn };

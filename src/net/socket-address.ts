@@ -35,12 +35,12 @@ export function formatAddress(address: ListeningAddress): string {
     : `${address.host}:${address.port}`;
 }
 
-/** Render the peer of an accepted connection. */
+/** Render the peer of an accepted connection; a Unix client has no name of its own: "unix". */
 export function formatPeer(addr: Deno.Addr): string {
   if (addr.transport === "tcp" || addr.transport === "udp") {
     return formatAddress({ type: "inet", host: addr.hostname, port: addr.port });
   }
-  return "unix client";
+  return "unix";
 }
 
 /**

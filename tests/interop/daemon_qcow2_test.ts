@@ -97,7 +97,7 @@ Deno.test(
   needs("qemu-img", "qemu-io"),
   () =>
     withTempDir(async (dir) => {
-      const daemon = new Daemon(new Logger({ verbose: false }));
+      const daemon = new Daemon(new Logger());
       try {
         const top = join(dir, "top.qcow2");
         await check("qemu-img", ["create", "-q", "-f", "raw", join(dir, "base.raw"), "4M"]);

@@ -84,7 +84,7 @@ async function timed(action: () => Promise<unknown>): Promise<number> {
 
 /** The server's log lines about `peer`. */
 function linesAbout(server: ServerProcess, peer: string): string[] {
-  return server.stderr().split("\n").filter((line) => line.includes(` ${peer}: `));
+  return server.stderr().split("\n").filter((line) => line.includes(` (${peer}): `));
 }
 
 /** Wait (bounded) until the server has logged that it closed `peer`'s connection. */

@@ -333,7 +333,7 @@ Deno.test(
       // denbd: the Daemon in this process.
       const image = join(dir, "denbd.img");
       await makeSparseImage(image, size);
-      const daemon = new Daemon(new Logger({ verbose: false }));
+      const daemon = new Daemon(new Logger());
       let ours;
       try {
         await daemon.blockdevAdd({

@@ -128,6 +128,46 @@ Deno.test("INFO/GO of an unknown export is ERR_UNKNOWN; malformed data ERR_INVAL
   ]);
 });
 
+Deno.test("a step refusing an export names it, the option and why, for the log", () => {
+  const state = setup();
+  state.handleOption(NBD_OPT.STRUCTURED_REPLY, new Uint8Array());
+  const meta = encodeMetaContextRequest({ exportName: "gone", queries: ["base:allocation"] });
+  const asked: [number, Uint8Array][] = [
+    [NBD_OPT.GO, go("nope\n")],
+    [NBD_OPT.INFO, go("nope")],
+    [NBD_OPT.SET_META_CONTEXT, meta],
+    [NBD_OPT.LIST_META_CONTEXT, meta],
+  ];
+  assert.deepEqual(asked.map(([option, data]) => state.handleOption(option, data).refused), [
+    { name: "nope\n", option: NBD_OPT.GO, why: "not present" },
+    { name: "nope", option: NBD_OPT.INFO, why: "not present" },
+    { name: "gone", option: NBD_OPT.SET_META_CONTEXT, why: "not present" },
+    { name: "gone", option: NBD_OPT.LIST_META_CONTEXT, why: "not present" },
+  ]);
+  const closing = setup().handleOption(NBD_OPT.EXPORT_NAME, encodeString("a'b"));
+  assert.equal(closing.next, "close");
+  assert.deepEqual(closing.refused, {
+    name: "a'b",
+    option: NBD_OPT.EXPORT_NAME,
+    why: "not present",
+  });
+  if (closing.next === "close") assert.match(closing.reason ?? "", /unknown export 'a\\'b'/);
+  assert.equal(state.handleOption(NBD_OPT.GO, go("disk")).refused, undefined);
+  assert.equal(setup().handleOption(NBD_OPT.LIST, new Uint8Array()).refused, undefined);
+
+  const table = new ExportTable();
+  table.add(new NbdExport({ name: "disk", node: new MemoryNode(4096) }));
+  const beforeTls = new HandshakeState(table, true);
+  beforeTls.acceptClientFlags(FIXED);
+  const tlsRequired = { option: NBD_OPT.GO, why: "TLS required" };
+  assert.deepEqual(beforeTls.handleOption(NBD_OPT.GO, go("disk")).refused, {
+    name: "disk",
+    ...tlsRequired,
+  });
+  assert.equal(beforeTls.handleOption(NBD_OPT.GO, new Uint8Array(2)).refused, undefined);
+  assert.equal(beforeTls.handleOption(NBD_OPT.LIST, new Uint8Array()).refused, undefined);
+});
+
 Deno.test("transmission flags follow the export and structured replies", () => {
   const writable = setup();
   const plain = writable.handleOption(NBD_OPT.GO, go("disk"));

@@ -146,7 +146,7 @@ Deno.test("qemu namespace: block status of allocation depth and of a dirty bitma
 
 Deno.test("daemon: an export with bitmaps and allocation depth, written through NBD", async () => {
   const dir = await Deno.makeTempDir({ prefix: "denbd-test-" });
-  const daemon = new Daemon(new Logger({ verbose: false }));
+  const daemon = new Daemon(new Logger());
   try {
     const image = join(dir, "d.img");
     await Deno.writeFile(image, new Uint8Array(4 * MiB));

@@ -80,17 +80,12 @@ class CountingNode extends MemoryNode {
   }
 }
 
-/** A logger that keeps its lines instead of printing them. */
+/** A logger of every level that keeps its lines instead of printing them. */
 class CapturingLogger extends Logger {
-  readonly lines: string[] = [];
-  override debug(message: string): void {
-    this.lines.push(message);
-  }
-  override info(message: string): void {
-    this.lines.push(message);
-  }
-  override warn(message: string): void {
-    this.lines.push(message);
+  readonly lines: string[];
+  constructor(lines: string[] = []) {
+    super({ level: "debug", write: (line) => lines.push(line) });
+    this.lines = lines;
   }
 }
 

@@ -11,11 +11,11 @@
 import { BufferedReader, UnexpectedEof } from "../../io/buffered-reader.ts";
 import { WriteQueue } from "../../io/write-queue.ts";
 import { DenbdError, messageOf } from "../../errors.ts";
-import type { Logger } from "../../log.ts";
+import { type Logger, quoted } from "../../log.ts";
 import { formatPeer } from "../../net/socket-address.ts";
 import type { ExportCatalog, NbdExport } from "./export.ts";
 import { flagNames, NBD_FLAG } from "../protocol.ts";
-import { negotiate } from "./handshake.ts";
+import { negotiate, type NegotiatedSession } from "./handshake.ts";
 import { DEFAULT_TRANSMISSION_LIMITS, Transmission } from "./transmission.ts";
 import { RequestCounters } from "./stats.ts";
 import type { ByteStream } from "../../io/byte-stream.ts";
@@ -75,7 +75,8 @@ export class NbdConnection {
   readonly counters: RequestCounters = new RequestCounters();
   readonly #conn: Deno.Conn;
   readonly #catalog: ExportCatalog;
-  readonly #log: Logger;
+  /** The client's logger; once an export is chosen, its records name it too. */
+  #log: Logger;
   readonly #handshakeLimitMs: number;
   readonly #tls: ServerTls | undefined;
   /** The TLS session once STARTTLS succeeded; closing it closes the socket too. */
@@ -97,7 +98,7 @@ export class NbdConnection {
     this.#catalog = options.catalog;
     this.id = options.id;
     this.peer = formatPeer(conn.remoteAddr);
-    this.#log = options.log.child(this.peer);
+    this.#log = options.log.child({ client: this.id, peer: this.peer });
     this.#handshakeLimitMs = options.handshakeLimitMs ?? DEFAULT_HANDSHAKE_LIMIT_SECONDS * 1000;
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
   }
@@ -109,6 +110,7 @@ export class NbdConnection {
 
   /** Run the connection to its end. Never throws. */
   async run(): Promise<void> {
+    this.#log.debug("connected");
     const reader = new BufferedReader(this.#conn);
     const writer = new WriteQueue(this.#conn);
     const deadline = this.#handshakeLimitMs > 0
@@ -126,11 +128,8 @@ export class NbdConnection {
       deadline?.cancel();
       if (!session || this.#closed) return;
       this.#export = session.export;
-      this.#log.debug(
-        `using export '${session.export.name}', flags ${flagNames(NBD_FLAG, session.flags)}` +
-          (session.structured ? ", structured replies" : "") +
-          session.contexts.map(({ context }) => `, ${context.name}`).join(""),
-      );
+      this.#log = this.#log.child({ export: session.export.name });
+      if (this.#log.enabled("debug")) this.#log.debug(describeSession(session));
       this.#transmission = new Transmission(
         reader,
         writer,
@@ -146,6 +145,12 @@ export class NbdConnection {
       deadline?.cancel();
       if (this.#closeReason) this.#log.warn(`closing connection: ${this.#closeReason}`);
       this.#close(null);
+      const counted = this.counters;
+      this.#log.debug(
+        `disconnected after ${(Date.now() - this.connectedAt) / 1000}s: ` +
+          `${counted.readOperations} reads, ${counted.writeOperations} writes, ` +
+          `${counted.failedOperations} failed`,
+      );
     }
   }
 
@@ -165,7 +170,7 @@ export class NbdConnection {
     if (refusal !== null) throw new DenbdError("invalid", refusal);
     this.#log.debug(
       `TLS started: ${session.description}` +
-        (session.peer.identity === null ? "" : `, client '${session.peer.identity}'`),
+        (session.peer.identity === null ? "" : `, client ${quoted(session.peer.identity)}`),
     );
     return session;
   }
@@ -241,6 +246,15 @@ class Deadline {
       else this.#timer = this.#arm();
     }, Math.min(Math.max(left, 0), MAX_TIMER_DELAY_MS));
   }
+}
+
+/** What a client chose: its export, the transmission flags, structured replies, contexts. */
+function describeSession(session: NegotiatedSession): string {
+  return `using export ${quoted(session.export.name)}, flags ${
+    flagNames(NBD_FLAG, session.flags)
+  }` +
+    (session.structured ? ", structured replies" : "") +
+    session.contexts.map(({ context }) => `, ${context.name}`).join("");
 }
 
 /** A one-line account of why a connection failed. */

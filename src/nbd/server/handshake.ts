@@ -65,7 +65,7 @@ import { type MetaContext, splitContextName } from "./meta-context.ts";
 import { type BufferedReader, READ_BUFFER_SIZES } from "../../io/buffered-reader.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
 import type { ByteStream } from "../../io/byte-stream.ts";
-import type { Logger } from "../../log.ts";
+import { type Logger, quoted } from "../../log.ts";
 
 /** Handshake flags this server announces. */
 export const SERVER_HANDSHAKE_FLAGS = NBD_HANDSHAKE_FLAG.FIXED_NEWSTYLE |
@@ -106,24 +106,37 @@ export interface NegotiatedSession {
   readonly contexts: readonly SelectedContext[];
 }
 
-/** The answer to one client message. */
+/** An export a client asked for and did not get, and why: for the log. */
+export interface ExportRefusal {
+  /** The name as the client sent it (peer-controlled: quote it before printing). */
+  readonly name: string;
+  /** The option that asked for it. */
+  readonly option: number;
+  /** Why it was refused. */
+  readonly why: string;
+}
+
+/** The answer to one client message; `refused` names the export it refused, if it did. */
 export type HandshakeStep =
-  /** Send `replies` and read the next option. */
-  | { readonly next: "continue"; readonly replies: readonly Uint8Array[] }
-  /** Send `replies`, then enter transmission with `session`. */
-  | {
-    readonly next: "transmission";
-    readonly replies: readonly Uint8Array[];
-    readonly session: NegotiatedSession;
-  }
-  /**
-   * Send `replies` (the ACK of STARTTLS), then run the TLS handshake and go
-   * on reading options inside TLS; the state is already that of a session
-   * that negotiated nothing yet.
-   */
-  | { readonly next: "starttls"; readonly replies: readonly Uint8Array[] }
-  /** Send `replies` (if any), then close; `reason` is logged when set. */
-  | { readonly next: "close"; readonly replies: readonly Uint8Array[]; readonly reason?: string };
+  & (
+    /** Send `replies` and read the next option. */
+    | { readonly next: "continue"; readonly replies: readonly Uint8Array[] }
+    /** Send `replies`, then enter transmission with `session`. */
+    | {
+      readonly next: "transmission";
+      readonly replies: readonly Uint8Array[];
+      readonly session: NegotiatedSession;
+    }
+    /**
+     * Send `replies` (the ACK of STARTTLS), then run the TLS handshake and go
+     * on reading options inside TLS; the state is already that of a session
+     * that negotiated nothing yet.
+     */
+    | { readonly next: "starttls"; readonly replies: readonly Uint8Array[] }
+    /** Send `replies` (if any), then close; `reason` is logged when set. */
+    | { readonly next: "close"; readonly replies: readonly Uint8Array[]; readonly reason?: string }
+  )
+  & { readonly refused?: ExportRefusal };
 
 /**
  * Where the connection stands with TLS: not configured on the server,
@@ -177,7 +190,11 @@ export class HandshakeState {
 
   /** Handle one option with its data. */
   handleOption(option: number, data: Uint8Array): HandshakeStep {
-    if (this.#tls === "required") return this.#beforeTls(option, data.length);
+    if (this.#tls === "required") {
+      const step = this.#beforeTls(option, data.length);
+      const name = requestedExport(option, data);
+      return name === null ? step : { ...step, refused: { name, option, why: "TLS required" } };
+    }
     if (option === NBD_OPT.EXPORT_NAME) return this.#exportName(data);
     if (!this.#fixedNewstyle) {
       return close(`option ${nameOf(NBD_OPT, option)} from a client without fixed newstyle`);
@@ -266,7 +283,12 @@ export class HandshakeState {
       return close((error as Error).message);
     }
     const entry = this.#catalog.find(name);
-    if (!entry) return close(`client asked for unknown export '${name}' with EXPORT_NAME`);
+    if (!entry) {
+      return {
+        ...close(`client asked for unknown export ${quoted(name)} with EXPORT_NAME`),
+        refused: { name, option: NBD_OPT.EXPORT_NAME, why: "not present" },
+      };
+    }
     const session = this.#sessionFor(entry);
     return {
       next: "transmission",
@@ -296,7 +318,7 @@ export class HandshakeState {
       return reply(option, NBD_REP.ERR_INVALID, (error as Error).message);
     }
     const entry = this.#catalog.find(request.name);
-    if (!entry) return reply(option, NBD_REP.ERR_UNKNOWN, `export '${request.name}' not present`);
+    if (!entry) return unknownExport(option, request.name);
     const session = this.#sessionFor(entry);
     const honoursMinimum = option === NBD_OPT.INFO || request.infos.includes(NBD_INFO.BLOCK_SIZE);
     const info = (payload: Uint8Array) => encodeOptionReply(option, NBD_REP.INFO, payload);
@@ -342,9 +364,7 @@ export class HandshakeState {
       return reply(option, NBD_REP.ERR_INVALID, (error as Error).message);
     }
     const entry = this.#catalog.find(request.exportName);
-    if (!entry) {
-      return reply(option, NBD_REP.ERR_UNKNOWN, `export '${request.exportName}' not present`);
-    }
+    if (!entry) return unknownExport(option, request.exportName);
     const replies: Uint8Array[] = [];
     if (isSet) {
       const contexts = selectContexts(entry, request.queries);
@@ -388,6 +408,37 @@ function notBeforeTls(option: number): string {
 /** A single reply (an error carries `message` as its payload), then continue. */
 function reply(option: number, type: number, message = ""): HandshakeStep {
   return { next: "continue", replies: [encodeOptionReply(option, type, encodeString(message))] };
+}
+
+/** ERR_UNKNOWN for an export `name` not present, then continue. */
+function unknownExport(option: number, name: string): HandshakeStep {
+  return {
+    ...reply(option, NBD_REP.ERR_UNKNOWN, `export '${name}' not present`),
+    refused: { name, option, why: "not present" },
+  };
+}
+
+/**
+ * The export an option asks for (EXPORT_NAME, INFO, GO, the metadata
+ * context options), or null for another option or data that does not parse.
+ */
+function requestedExport(option: number, data: Uint8Array): string | null {
+  try {
+    switch (option) {
+      case NBD_OPT.EXPORT_NAME:
+        return decodeString(data, "export name");
+      case NBD_OPT.INFO:
+      case NBD_OPT.GO:
+        return decodeInfoRequest(data).name;
+      case NBD_OPT.LIST_META_CONTEXT:
+      case NBD_OPT.SET_META_CONTEXT:
+        return decodeMetaContextRequest(data).exportName;
+      default:
+        return null;
+    }
+  } catch {
+    return null;
+  }
 }
 
 /** ERR_UNSUP for an option this server does not implement, then continue. */
@@ -494,6 +545,7 @@ export async function negotiate(
     } else {
       step = state.handleOption(header.option, await readOptionData(channel.reader, header.length));
     }
+    if (step.refused) logRefusal(options.log, step.refused);
     if (step.next === "close" && !step.reason) {
       // ABORT: the spec lets the client leave without reading our ACK.
       await channel.writer.send(step.replies).catch(() => {});
@@ -510,6 +562,16 @@ export async function negotiate(
       return null;
     }
   }
+}
+
+/** Say (with -v) which export a client was refused, and why; the name is quoted as peer text. */
+function logRefusal(log: Logger | undefined, refusal: ExportRefusal): void {
+  if (!log?.enabled("debug")) return;
+  log.debug(
+    `refused export ${quoted(refusal.name)} asked for with ${nameOf(NBD_OPT, refusal.option)}: ` +
+      refusal.why,
+    { export: refusal.name },
+  );
 }
 
 /**

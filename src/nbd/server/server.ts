@@ -222,11 +222,9 @@ export class NbdServer {
         1000,
       tls: this.#options.tls,
     });
-    this.#options.log.debug(`${connection.peer}: connected`);
     const ended = connection.run().finally(() => {
       this.#connections.delete(connection);
       if (connection.export) this.#totals.fold(connection.export, connection.counters);
-      this.#options.log.debug(`${connection.peer}: disconnected`);
       this.#wakeSlotWaiters();
       this.#options.onDisconnect?.(this.#connections.size);
     });

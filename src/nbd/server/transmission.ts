@@ -47,7 +47,7 @@ import type { NegotiatedSession } from "./handshake.ts";
 import type { BufferedReader } from "../../io/buffered-reader.ts";
 import { BufferPool } from "../../io/buffer-pool.ts";
 import type { WriteQueue } from "../../io/write-queue.ts";
-import type { Logger } from "../../log.ts";
+import { type Logger, quoted } from "../../log.ts";
 import { RequestCounters } from "./stats.ts";
 
 /** Bounds on one connection's work in progress. */
@@ -559,8 +559,14 @@ export class Transmission {
     const errno = error instanceof RequestRejected ? error.errno : NBD_ERRNO_OF_KIND[kindOf(error)];
     const message = messageOf(error);
     const command = nameOf(NBD_CMD, request.type);
-    if (error instanceof RequestRejected) this.#log.debug(`${command} refused: ${message}`);
-    else this.#log.warn(`${command} at ${request.offset} failed: ${message}`);
+    const exportName = this.#session.export.name;
+    if (!(error instanceof RequestRejected)) {
+      this.#log.error(
+        `${command} at ${request.offset} on export ${quoted(exportName)} failed: ${message}`,
+      );
+    } else if (this.#log.enabled("debug")) {
+      this.#log.debug(`${command} on export ${quoted(exportName)} refused: ${message}`);
+    }
     if (!this.#session.structured) {
       return this.#send([encodeSimpleReplyHeader(errno, request.cookie)]);
     }
