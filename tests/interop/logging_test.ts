@@ -69,7 +69,11 @@ function linesByClient(lines: readonly TimedLine[]): Map<number, TimedLine[]> {
     const described = own.map((line) => `${line.client} (${line.peer}): ${line.message}`);
     assert.equal(new Set(own.map((line) => line.peer)).size, 1, described.join("\n"));
     assert.equal(own[0].message, "connected", described.join("\n"));
-    assert.match(own.at(-1)!.message, /^disconnected after \d+(\.\d+)?s: \d+ reads, \d+ writes, \d+ failed$/, described.join("\n"));
+    assert.match(
+      own.at(-1)!.message,
+      /^disconnected after \d+(\.\d+)?s: \d+ reads, \d+ writes, \d+ failed$/,
+      described.join("\n"),
+    );
     assert.equal(own.filter((line) => line.message === "connected").length, 1);
     const peer = own[0].peer!;
     if (peer !== "unix") {

@@ -202,7 +202,7 @@ Deno.test(
         assert.equal(second[1], "1 export, 1 client");
         const client = cells(second.find((line) => /^ {2}#\d+ /.test(line))!);
         // #ID, ADDRESS, AGE, REQ/S, READ/S, WRITE/S, REQUESTS, READ, WRITTEN, ERRORS
-        assert.equal(client[1], "unix client");
+        assert.equal(client[1], "unix");
         assert.ok(Number(client[3]) > 0, `requests per second: ${client[3]}`);
         assert.match(client[5], /^\d+\.\d (KiB|MiB)\/s$/);
         assert.equal(client[9], "0");
