@@ -22,6 +22,8 @@
  * @module
  */
 
+import { formatColumns } from "./columns.ts";
+
 const encoder = new TextEncoder();
 
 /** What a key does to the line being edited. */
@@ -35,7 +37,7 @@ export interface Terminal {
   setRaw(raw: boolean): void;
   /** Write some of `data`, returning how much. */
   writeSync(data: Uint8Array): number;
-  /** Columns per line, for listing completions. */
+  /** Columns per line, for listing completions (80 where the terminal does not say). */
   columns(): number;
 }
 
@@ -46,7 +48,7 @@ const STANDARD_TERMINAL: Terminal = {
   writeSync: (data) => Deno.stdout.writeSync(data),
   columns: () => {
     try {
-      return Deno.consoleSize().columns;
+      return Deno.consoleSize().columns || 80;
     } catch {
       return 80;
     }
@@ -149,9 +151,12 @@ export class LineEditor {
 
   /** Print `text` (one or more lines) above the line being edited. */
   print(text: string): void {
-    const output = text.replaceAll("\n", "\r\n") + "\r\n";
-    this.#write(this.#reading ? "\r\x1b[K" + output : output);
-    if (this.#reading) this.#redraw();
+    if (!this.#reading) {
+      this.#write(text + "\n"); // the terminal is not raw: it turns "\n" into "\r\n"
+      return;
+    }
+    this.#write("\r\x1b[K" + text.replaceAll("\n", "\r\n") + "\r\n");
+    this.#redraw();
   }
 
   #finish(line: string | null): string | null {
@@ -251,7 +256,7 @@ export class LineEditor {
       this.#line = this.#line.slice(0, this.#cursor) + insert + this.#line.slice(this.#cursor);
       this.#cursor += insert.length;
     } else if (candidates.length > 1 && this.#lastKey === "\t") {
-      this.print(columns(candidates, this.#terminal.columns()));
+      this.print(formatColumns(candidates, this.#terminal.columns()));
     } else {
       this.#write("\x07");
     }
@@ -296,20 +301,4 @@ function commonPrefix(words: readonly string[]): string {
     while (!word.startsWith(prefix)) prefix = prefix.slice(0, -1);
   }
   return prefix;
-}
-
-/** `words` in columns across `width` characters, down the columns as readline lists them. */
-function columns(words: readonly string[], width: number): string {
-  const cell = Math.max(...words.map((word) => word.length)) + 2;
-  const perLine = Math.max(1, Math.floor(width / cell));
-  const lines = Math.ceil(words.length / perLine);
-  const rows: string[] = [];
-  for (let row = 0; row < lines; row++) {
-    let text = "";
-    for (let column = row; column < words.length; column += lines) {
-      text += words[column].padEnd(cell);
-    }
-    rows.push(text.trimEnd());
-  }
-  return rows.join("\n");
 }

@@ -73,12 +73,17 @@ export class ShellParser {
 
   /** What `line` asks for. */
   parse(line: string): ShellLine {
-    try {
-      return this.#parse(line.trim());
-    } catch (error) {
-      if (error instanceof ShellSyntaxError) return { kind: "error", message: error.message };
-      throw error;
-    }
+    return caught(() => this.#parse(line.trim()));
+  }
+
+  /**
+   * What a command given as separate words asks for, as on a command line
+   * (whose shell has split the words and removed their quotes):
+   * `COMMAND [{JSON-ARGS} | KEY=VALUE ...]` or `help [COMMAND]`.
+   */
+  parseWords(words: readonly string[]): ShellLine {
+    const json = words.length === 2 && words[1].trimStart().startsWith("{") ? words[1] : undefined;
+    return caught(() => this.#command(words, json));
   }
 
   #parse(text: string): ShellLine {
@@ -90,7 +95,10 @@ export class ShellParser {
       this.#actions = [];
       tokens.shift();
     }
-    if (this.#actions === null) return this.#command(text, tokens);
+    if (this.#actions === null) {
+      const rest = text.slice(tokens[0]?.length ?? 0).trim();
+      return this.#command(tokens, rest.startsWith("{") ? rest : undefined);
+    }
     if (tokens[0] === ")") {
       if (tokens.length > 1) throw new ShellSyntaxError("Unexpected input after ')'");
       return this.#closeTransaction();
@@ -103,15 +111,15 @@ export class ShellParser {
     return closes ? this.#closeTransaction() : { kind: "nothing" };
   }
 
-  #command(text: string, tokens: string[]): ShellLine {
+  /** `tokens` as a command and its `KEY=VALUE` words, or with `json` as its arguments. */
+  #command(tokens: readonly string[], json: string | undefined): ShellLine {
     if (tokens.length === 0) return { kind: "nothing" };
     const [name, ...pairs] = tokens;
     if (name === "help") {
       if (pairs.length > 1) throw new ShellSyntaxError("usage: help [COMMAND]");
       return pairs.length ? { kind: "help", command: pairs[0] } : { kind: "help" };
     }
-    const rest = text.slice(name.length).trim();
-    const args = rest.startsWith("{") ? jsonObject(rest, "arguments") : keyValues(pairs);
+    const args = json === undefined ? keyValues(pairs) : jsonObject(json, "arguments");
     return { kind: "request", request: { execute: name, arguments: args } };
   }
 
@@ -119,6 +127,16 @@ export class ShellParser {
     const actions = this.#actions ?? [];
     this.#actions = null;
     return { kind: "request", request: { execute: "transaction", arguments: { actions } } };
+  }
+}
+
+/** What `parse` returns, a syntax error becoming an "error" line. */
+function caught(parse: () => ShellLine): ShellLine {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof ShellSyntaxError) return { kind: "error", message: error.message };
+    throw error;
   }
 }
 

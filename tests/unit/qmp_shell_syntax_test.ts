@@ -165,3 +165,28 @@ Deno.test("transactions: actions collected between 'transaction(' and ')'", () =
   assert.equal(parser.parse(")").kind, "request");
   assert.deepEqual(request(")"), { execute: ")", arguments: {} });
 });
+
+Deno.test("words from a command line: KEY=VALUE words or one JSON-ARGS word", () => {
+  const parser = new ShellParser();
+  assert.deepEqual(parser.parseWords(["blockdev-add", "driver=file", "filename=/a b"]), {
+    kind: "request",
+    request: { execute: "blockdev-add", arguments: { driver: "file", filename: "/a b" } },
+  });
+  assert.deepEqual(parser.parseWords(["block-export-del", '{"id": "e0"}']), {
+    kind: "request",
+    request: { execute: "block-export-del", arguments: { id: "e0" } },
+  });
+  assert.deepEqual(parser.parseWords(["query-version"]), {
+    kind: "request",
+    request: { execute: "query-version", arguments: {} },
+  });
+  assert.deepEqual(parser.parseWords(["help", "quit"]), { kind: "help", command: "quit" });
+  assert.deepEqual(parser.parseWords(["x", "{x}"]), {
+    kind: "error",
+    message: "Invalid arguments: JSON parse error, invalid keyword 'x'",
+  });
+  assert.deepEqual(parser.parseWords(["x", "a"]), {
+    kind: "error",
+    message: "Expected a key=value pair, got 'a'",
+  });
+});

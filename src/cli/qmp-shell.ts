@@ -1,0 +1,268 @@
+/**
+ * The shell of `denbd qmp`: qmp-shell's syntax (src/qmp/shell-syntax.ts),
+ * one request at a time, every reply printed as JSON (one line, or indented
+ * with `pretty`), events printed as they arrive.
+ *
+ * On a terminal: a banner, a prompt (`TRANS> ` inside a transaction), line
+ * editing, Tab completion and `help` from the server's schema (fetched once:
+ * `query-qmp-schema`, or `query-commands` where the server lacks it), and
+ * history kept across sessions in the user's state directory. A failing
+ * command is shown by its error reply and the shell goes on.
+ *
+ * From a pipe or file (a script): the lines run in order and the exit
+ * status is 1 if any line failed (an error reply, a malformed line, an
+ * unknown command for `help`), each failure named on standard error with its
+ * line number; 0 otherwise.
+ *
+ * @module
+ */
+
+import { formatColumns } from "./columns.ts";
+import { historyPath, loadHistory, saveHistory } from "./history-file.ts";
+import { LineEditor } from "./line-editor.ts";
+import { writeStdout } from "./stdout.ts";
+import { messageOf } from "../errors.ts";
+import type { QmpClient } from "../qmp/client.ts";
+import { QmpIntrospection } from "../qmp/introspection.ts";
+import { formatJson, isJsonObject, type JsonObject, type JsonValue } from "../qmp/json-value.ts";
+import { completeShellLine } from "../qmp/shell-completion.ts";
+import { ShellParser } from "../qmp/shell-syntax.ts";
+
+/** How the shell prints. */
+export interface ShellOptions {
+  /** Indent replies and events (qmp-shell's `-p`). */
+  readonly pretty: boolean;
+  /** Print each request before sending it (qmp-shell's `-v`). */
+  readonly verbose: boolean;
+}
+
+/** The file name of the QMP shell's history in the state directory. */
+const HISTORY_NAME = "qmp_history";
+
+/** The prompt outside and inside a transaction. */
+const PROMPTS = { command: "(QMP) ", transaction: "TRANS> " } as const;
+
+/** The shell's own help: its syntax (the command list follows it). */
+const SYNTAX_HELP = [
+  "Type COMMAND [KEY=VALUE ...]: dotted keys nest (addr.type=unix addr.path=/s), a value is",
+  "an integer, true or false, a [...] or {...} literal, a quoted string, or else a string.",
+  "Also COMMAND {JSON-ARGS}, a whole {JSON request}, and transaction( ACTION ... ) over",
+  "several lines. help COMMAND shows a command's arguments; Tab completes.",
+].join("\n");
+
+/**
+ * The replies of one connection, one request at a time, in order (QMP
+ * answers in order). Events, and the replies asked to be shown, go to
+ * `show` as they arrive, so they are printed in the server's order.
+ */
+class Conversation {
+  readonly #client: QmpClient;
+  readonly #waiting: { resolve: (reply: JsonObject | null) => void; shown: boolean }[] = [];
+  /** Resolves once the server has closed the connection (or broken the protocol). */
+  readonly ended: Promise<void>;
+  #closed = false;
+
+  constructor(client: QmpClient, show: (message: JsonObject) => Promise<void>) {
+    this.#client = client;
+    this.ended = (async () => {
+      try {
+        for (let message; (message = await client.receive()) !== null;) {
+          if (!("return" in message || "error" in message)) {
+            await show(message);
+            continue;
+          }
+          const waiter = this.#waiting.shift();
+          if (waiter?.shown !== false) await show(message);
+          waiter?.resolve(message);
+        }
+      } catch (error) {
+        // A reset is the server hanging up (as qsd does after quit), not a protocol error.
+        const hungUp = error instanceof Deno.errors.ConnectionReset;
+        if (!this.#closed && !hungUp) console.error(`denbd qmp: ${messageOf(error)}`);
+      }
+      this.#closed = true;
+      for (const waiter of this.#waiting.splice(0)) waiter.resolve(null);
+    })();
+  }
+
+  /** Hang up (the shell is done) and wait until the receiving has stopped. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#client.close();
+    await this.ended;
+  }
+
+  /**
+   * Send `request`; its reply (once shown, if `shown`), or null if the
+   * connection ended first.
+   */
+  execute(request: JsonObject, shown = true): Promise<JsonObject | null> {
+    if (this.#closed) return Promise.resolve(null);
+    const reply = new Promise<JsonObject | null>((resolve) =>
+      this.#waiting.push({ resolve, shown })
+    );
+    this.#client.send(request).catch(() => {});
+    return reply;
+  }
+}
+
+/** Lines of standard input (without line ends). */
+async function* stdinLines(): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    yield* lines;
+  }
+  if (rest) yield rest;
+}
+
+/** The server's commands and, if it describes them, their arguments. */
+async function introspect(conversation: Conversation): Promise<QmpIntrospection> {
+  const schema = await conversation.execute({ execute: "query-qmp-schema" }, false);
+  if (schema && "return" in schema) return QmpIntrospection.fromSchemaInfo(schema.return);
+  const commands = await conversation.execute({ execute: "query-commands" }, false);
+  const list = commands && Array.isArray(commands.return) ? commands.return : [];
+  return QmpIntrospection.fromCommandNames(
+    list.filter(isJsonObject).map((command) => String(command.name)),
+  );
+}
+
+/** What `help [COMMAND]` prints, or the error if COMMAND is unknown. */
+function helpText(
+  schema: QmpIntrospection,
+  command: string | undefined,
+  width: number,
+): { text: string } | { error: string } {
+  if (command === undefined) {
+    const names = formatColumns(schema.commandNames(), width).replace(/^/gm, "  ");
+    return { text: `${SYNTAX_HELP}\n\nCommands:\n${names}` };
+  }
+  if (!schema.commandNames().includes(command)) {
+    return { error: `help: the command ${command} has not been found` };
+  }
+  const lines = schema.commandHelp(command);
+  return {
+    text: lines
+      ? lines.join("\n")
+      : `${command}: the server does not describe its arguments (no query-qmp-schema)`,
+  };
+}
+
+/** The terminal's width, 80 when it is not a terminal or does not say. */
+function terminalWidth(): number {
+  try {
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return 80;
+  }
+}
+
+/**
+ * Run the shell on `client` (capabilities already negotiated) until the
+ * input ends; resolves to the exit code.
+ */
+export async function runShell(client: QmpClient, options: ShellOptions): Promise<number> {
+  const format = (message: JsonValue) =>
+    formatJson(message, { order: "insertion", indent: options.pretty ? 4 : 0 });
+  const interactive = Deno.stdin.isTerminal();
+  let editor: LineEditor | null = null;
+  const show = async (message: JsonValue | string) => {
+    const text = typeof message === "string" ? message : format(message);
+    if (editor) editor.print(text);
+    else await writeStdout(text + "\n");
+  };
+  const conversation = new Conversation(client, show);
+  let schema: QmpIntrospection | undefined;
+  const history = interactive ? historyPath(HISTORY_NAME) : null;
+  if (interactive) {
+    schema = await introspect(conversation);
+    const known = schema;
+    editor = new LineEditor(PROMPTS.command, {
+      complete: (beforeCursor) => completeShellLine(known, beforeCursor),
+      history: history ? await loadHistory(history).catch(() => []) : [],
+    });
+    const version = client.greeting.QMP as { version?: { qemu?: JsonObject } };
+    const qemu = version.version?.qemu;
+    await show("Welcome to the QMP low-level shell!");
+    await show(
+      qemu ? `Connected to QEMU ${qemu.major}.${qemu.minor}.${qemu.micro}\n` : "Connected\n",
+    );
+  }
+  const parser = new ShellParser();
+  const lines = editor ? null : stdinLines();
+  let failures = 0;
+  const fail = (lineNumber: number, message: string) => {
+    failures++;
+    console.error(interactive ? message : `denbd qmp: line ${lineNumber}: ${message}`);
+  };
+  let historyWarned = false;
+  for (let lineNumber = 1;; lineNumber++) {
+    if (editor) editor.prompt = parser.inTransaction ? PROMPTS.transaction : PROMPTS.command;
+    const input = editor
+      ? editor.readLine()
+      : lines!.next().then((next) => next.done ? null : next.value);
+    // A script's next line is read even after the server hung up: if there is
+    // none, nothing was lost. At a prompt, the hang-up ends the shell at once.
+    const line = await (editor
+      ? Promise.race([
+        input,
+        conversation.ended.then(() => undefined),
+      ])
+      : input);
+    if (line === undefined) {
+      editor!.abandon();
+      console.error("denbd qmp: the server closed the connection");
+      break;
+    }
+    if (line === null) break;
+    if (editor && history && line.trim()) {
+      await saveHistory(history, editor.history).catch((error) => {
+        if (!historyWarned) console.error(`denbd qmp: cannot save history: ${messageOf(error)}`);
+        historyWarned = true;
+      });
+    }
+    const parsed = parser.parse(line);
+    if (parsed.kind === "nothing") continue;
+    if (parsed.kind === "error") {
+      fail(lineNumber, `Error while parsing command line: ${parsed.message}`);
+      continue;
+    }
+    if (parsed.kind === "help") {
+      schema ??= await introspect(conversation);
+      const help = helpText(schema, parsed.command, editor ? terminalWidth() : 80);
+      if ("error" in help) fail(lineNumber, help.error);
+      else await show(help.text);
+      continue;
+    }
+    if (options.verbose) await show(parsed.request);
+    const reply = await conversation.execute(parsed.request);
+    if (reply === null) {
+      fail(lineNumber, `${parsed.request.execute}: the server closed the connection`);
+      break;
+    }
+    if ("error" in reply) {
+      const error = reply.error as JsonObject;
+      if (!interactive) fail(lineNumber, `${parsed.request.execute}: ${error.desc}`);
+    }
+  }
+  await conversation.close();
+  return failures > 0 && !interactive ? 1 : 0;
+}
+
+/**
+ * `help [COMMAND]` without a shell: print it (capabilities already
+ * negotiated on `client`); resolves to the exit code (1 for an unknown
+ * command).
+ */
+export async function runHelp(client: QmpClient, command: string | undefined): Promise<number> {
+  const conversation = new Conversation(client, () => Promise.resolve());
+  const help = helpText(await introspect(conversation), command, terminalWidth());
+  await conversation.close();
+  if ("error" in help) {
+    console.error(help.error);
+    return 1;
+  }
+  await writeStdout(help.text + "\n");
+  return 0;
+}
