@@ -158,96 +158,140 @@ function terminalWidth(): number {
   }
 }
 
+/** The terminal side of an interactive shell: the editor and where its history is kept. */
+interface TerminalSession {
+  readonly editor: LineEditor;
+  /** The history file, or null where the environment names no state directory. */
+  readonly historyFile: string | null;
+}
+
+/** One run of the shell: reads lines, sends their requests, counts what failed. */
+class Shell {
+  readonly #client: QmpClient;
+  readonly #options: ShellOptions;
+  readonly #conversation: Conversation;
+  readonly #parser = new ShellParser();
+  /** Set on a terminal (see {@linkcode Shell.startTerminal}); null for a script. */
+  #terminal: TerminalSession | null = null;
+  #schema: QmpIntrospection | undefined;
+  #failures = 0;
+  #historyWarned = false;
+
+  constructor(client: QmpClient, options: ShellOptions) {
+    this.#client = client;
+    this.#options = options;
+    this.#conversation = new Conversation(client, (message) => this.#show(message));
+  }
+
+  /** Prepare the terminal: schema for completion, history, banner. */
+  async startTerminal(): Promise<void> {
+    const schema = this.#schema ??= await introspect(this.#conversation);
+    const historyFile = historyPath(HISTORY_NAME);
+    const editor = new LineEditor(PROMPTS.command, {
+      complete: (beforeCursor) => completeShellLine(schema, beforeCursor),
+      history: historyFile ? await loadHistory(historyFile).catch(() => []) : [],
+    });
+    this.#terminal = { editor, historyFile };
+    const greeting = this.#client.greeting.QMP as { version?: { qemu?: JsonObject } };
+    const qemu = greeting.version?.qemu;
+    await this.#show("Welcome to the QMP low-level shell!");
+    await this.#show(
+      qemu ? `Connected to QEMU ${qemu.major}.${qemu.minor}.${qemu.micro}\n` : "Connected\n",
+    );
+  }
+
+  /** Run every line of the input; resolves to the exit code. */
+  async run(): Promise<number> {
+    const lines = this.#terminal ? this.#terminalLines(this.#terminal) : stdinLines();
+    let lineNumber = 0;
+    for await (const line of lines) {
+      if (!await this.#runLine(line, ++lineNumber)) break;
+    }
+    await this.#conversation.close();
+    return this.#failures > 0 && !this.#terminal ? 1 : 0;
+  }
+
+  /**
+   * The lines typed at the prompt, each saved to the history file; they end
+   * with the input, or at once when the server hangs up.
+   */
+  async *#terminalLines({ editor, historyFile }: TerminalSession): AsyncGenerator<string> {
+    const hungUp = this.#conversation.ended.then(() => undefined);
+    for (;;) {
+      editor.prompt = this.#parser.inTransaction ? PROMPTS.transaction : PROMPTS.command;
+      const line = await Promise.race([editor.readLine(), hungUp]);
+      if (line === undefined) {
+        editor.abandon();
+        console.error("denbd qmp: the server closed the connection");
+      }
+      if (line === undefined || line === null) return;
+      if (historyFile && line.trim()) {
+        await saveHistory(historyFile, editor.history).catch((error) => {
+          if (!this.#historyWarned) {
+            console.error(`denbd qmp: cannot save history: ${messageOf(error)}`);
+          }
+          this.#historyWarned = true;
+        });
+      }
+      yield line;
+    }
+  }
+
+  /** Run one input line; false once the connection is gone. */
+  async #runLine(line: string, lineNumber: number): Promise<boolean> {
+    const parsed = this.#parser.parse(line);
+    switch (parsed.kind) {
+      case "nothing":
+        return true;
+      case "error":
+        this.#fail(lineNumber, `Error while parsing command line: ${parsed.message}`);
+        return true;
+      case "help": {
+        this.#schema ??= await introspect(this.#conversation);
+        const help = helpText(this.#schema, parsed.command, terminalWidth());
+        if ("error" in help) this.#fail(lineNumber, help.error);
+        else await this.#show(help.text);
+        return true;
+      }
+    }
+    const command = parsed.request.execute;
+    if (this.#options.verbose) await this.#show(parsed.request);
+    const reply = await this.#conversation.execute(parsed.request);
+    if (reply === null) {
+      this.#fail(lineNumber, `${command}: the server closed the connection`);
+      return false;
+    }
+    // At a prompt the error reply says it all; a script also names the line.
+    if ("error" in reply && !this.#terminal) {
+      this.#fail(lineNumber, `${command}: ${(reply.error as JsonObject).desc}`);
+    }
+    return true;
+  }
+
+  /** Report a failed line: on a terminal the message, in a script with its line number. */
+  #fail(lineNumber: number, message: string): void {
+    this.#failures++;
+    console.error(this.#terminal ? message : `denbd qmp: line ${lineNumber}: ${message}`);
+  }
+
+  /** Print a message (as JSON, one line or indented) or a text, above the prompt if any. */
+  async #show(message: JsonValue | string): Promise<void> {
+    const text = typeof message === "string"
+      ? message
+      : formatJson(message, { order: "insertion", indent: this.#options.pretty ? 4 : 0 });
+    if (this.#terminal) this.#terminal.editor.print(text);
+    else await writeStdout(text + "\n");
+  }
+}
+
 /**
  * Run the shell on `client` (capabilities already negotiated) until the
  * input ends; resolves to the exit code.
  */
 export async function runShell(client: QmpClient, options: ShellOptions): Promise<number> {
-  const format = (message: JsonValue) =>
-    formatJson(message, { order: "insertion", indent: options.pretty ? 4 : 0 });
-  const interactive = Deno.stdin.isTerminal();
-  let editor: LineEditor | null = null;
-  const show = async (message: JsonValue | string) => {
-    const text = typeof message === "string" ? message : format(message);
-    if (editor) editor.print(text);
-    else await writeStdout(text + "\n");
-  };
-  const conversation = new Conversation(client, show);
-  let schema: QmpIntrospection | undefined;
-  const history = interactive ? historyPath(HISTORY_NAME) : null;
-  if (interactive) {
-    schema = await introspect(conversation);
-    const known = schema;
-    editor = new LineEditor(PROMPTS.command, {
-      complete: (beforeCursor) => completeShellLine(known, beforeCursor),
-      history: history ? await loadHistory(history).catch(() => []) : [],
-    });
-    const version = client.greeting.QMP as { version?: { qemu?: JsonObject } };
-    const qemu = version.version?.qemu;
-    await show("Welcome to the QMP low-level shell!");
-    await show(
-      qemu ? `Connected to QEMU ${qemu.major}.${qemu.minor}.${qemu.micro}\n` : "Connected\n",
-    );
-  }
-  const parser = new ShellParser();
-  const lines = editor ? null : stdinLines();
-  let failures = 0;
-  const fail = (lineNumber: number, message: string) => {
-    failures++;
-    console.error(interactive ? message : `denbd qmp: line ${lineNumber}: ${message}`);
-  };
-  let historyWarned = false;
-  for (let lineNumber = 1;; lineNumber++) {
-    if (editor) editor.prompt = parser.inTransaction ? PROMPTS.transaction : PROMPTS.command;
-    const input = editor
-      ? editor.readLine()
-      : lines!.next().then((next) => next.done ? null : next.value);
-    // A script's next line is read even after the server hung up: if there is
-    // none, nothing was lost. At a prompt, the hang-up ends the shell at once.
-    const line = await (editor
-      ? Promise.race([
-        input,
-        conversation.ended.then(() => undefined),
-      ])
-      : input);
-    if (line === undefined) {
-      editor!.abandon();
-      console.error("denbd qmp: the server closed the connection");
-      break;
-    }
-    if (line === null) break;
-    if (editor && history && line.trim()) {
-      await saveHistory(history, editor.history).catch((error) => {
-        if (!historyWarned) console.error(`denbd qmp: cannot save history: ${messageOf(error)}`);
-        historyWarned = true;
-      });
-    }
-    const parsed = parser.parse(line);
-    if (parsed.kind === "nothing") continue;
-    if (parsed.kind === "error") {
-      fail(lineNumber, `Error while parsing command line: ${parsed.message}`);
-      continue;
-    }
-    if (parsed.kind === "help") {
-      schema ??= await introspect(conversation);
-      const help = helpText(schema, parsed.command, editor ? terminalWidth() : 80);
-      if ("error" in help) fail(lineNumber, help.error);
-      else await show(help.text);
-      continue;
-    }
-    if (options.verbose) await show(parsed.request);
-    const reply = await conversation.execute(parsed.request);
-    if (reply === null) {
-      fail(lineNumber, `${parsed.request.execute}: the server closed the connection`);
-      break;
-    }
-    if ("error" in reply) {
-      const error = reply.error as JsonObject;
-      if (!interactive) fail(lineNumber, `${parsed.request.execute}: ${error.desc}`);
-    }
-  }
-  await conversation.close();
-  return failures > 0 && !interactive ? 1 : 0;
+  const shell = new Shell(client, options);
+  if (Deno.stdin.isTerminal()) await shell.startTerminal();
+  return await shell.run();
 }
 
 /**
