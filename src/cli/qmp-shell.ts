@@ -141,12 +141,10 @@ function helpText(
   if (!schema.commandNames().includes(command)) {
     return { error: `help: the command ${command} has not been found` };
   }
-  const lines = schema.commandHelp(command);
-  return {
-    text: lines
-      ? lines.join("\n")
-      : `${command}: the server does not describe its arguments (no query-qmp-schema)`,
-  };
+  if (!schema.knowsArguments) {
+    return { text: `${command}: the server does not describe its arguments (no query-qmp-schema)` };
+  }
+  return { text: schema.commandHelp(command)!.join("\n") };
 }
 
 /** The terminal's width, 80 when it is not a terminal or does not say. */

@@ -50,8 +50,13 @@ export function qmpHelp(): string {
   ].join("\n");
 }
 
+/** Where a monitor listens: a TCP host (an address or a name) and port, or a Unix socket. */
+export type QmpAddress =
+  | { readonly transport: "tcp"; readonly hostname: string; readonly port: number }
+  | { readonly transport: "unix"; readonly path: string };
+
 /** Where to connect: `HOST:PORT` or `[IPV6]:PORT` is TCP, anything else a Unix socket path. */
-export function parseQmpAddress(text: string): Deno.ConnectOptions | Deno.UnixConnectOptions {
+export function parseQmpAddress(text: string): QmpAddress {
   const tcp = text.includes("/") ? null : /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
   if (!tcp) return { transport: "unix", path: text };
   const port = Number(tcp[3]);
@@ -59,12 +64,10 @@ export function parseQmpAddress(text: string): Deno.ConnectOptions | Deno.UnixCo
   return { transport: "tcp", hostname: tcp[1] ?? tcp[2], port };
 }
 
-/** Connect to `address` and read the greeting. */
-async function connect(
-  address: Deno.ConnectOptions | Deno.UnixConnectOptions,
-): Promise<QmpClient> {
-  if ("path" in address) return await QmpClient.connect(address);
-  return await QmpClient.open(await dialTcp(address.hostname ?? "127.0.0.1", address.port));
+/** Connect to `address` (at each address of a host name in turn) and read the greeting. */
+async function connect(address: QmpAddress): Promise<QmpClient> {
+  if (address.transport === "unix") return await QmpClient.connect(address);
+  return await QmpClient.open(await dialTcp(address.hostname, address.port));
 }
 
 /** Indented JSON, members in the order the server sent them. */
