@@ -1,7 +1,8 @@
 /**
  * The shell of `denbd qmp`: qmp-shell's syntax (src/qmp/shell-syntax.ts),
  * one request at a time, every reply printed as JSON (one line, or indented
- * with `pretty`), events printed as they arrive.
+ * with sorted keys with `pretty`, as qmp-shell's `-p`), events printed as
+ * they arrive.
  *
  * On a terminal: a banner, a prompt (`TRANS> ` inside a transaction), line
  * editing, Tab completion and `help` from the server's schema (fetched once:
@@ -104,6 +105,15 @@ class Conversation {
     this.#client.send(request).catch(() => {});
     return reply;
   }
+}
+
+/** `value` with the members of every object in key order (Python's `sort_keys`). */
+function withSortedKeys(value: JsonValue): JsonValue {
+  if (Array.isArray(value)) return value.map(withSortedKeys);
+  if (!isJsonObject(value)) return value;
+  const sorted: JsonObject = {};
+  for (const key of Object.keys(value).sort()) sorted[key] = withSortedKeys(value[key]);
+  return sorted;
 }
 
 /** Lines of standard input (without line ends). */
@@ -272,11 +282,16 @@ class Shell {
     console.error(this.#terminal ? message : `denbd qmp: line ${lineNumber}: ${message}`);
   }
 
-  /** Print a message (as JSON, one line or indented) or a text, above the prompt if any. */
+  /**
+   * Print a text, or a message as JSON as qmp-shell does (one line in the
+   * server's order, or indented with sorted keys), above the prompt if any.
+   */
   async #show(message: JsonValue | string): Promise<void> {
     const text = typeof message === "string"
       ? message
-      : formatJson(message, { order: "insertion", indent: this.#options.pretty ? 4 : 0 });
+      : this.#options.pretty
+      ? formatJson(withSortedKeys(message), { order: "insertion", indent: 4 })
+      : formatJson(message, { order: "insertion" });
     if (this.#terminal) this.#terminal.editor.print(text);
     else await writeStdout(text + "\n");
   }

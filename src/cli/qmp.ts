@@ -23,7 +23,10 @@ import { ShellParser } from "../qmp/shell-syntax.ts";
 /** The flags of `denbd qmp`. */
 export const QMP_FLAGS = {
   help: { short: "h", help: "show this help and exit" },
-  pretty: { short: "p", help: "shell: print replies and events indented (qmp-shell -p)" },
+  pretty: {
+    short: "p",
+    help: "shell: print replies and events indented, keys sorted (qmp-shell -p)",
+  },
   verbose: { short: "v", help: "shell: print each request before sending it (qmp-shell -v)" },
 } as const satisfies FlagTable;
 

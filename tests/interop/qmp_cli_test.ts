@@ -350,18 +350,26 @@ Deno.test(
 );
 
 Deno.test(
-  "the shell: help lists the commands and shows one command's arguments",
+  "the shell: help lists the commands and shows one command's arguments; -p indents, sorted",
   needs("qemu-storage-daemon"),
   async () => {
     await withQsd(async (socket) => {
-      const result = await denbdScript(socket, ["help", "help block-export-del"], ["-p"]);
+      const result = await denbdScript(
+        socket,
+        ["help", "help block-export-del", "query-version"],
+        ["-p"],
+      );
       assert.deepEqual([result.code, result.stderr], [0, ""]);
       assert.match(result.stdout, /^Type COMMAND \[KEY=VALUE \.\.\.\]/);
       assert.match(result.stdout, /\nCommands:\n {2}/);
       assert.match(result.stdout, / blockdev-add /);
       assert.match(
         result.stdout,
-        /\nblock-export-del id=<str> \[mode=safe\|hard\]\n {2}returns \{\}\n$/,
+        /\nblock-export-del id=<str> \[mode=safe\|hard\]\n {2}returns \{\}\n\{\n/,
+      );
+      assert.match(
+        result.stdout,
+        /\n\{\n {4}"return": \{\n {8}"package": "[^"]*",\n {8}"qemu": \{\n {12}"major": 7,\n {12}"micro": \d+,\n {12}"minor": 2\n {8}\}\n {4}\}\n\}\n$/,
       );
       const oneShot = await denbdQmp([socket, "help", "nbd-server-start"]);
       assert.equal(oneShot.code, 0, oneShot.stderr);
@@ -398,7 +406,7 @@ argv, extra, steps = (json.loads(arg) for arg in sys.argv[1:4])
 pid, fd = pty.fork()
 if pid == 0:
     os.execve(argv[0], argv, dict(os.environ, **extra))
-out, seen, deadline = b"", 0, time.time() + 60
+out, seen, deadline = b"", 0, time.time() + 45
 
 def pump(wait):
     """Read what arrives within wait seconds; False at the end of output."""
