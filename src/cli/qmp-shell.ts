@@ -24,7 +24,7 @@ import { LineEditor } from "./line-editor.ts";
 import { writeStdout } from "./stdout.ts";
 import { messageOf } from "../errors.ts";
 import type { QmpClient } from "../qmp/client.ts";
-import { QmpIntrospection } from "../qmp/introspection.ts";
+import { QmpIntrospection } from "../qmp/introspected-schema.ts";
 import { formatJson, isJsonObject, type JsonObject, type JsonValue } from "../qmp/json-value.ts";
 import { completeShellLine } from "../qmp/shell-completion.ts";
 import { ShellParser } from "../qmp/shell-syntax.ts";

@@ -12,7 +12,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { QmpIntrospection } from "./introspection.ts";
+ * import { QmpIntrospection } from "./introspected-schema.ts";
  * import { completeShellLine } from "./shell-completion.ts";
  * const schema = QmpIntrospection.fromCommandNames(["query-version", "query-name", "quit"]);
  * assert.deepEqual(completeShellLine(schema, "que"), {
@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { QmpIntrospection } from "./introspection.ts";
+import type { QmpIntrospection } from "./introspected-schema.ts";
 import type { JsonObject } from "./json-value.ts";
 import { ShellParser, tokenize } from "./shell-syntax.ts";
 

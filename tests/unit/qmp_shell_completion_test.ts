@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { QmpClient } from "../../src/qmp/client.ts";
-import { QmpIntrospection } from "../../src/qmp/introspection.ts";
+import { QmpIntrospection } from "../../src/qmp/introspected-schema.ts";
 import type { JsonValue } from "../../src/qmp/json-value.ts";
 import { completeShellLine } from "../../src/qmp/shell-completion.ts";
 import { launch, needs, withTempDir } from "../interop/harness.ts";

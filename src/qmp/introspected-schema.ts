@@ -17,7 +17,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { QmpIntrospection } from "./introspection.ts";
+ * import { QmpIntrospection } from "./introspected-schema.ts";
  * const schema = QmpIntrospection.fromSchemaInfo([
  *   { name: "stop-it", "meta-type": "command", "arg-type": "1", "ret-type": "0" },
  *   { name: "0", "meta-type": "object", members: [] },
