@@ -54,7 +54,13 @@ export class QmpClient {
   static async connect(
     address: Deno.ConnectOptions | Deno.UnixConnectOptions,
   ): Promise<QmpClient> {
-    const conn = "path" in address ? await Deno.connect(address) : await Deno.connect(address);
+    return QmpClient.open(
+      "path" in address ? await Deno.connect(address) : await Deno.connect(address),
+    );
+  }
+
+  /** Talk QMP over `conn`, already connected: read the greeting (the connection is closed if none comes). */
+  static async open(conn: Deno.Conn): Promise<QmpClient> {
     const client = new QmpClient(conn);
     try {
       const greeting = await client.receive();
