@@ -10,8 +10,8 @@
  * whose tag value is given among the arguments, or to any branch while the
  * tag is not given.
  *
- * A server without `query-qmp-schema` (denbd daemon has `query-commands`
- * only) gives command names and nothing about arguments:
+ * A server without `query-qmp-schema` (QEMU and denbd have it; another
+ * QMP server may not) gives command names and nothing about arguments:
  * {@linkcode QmpIntrospection.fromCommandNames}.
  *
  * @example

@@ -379,19 +379,19 @@ Deno.test(
   },
 );
 
-Deno.test("the shell on denbd daemon: commands from query-commands", async () => {
+Deno.test("the shell on denbd daemon: commands and their arguments from its query-qmp-schema", async () => {
   await withTempDir(async (root) => {
     const place = await makePlace(root, "denbd", {});
     const daemon = await startDaemon(place, { args: [] });
     try {
       const result = await denbdScript(daemon.qmpPath, [
         "help",
-        "help quit",
+        "help block-export-del",
         "query-block-exports",
       ]);
       assert.deepEqual([result.code, result.stderr], [0, ""]);
       assert.match(result.stdout, /\nCommands:\n.* quit/s);
-      assert.match(result.stdout, /\nquit: the server does not describe its arguments/);
+      assert.match(result.stdout, /\nblock-export-del id=<str> \[mode=safe\|hard\]\n/);
       assert.match(result.stdout, /\n\{"return": \[\]\}\n$/);
     } finally {
       await daemon.process.stop();
