@@ -17,7 +17,7 @@
  *   flags: { json: { help: "print JSON" } },
  * });
  * assert.match(page, /^\.SH OPTIONS\n\.TP\n\\fB\\-\\-json\\fR\nprint JSON$/m);
- * assert.match(page, /^\.BR nbdinfo \(1\)$/m);
+ * assert.match(page, /^\.BR \\%nbdinfo \(1\)$/m);
  * ```
  * @module
  */

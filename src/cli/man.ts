@@ -22,7 +22,7 @@ function manHelp(): string {
   return [
     "Usage: denbd man [SUBCOMMAND]",
     "Print the man page of denbd, or of SUBCOMMAND, as troff source. 'deno task man'",
-    "writes them all to dist/man/ for packaging.",
+    "writes them all to dist/man/man1/ for packaging.",
     "",
     formatFlagHelp(MAN_FLAGS),
     "",

@@ -227,7 +227,7 @@ Deno.test(
         ) => [`denbd-${name}`, command.flags] as const),
       ] as const;
       for (const [page, flags] of pages) {
-        const file = join(dir, `${page}.1`);
+        const file = join(dir, "man1", `${page}.1`);
         for (const width of ["80n", "65n"]) {
           const rendered = await run("groff", [
             "-man",
@@ -256,7 +256,7 @@ Deno.test(
       }
       assert.equal(
         await denbd("man", "serve"),
-        await Deno.readTextFile(join(dir, "denbd-serve.1")),
+        await Deno.readTextFile(join(dir, "man1", "denbd-serve.1")),
       );
     });
   },
