@@ -107,6 +107,7 @@ Deno.test("bash completes commands, flags, choices and files", needs("bash"), as
       ["denbd", "copy", "disk.img", "o"],
       ["denbd", "copy", "disk.img", "other.qcow2", ""],
       ["denbd", "list", ""],
+      ["denbd", "qmp", "d"],
       ["denbd", "daemon", "--pidfile", "d"],
       ["denbd", "completion", ""],
       ["denbd", "help", "d"],
@@ -135,6 +136,7 @@ Deno.test("bash completes commands, flags, choices and files", needs("bash"), as
       assert.deepEqual(offered("denbd copy disk.img o"), ["other.qcow2"]);
       assert.deepEqual(offered("denbd copy disk.img other.qcow2 "), []);
       assert.deepEqual(offered("denbd list "), [], "a URI is not a file");
+      assert.deepEqual(offered("denbd qmp d"), ["disk.img"], "SOCKET|HOST:PORT");
       assert.deepEqual(offered("denbd daemon --pidfile d"), ["disk.img"]);
       assert.deepEqual(offered("denbd completion "), ["bash", "zsh"]);
       assert.deepEqual(offered("denbd help d"), ["daemon", "dump"]);
@@ -258,6 +260,29 @@ Deno.test(
         await denbd("man", "serve"),
         await Deno.readTextFile(join(dir, "man1", "denbd-serve.1")),
       );
+      const peers = new Set<string>();
+      for (const [page] of pages) {
+        const source = await Deno.readTextFile(join(dir, "man1", `${page}.1`));
+        for (const [, name, section] of source.matchAll(/^\.BR \\%(\S+) \((\d)\),?$/gm)) {
+          if (!name.startsWith("denbd")) peers.add(`${section} ${name.replaceAll("\\-", "-")}`);
+        }
+      }
+      assert.ok(peers.has("8 qemu-nbd") && peers.has("1 nbdcopy"), [...peers].join(", "));
+      for (const peer of peers) {
+        const found = await run("man", ["-w", ...peer.split(" ")]);
+        assert.equal(found.code, 0, `SEE ALSO ${peer}: no such man page here`);
+      }
     });
   },
 );
+
+Deno.test("completion and man refuse what they do not know, as usage errors", async () => {
+  const [command, prefix] = denbdCommand();
+  const fish = await run(command, [...prefix, "completion", "fish"]);
+  assert.equal(fish.code, 1);
+  assert.match(fish.stderr, /^denbd completion: unknown shell 'fish' \(expected bash or zsh\)\n/);
+  const typo = await run(command, [...prefix, "man", "srve"]);
+  assert.equal(typo.code, 1);
+  assert.match(typo.stderr, /^denbd man: unknown subcommand 'srve'; did you mean 'serve'\?\n/);
+  assert.equal(typo.stdout, "");
+});
