@@ -17,7 +17,7 @@ import { qmpCommand } from "./src/cli/qmp.ts";
 import { completionCommand } from "./src/cli/completion.ts";
 import { manCommand } from "./src/cli/man.ts";
 import type { CommandSuite, Subcommand } from "./src/cli/subcommand.ts";
-import { type FlagTable, UsageError } from "./src/cli/flags.ts";
+import { type FlagTable, formatFlagHelp, UsageError } from "./src/cli/flags.ts";
 import { closestName } from "./src/cli/did-you-mean.ts";
 import { messageOf } from "./src/errors.ts";
 import { VERSION } from "./src/version.ts";
@@ -64,6 +64,8 @@ function mainHelp(): string {
     ...Object.entries(SUBCOMMANDS).map(([name, command]) =>
       `  ${name.padEnd(width)}${command.summary}`
     ),
+    "",
+    formatFlagHelp(DENBD_FLAGS),
     "",
     "Run 'denbd COMMAND --help' or 'denbd help COMMAND' for the options of a command.",
   ].join("\n");

@@ -45,6 +45,9 @@ const PEER_MAN_SECTIONS: Readonly<Record<string, number>> = {
 /** The section denbd's pages go in (user commands). */
 const SECTION = 1;
 
+/** A word of a synopsis that stands for something else: FILE, URI, [options]. */
+const SYNOPSIS_PLACEHOLDER = /^(?:[A-Z][A-Z0-9_-]*|options)$/;
+
 /** A line ending so introduces the indented command lines after it as examples. */
 const EXAMPLES_INTRODUCTION = /\s*\b(?:For e|E)xamples?:$/;
 
@@ -129,12 +132,24 @@ function synopsis(forms: readonly string[]): string[] {
   return [".SH SYNOPSIS", ".nf", ...forms.map(synopsisLine), ".fi"];
 }
 
+/**
+ * One synopsis form: the program and command, flags and literal words in bold,
+ * placeholders (upper-case names, "options") in italics.
+ */
 function synopsisLine(form: string): string {
-  const [program, command, ...rest] = form.split(" ");
-  const head = bold(command && !/^[A-Z[]/.test(command) ? `${program} ${command}` : program);
-  const tail = command && !/^[A-Z[]/.test(command) ? rest.join(" ") : [command, ...rest].join(" ");
-  const styled = tail.split(/(--?[a-z][a-z0-9-]*|[A-Z][A-Z0-9_-]*)/).map((piece, i) =>
-    i % 2 === 0 ? escapeTroff(piece) : piece.startsWith("-") ? bold(piece) : italic(piece)
+  const [program, command = "", ...rest] = form.split(" ");
+  const named = /^[a-z]/.test(command);
+  const head = bold(named ? `${program} ${command}` : program);
+  const tail = (named ? rest : [command, ...rest]).join(" ");
+  const styled = tail.split(/(--?[A-Za-z][A-Za-z0-9-]*|[a-z][a-z0-9-]*|[A-Z][A-Z0-9_-]*)/).map((
+    piece,
+    i,
+  ) =>
+    i % 2 === 0
+      ? escapeTroff(piece)
+      : SYNOPSIS_PLACEHOLDER.test(piece)
+      ? italic(piece)
+      : bold(piece)
   ).join("");
   return guardLine(`${head} ${styled}`.trimEnd());
 }

@@ -23,6 +23,7 @@ const EXAMPLE_COMMAND: Subcommand = {
     [
       "Usage: denbd watch [OPTIONS] URI",
       "       denbd watch --once URI",
+      "       denbd watch -O|--sort KEY bytes|name URI",
       "Watch the export URI names.",
       ".dots and 'quotes' at the start of a line, a \\backslash, café.",
       "",
@@ -71,6 +72,12 @@ Deno.test("a subcommand's page: sections in order, from its help and its table",
   assert.match(page, /^denbd\\-watch \\- watch an export \(like nbdinfo, but live\)$/m);
   assert.match(page, /^\\fBdenbd watch\\fR \[\\fIOPTIONS\\fR\] \\fIURI\\fR$/m);
   assert.match(page, /^\\fBdenbd watch\\fR \\fB\\-\\-once\\fR \\fIURI\\fR$/m);
+  assert.ok(
+    page.includes(
+      "\\fBdenbd watch\\fR \\fB\\-O\\fR|\\fB\\-\\-sort\\fR \\fIKEY\\fR \\fBbytes\\fR|\\fBname\\fR \\fIURI\\fR\n",
+    ),
+    "flags and literal words bold, placeholders italic",
+  );
 });
 
 Deno.test("a subcommand's page: the description is the prose, escaped", () => {
