@@ -31,7 +31,7 @@ export function bashCompletionScript(model: CompletionModel): string {
     "  esac",
     "}",
     "",
-    ...model.commands.flatMap((command) => commandFunctions(fn, command)),
+    ...model.commands.flatMap((command) => commandFunction(fn, command)),
     `${fn}() {`,
     '  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]} flag="" i',
     "  COMPREPLY=()",
@@ -66,7 +66,7 @@ export function bashCompletionScript(model: CompletionModel): string {
 }
 
 /** The function completing the words after `command` (its index in COMP_WORDS is $1). */
-function commandFunctions(fn: string, command: CommandCompletion): string[] {
+function commandFunction(fn: string, command: CommandCompletion): string[] {
   const valued = command.flags.filter((flag) => flag.valueName);
   const spellings = (
     flag: (typeof valued)[number],
