@@ -15,8 +15,10 @@ import { dumpCommand } from "./src/cli/dump.ts";
 import { copyCommand } from "./src/cli/copy.ts";
 import { qmpCommand } from "./src/cli/qmp.ts";
 import { topCommand } from "./src/cli/top.ts";
-import type { Subcommand } from "./src/cli/subcommand.ts";
-import { UsageError } from "./src/cli/flags.ts";
+import { completionCommand } from "./src/cli/completion.ts";
+import { manCommand } from "./src/cli/man.ts";
+import type { CommandSuite, Subcommand } from "./src/cli/subcommand.ts";
+import { type FlagTable, formatFlagHelp, UsageError } from "./src/cli/flags.ts";
 import { closestName } from "./src/cli/did-you-mean.ts";
 import { messageOf } from "./src/errors.ts";
 import { VERSION } from "./src/version.ts";
@@ -32,6 +34,26 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   copy: copyCommand,
   qmp: qmpCommand,
   top: topCommand,
+  completion: completionCommand(() => DENBD),
+  man: manCommand(() => DENBD),
+};
+
+/** The options of denbd itself, before any command. */
+const DENBD_FLAGS = {
+  help: { short: "h", help: "show the commands and exit" },
+  version: { short: "V", help: "show the version and exit" },
+} as const satisfies FlagTable;
+
+/** The pseudo-command printing a command's help. */
+const HELP_COMMAND = "help";
+
+/** denbd as a whole, for the completion scripts and man pages. */
+export const DENBD: CommandSuite = {
+  name: "denbd",
+  help: mainHelp,
+  flags: DENBD_FLAGS,
+  commands: SUBCOMMANDS,
+  helpCommand: HELP_COMMAND,
 };
 
 function mainHelp(): string {
@@ -44,6 +66,8 @@ function mainHelp(): string {
     ...Object.entries(SUBCOMMANDS).map(([name, command]) =>
       `  ${name.padEnd(width)}${command.summary}`
     ),
+    "",
+    formatFlagHelp(DENBD_FLAGS),
     "",
     "Run 'denbd COMMAND --help' or 'denbd help COMMAND' for the options of a command.",
   ].join("\n");
@@ -59,15 +83,17 @@ function unknownCommand(name: string): string {
 /** Run denbd with command-line `args`; resolves to the process exit code. */
 export async function main(args: readonly string[]): Promise<number> {
   const [name, ...rest] = args;
-  if (name === undefined || name === "-h" || name === "--help") {
+  const spelled = (long: keyof typeof DENBD_FLAGS) =>
+    name === `--${long}` || name === `-${DENBD_FLAGS[long].short}`;
+  if (name === undefined || spelled("help")) {
     console.log(mainHelp());
     return name === undefined ? 1 : 0;
   }
-  if (name === "-V" || name === "--version") {
+  if (spelled("version")) {
     console.log(`denbd ${VERSION}`);
     return 0;
   }
-  if (name === "help") {
+  if (name === HELP_COMMAND) {
     if (rest.length === 0) {
       console.log(mainHelp());
       return 0;

@@ -96,4 +96,5 @@ export const copyCommand: Subcommand = {
   summary: "copy to, from or between NBD servers (an nbdcopy drop-in)",
   run: runCopy,
   help: copyHelp,
+  flags: COPY_FLAGS,
 };

@@ -55,6 +55,7 @@ import {
   socketChardev,
 } from "./chardev.ts";
 import { writePidFile } from "./pid-file.ts";
+import { flagTableOfOptions } from "./daemon-flags.ts";
 import { isForkChild, runForkParent, signalForkReady } from "./fork.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { VERSION } from "../version.ts";
@@ -600,4 +601,5 @@ export const daemonCommand: Subcommand = {
   summary: "a storage daemon with qemu-storage-daemon's command line and QMP",
   run: runDaemon,
   help: daemonHelp,
+  flags: flagTableOfOptions(DAEMON_OPTIONS),
 };

@@ -139,4 +139,5 @@ export const dumpCommand: Subcommand = {
   summary: "hex dump the content of an NBD export (like nbddump)",
   run: runDump,
   help: dumpHelp,
+  flags: DUMP_FLAGS,
 };

@@ -28,6 +28,11 @@ export interface FlagSpec {
   readonly help: string;
   /** Accepted values (aliases included); others are a usage error. */
   readonly choices?: readonly string[];
+  /**
+   * Values a shell completion offers where `choices` does not apply (the
+   * command checks the value itself, with its peer's message).
+   */
+  readonly suggested?: readonly string[];
   /** Value used when the flag is absent. */
   readonly default?: string;
   /** The flag may be given several times; its value is then the list of them, in order. */

@@ -167,4 +167,5 @@ export const infoCommand: Subcommand = {
   summary: "describe an NBD export (like nbdinfo)",
   run: runInfo,
   help: infoHelp,
+  flags: INFO_FLAGS,
 };

@@ -53,4 +53,5 @@ export const listCommand: Subcommand = {
   summary: "list a server's exports and describe each (like nbdinfo --list)",
   run: runList,
   help: listHelp,
+  flags: LIST_FLAGS,
 };

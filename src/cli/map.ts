@@ -97,4 +97,5 @@ export const mapCommand: Subcommand = {
   summary: "print the extent map of an NBD export (like nbdinfo --map)",
   run: runMap,
   help: mapHelp,
+  flags: MAP_FLAGS,
 };

@@ -129,4 +129,5 @@ export const qmpCommand: Subcommand = {
   summary: "send QMP commands to a storage daemon's monitor, or start a QMP shell",
   run: runQmp,
   help: qmpHelp,
+  flags: QMP_FLAGS,
 };

@@ -100,6 +100,7 @@ export const SERVE_FLAGS = {
     short: "f",
     value: "FORMAT",
     help: `image format: ${SERVE_FORMATS.join(" or ")} (probed if not given)`,
+    suggested: SERVE_FORMATS,
   },
   "image-opts": {
     help: "FILE is a node definition (QemuOpts), e.g. driver=qcow2,file.filename=disk.qcow2",
@@ -139,6 +140,7 @@ export const SERVE_FLAGS = {
     help: `accepted as qemu-nbd takes it (${AIO_MODES.join(", ")}); ` +
       "native needs --cache=none or directsync. It changes nothing: denbd does its I/O " +
       "with pread/pwrite on Deno's thread pool whatever the mode",
+    suggested: AIO_MODES,
   },
   discard: {
     value: "MODE",
@@ -150,6 +152,7 @@ export const SERVE_FLAGS = {
     value: "MODE",
     help: "turn writes of zeroes into zero requests: off, on, or unmap (deallocate; " +
       "needs --discard=unmap)",
+    suggested: DETECT_ZEROES_MODES,
   },
   "allocation-depth": {
     short: "A",
@@ -655,4 +658,5 @@ export const serveCommand: Subcommand = {
   summary: "export a disk image over NBD (a qemu-nbd drop-in)",
   run: runServe,
   help: serveHelp,
+  flags: SERVE_FLAGS,
 };

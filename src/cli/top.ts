@@ -213,4 +213,5 @@ export const topCommand: Subcommand = {
   summary: "watch the exports and clients of a daemon or serve --qmp, live (QMP)",
   run: runTop,
   help: topHelp,
+  flags: TOP_FLAGS,
 };
