@@ -61,8 +61,9 @@ function isFlagLine(line: string): boolean {
 /**
  * The positional arguments of a synopsis `form`, each as its alternatives
  * ("SOCKET|HOST:PORT" gives ["SOCKET", "HOST:PORT"]): every word that is
- * not the program, the command, a flag, the value of a flag of `flags`, or
- * the OPTIONS placeholder. Brackets (optional parts) are dropped.
+ * not the program, the command, a flag, the value of a flag of `flags`, the
+ * OPTIONS placeholder or a repetition mark ("..."). Brackets (optional
+ * parts) are dropped; words around a lone "|" are one argument's alternatives.
  */
 export function positionalsOf(form: string, flags: FlagTable): string[][] {
   const valued = new Set<string>();
@@ -73,14 +74,18 @@ export function positionalsOf(form: string, flags: FlagTable): string[][] {
   }
   const words = form.split(/\s+/).slice(2).map((word) => word.replace(/^\[+|\]+$/g, ""));
   const positionals: string[][] = [];
+  let alternative = false;
   for (let i = 0; i < words.length; i++) {
     const word = words[i];
-    if (word === "" || word === "|" || /^options$/i.test(word)) continue;
+    if (word === "|") alternative = positionals.length > 0;
+    if (word === "" || word === "|" || word === "..." || /^options$/i.test(word)) continue;
     if (word.startsWith("-")) {
       if (!word.includes("=") && word.split("|").some((spelling) => valued.has(spelling))) i++;
       continue;
     }
-    positionals.push(word.split("|"));
+    if (alternative) positionals.at(-1)!.push(...word.split("|"));
+    else positionals.push(word.split("|"));
+    alternative = false;
   }
   return positionals;
 }

@@ -46,6 +46,11 @@ Deno.test("readHelp: every Usage form, the prose paragraphs, no flag lines", () 
 Deno.test("positionalsOf: flags and their values are not positionals", () => {
   const info = DENBD.commands.info.flags;
   assert.deepEqual(positionalsOf("denbd info --can WHAT | --is WHAT URI", info), [["URI"]]);
+  assert.deepEqual(
+    positionalsOf("denbd qmp [OPTIONS] SOCKET [COMMAND [JSON | KEY=VALUE ...]]", {}),
+    [["SOCKET"], ["COMMAND"], ["JSON", "KEY=VALUE"]],
+    "a lone | joins alternatives; ... is no argument",
+  );
   assert.deepEqual(positionalsOf("denbd info --map[=CONTEXT] [--totals] URI", info), [["URI"]]);
   assert.deepEqual(
     positionalsOf("denbd qmp [OPTIONS] SOCKET|HOST:PORT [COMMAND [JSON-ARGS]]", {}),
@@ -90,6 +95,7 @@ Deno.test("positionals: files where the synopsis names a path, words, commands",
   assert.deepEqual(command("serve").positionals, [{ name: "FILE", value: { kind: "files" } }]);
   assert.deepEqual(command("copy").positionals.map((p) => p.value.kind), ["files", "files"]);
   assert.deepEqual(command("qmp").positionals.map((p) => p.value.kind), ["files", "none", "none"]);
+  assert.deepEqual(command("qmp").positionals[2].name, "JSON-ARGS|KEY=VALUE");
   assert.deepEqual(command("list").positionals, [{ name: "URI", value: { kind: "none" } }]);
   assert.deepEqual(command("completion").positionals[0].value, {
     kind: "words",
@@ -137,7 +143,10 @@ Deno.test("bash script: the function is registered, quotes survive, notBuilt abs
   const script = bashCompletionScript(model);
   assert.match(script, /^complete -F _denbd denbd$/m);
   assert.match(script, /^ {4}--cache\) _denbd_offer words 'writeback writethrough/m);
-  assert.match(script, /^ {4}--socket \| -k \| --pid-file\) _denbd_offer files; return ;;$/m);
+  assert.match(
+    script,
+    /^ {4}--socket \| -k \| --pid-file \| --qmp\) _denbd_offer files; return ;;$/m,
+  );
   assert.doesNotMatch(script, /[' ](--connect|-c|--selinux-label|--disconnect)[' ]/);
 });
 
