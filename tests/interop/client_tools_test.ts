@@ -81,6 +81,13 @@ function mapping(uri: string, context = "base:allocation"): Comparison[] {
 /** nbdinfo's own spellings of a map and a list, with denbd info in its place. */
 function asNbdinfo(uri: string): Comparison[] {
   return [
+    [],
+    ["--json"],
+    ["--content", "-L"],
+    ["--content", "--list", "--json"],
+    ["--content", "--size"],
+    ["--content", "--map"],
+    ["--content", "--can", "write"],
     ["--map"],
     ["--map=qemu:allocation-depth"],
     ["--map", "--totals"],
@@ -131,8 +138,8 @@ Deno.test(
         const totalsAlone = await denbd("info", "--totals", server.uri);
         assert.equal(totalsAlone.code, 1);
         assert.match(totalsAlone.stderr, /you must use --totals only with --map option/);
-        const content = await denbd("info", "--content", server.uri);
-        assert.match(content.stderr, /--content is not supported yet/);
+        const both = ["--content", "--no-content", server.uri];
+        await compare([[["info", ...both], ["nbdinfo", ...both]]], true);
         const info = await denbd("info", server.uri);
         assert.match(info.stdout, /\tcontexts:\n\t\tbase:allocation\n\t\tqemu:allocation-depth\n/);
       });
@@ -360,6 +367,143 @@ Deno.test(
           [["list", "--json", server.uri], ["nbdinfo", "--list", "--json", server.uri]],
         ]);
       });
+    });
+  },
+);
+
+/**
+ * Images whose first bytes file(1) recognises, in `dir`: an ext4 file
+ * system, an MBR with one partition, a qcow2 header (served as raw), text
+ * shorter than nbdinfo's 8 KiB, an empty file and zeroes.
+ */
+async function makeRecognisableImages(dir: string): Promise<string[]> {
+  await makeSparseImage(join(dir, "ext4.img"), 4 * MiB);
+  await check("mkfs.ext4", ["-q", "-F", "-L", "denbd", join(dir, "ext4.img")]);
+  const mbr = new Uint8Array(MiB);
+  // Partition 1: active, type 0x83, from sector 2048 for 1024 sectors.
+  mbr.set([0x80, 0, 0, 0, 0x83, 0, 0, 0, 0, 8, 0, 0, 0, 4, 0, 0], 446);
+  mbr.set([0x55, 0xaa], 510);
+  await Deno.writeFile(join(dir, "mbr.img"), mbr);
+  await check("qemu-img", ["create", "-q", "-f", "qcow2", join(dir, "qcow2.img"), "1G"]);
+  await Deno.writeTextFile(join(dir, "text.img"), "a line of plain text\n".repeat(100));
+  await Deno.writeFile(join(dir, "empty.img"), new Uint8Array(0));
+  await makeSparseImage(join(dir, "zero.img"), MiB);
+  return ["ext4.img", "mbr.img", "qcow2.img", "text.img", "empty.img", "zero.img"];
+}
+
+/** info with its default content probe, as text and JSON. */
+function probing(uri: string): Comparison[] {
+  return [
+    [["info", uri], ["nbdinfo", uri]],
+    [["info", "--json", uri], ["nbdinfo", "--json", uri]],
+  ];
+}
+
+/** `denbd ARGS...` or `TOOL ARGS...` with a PATH that has no file(1). */
+async function withoutFile(command: string, args: readonly string[]): Promise<CommandResult> {
+  const output = await new Deno.Command(command, {
+    args: [...args],
+    env: { PATH: "/nonexistent" },
+    stdin: "null",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test(
+  "content probe: file(1) on ext4, MBR, qcow2, text, empty and zero images, as nbdinfo",
+  needs("nbdinfo", "nbdkit", "qemu-nbd", "qemu-img", "mkfs.ext4", "file"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const names = await makeRecognisableImages(dir);
+      // nbdkit serves every file of the directory as an export of its name.
+      await withNbdkit("file", [`dir=${dir}`], async (server) => {
+        const list = ["--list", "--content", server.uri];
+        await compare([
+          [["list", "--content", server.uri], ["nbdinfo", ...list]],
+          [["info", "--json", ...list], ["nbdinfo", "--json", ...list]],
+          ...names.flatMap((name) => probing(server.uri + name)),
+        ]);
+        const listed = JSON.parse((await denbd("list", "--content", "--json", server.uri)).stdout);
+        const content = Object.fromEntries(
+          listed.exports.map((e: Record<string, string>) => [e["export-name"], e.content]),
+        );
+        assert.match(content["ext4.img"], /^Linux rev 1\.0 ext4 filesystem data.*"denbd"/);
+        assert.match(content["mbr.img"], /^DOS\/MBR boot sector; partition 1 : ID=0x83, active/);
+        assert.match(content["qcow2.img"], /^QEMU QCOW2? Image/);
+        assert.equal(content["text.img"], "ASCII text");
+        assert.equal(content["empty.img"], "empty");
+        assert.equal(content["zero.img"], "data");
+        const plain = await denbd("list", server.uri);
+        assert.ok(!plain.stdout.includes("content"), "--list alone probes nothing");
+      });
+      const mbr = { args: ["-t", "-f", "raw", "-x", "mbr", join(dir, "mbr.img")] };
+      await withServer(startQemuNbd, { ...mbr, exportName: "mbr" }, async (server) => {
+        await compare(probing(server.uri));
+      });
+      const ext4 = ["-t", "-f", "raw", "-x", "disk", join(dir, "ext4.img")];
+      await withServer(startDenbd, { args: ext4, exportName: "disk" }, async (server) => {
+        await compare(probing(server.uri));
+      });
+    });
+  },
+);
+
+Deno.test(
+  "content probe on one connection: qemu-nbd without -t serves nbdinfo and denbd info alike",
+  needs("nbdinfo", "qemu-nbd", "file"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, MiB, [[0, 4096]]);
+      const socket = join(dir, "nbd.sock");
+      // Without -t, qemu-nbd serves one client and exits: the describing and
+      // the reading must share one connection.
+      const once = async (command: string[]) => {
+        const start = { args: ["-f", "raw", "-r", image], socket };
+        return await withServer(startQemuNbd, start, async (server) => {
+          const [tool, ...args] = command;
+          const result = tool === "denbd" ? await denbd(...args, server.uri) : await run(
+            tool,
+            [...args, server.uri],
+          );
+          assert.equal(await server.exited(), 0, "qemu-nbd exits after its one client");
+          return result;
+        });
+      };
+      for (const json of [[], ["--json"]]) {
+        const theirs = await once(["nbdinfo", ...json]);
+        const mine = await once(["denbd", "info", ...json]);
+        assert.equal(theirs.code, 0, theirs.stderr);
+        assert.equal(mine.code, 0, mine.stderr);
+        assert.equal(mine.stdout, theirs.stdout);
+        assert.match(mine.stdout, /content/);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "content probe without file(1): the shell's message, and no content line",
+  needs("nbdinfo", "nbdkit"),
+  async () => {
+    await withNbdkit("data", ['"hello" @4095 1', "size=1M"], async (server) => {
+      const [deno, prefix] = denbdCommand();
+      const mine = await withoutFile(deno, [...prefix, "info", server.uri]);
+      const theirs = await withoutFile("/usr/bin/nbdinfo", [server.uri]);
+      for (const result of [mine, theirs]) {
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /file: not found/);
+      }
+      assert.ok(!mine.stdout.includes("content"), mine.stdout);
+      // nbdinfo 1.14.2 prints a content line of whatever its getline(3) buffer
+      // held (uninitialised bytes): the rest of its output is denbd's.
+      assert.equal(theirs.stdout.replace(/\tcontent: [^]*?\n(?=\turi: )/, ""), mine.stdout);
     });
   },
 );
