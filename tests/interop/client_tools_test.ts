@@ -62,8 +62,9 @@ async function compare(comparisons: readonly Comparison[], referenceFails = fals
 /** info and list, as text and JSON, and --size. */
 function describing(uri: string): Comparison[] {
   return [
-    [["info", uri], ["nbdinfo", "--no-content", uri]],
-    [["info", "--json", uri], ["nbdinfo", "--no-content", "--json", uri]],
+    [["info", uri], ["nbdinfo", uri]],
+    [["info", "--json", uri], ["nbdinfo", "--json", uri]],
+    [["info", "--no-content", uri], ["nbdinfo", "--no-content", uri]],
     [["list", uri], ["nbdinfo", "--list", uri]],
     [["list", "--json", uri], ["nbdinfo", "--list", "--json", uri]],
     [["info", "--size", uri], ["nbdinfo", "--size", uri]],
@@ -163,7 +164,7 @@ Deno.test(
           ...mapping(server.uri, "qemu:allocation-depth"),
           ...mapping(server.uri),
           ...dumping(server.uri, [65540]),
-          [["info", server.uri], ["nbdinfo", "--no-content", server.uri]],
+          [["info", server.uri], ["nbdinfo", server.uri]],
         ]);
         const depth = await denbd("map", "--context", "qemu:allocation-depth", server.uri);
         assert.match(depth.stdout, / {2}backing depth 2\n/);
@@ -300,8 +301,8 @@ Deno.test(
     ];
     await withNbdkit("eval", script, async (server) => {
       await compare([
-        [["info", server.uri], ["nbdinfo", "--no-content", server.uri]],
-        [["info", "--json", server.uri], ["nbdinfo", "--no-content", "--json", server.uri]],
+        [["info", server.uri], ["nbdinfo", server.uri]],
+        [["info", "--json", server.uri], ["nbdinfo", "--json", server.uri]],
       ]);
       // Both show a and c, report b on stderr and exit 1.
       await compare([
@@ -363,7 +364,7 @@ Deno.test(
       const socket = join(dir, "nbd.sock");
       await withServer(startDenbd, { args, socket, exportName: "disk" }, async (server) => {
         await compare([
-          [["info", server.uri], ["nbdinfo", "--no-content", server.uri]],
+          [["info", server.uri], ["nbdinfo", server.uri]],
           [["list", "--json", server.uri], ["nbdinfo", "--list", "--json", server.uri]],
         ]);
       });
@@ -504,6 +505,127 @@ Deno.test(
       // nbdinfo 1.14.2 prints a content line of whatever its getline(3) buffer
       // held (uninitialised bytes): the rest of its output is denbd's.
       assert.equal(theirs.stdout.replace(/\tcontent: [^]*?\n(?=\turi: )/, ""), mine.stdout);
+    });
+  },
+);
+
+/**
+ * nbdkit's data plugin with every byte value, text with letters, digits and
+ * punctuation, a hole of more than a MiB (dumped without being read) and a
+ * last line of 7 bytes.
+ */
+const COLOUR_DATA = [
+  `${Array.from({ length: 256 }, (_, byte) => byte).join(" ")} @4096 "Hello, World! 123 ~{}" ` +
+  "@3145728 255 1 2 32 126 127 128",
+  `size=${3 * MiB + 7}`,
+];
+
+/** `command args`, its output read until past `after` bytes, then SIGTERM; its status and output. */
+async function interrupted(
+  command: string,
+  args: readonly string[],
+  after: number,
+): Promise<{ code: number; output: Uint8Array }> {
+  const child = new Deno.Command(command, {
+    args: [...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    signal: AbortSignal.timeout(60_000),
+  }).spawn();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of child.stdout) {
+    if (total < after && total + chunk.length >= after) child.kill("SIGTERM");
+    chunks.push(chunk);
+    total += chunk.length;
+  }
+  const output = new Uint8Array(total);
+  chunks.reduce((at, chunk) => (output.set(chunk, at), at + chunk.length), 0);
+  return { code: (await child.status).code, output };
+}
+
+Deno.test(
+  "dump --color and its spellings: nbddump's escapes and Unicode marks, byte for byte",
+  needs("nbddump", "nbdkit"),
+  async () => {
+    await withNbdkit("data", COLOUR_DATA, async (server) => {
+      const dumps: string[][] = [
+        ["--color"],
+        ["--colour"],
+        ["--colors", "-n", "4100"],
+        ["--colours", "-n", "20"],
+        ["--no-color"],
+        ["--color", "--no-colour"],
+        ["--no-colors", "--colour"],
+        ["--no-colours", "-n", "300"],
+      ];
+      await compare(
+        dumps.map((flags) => [["dump", ...flags, server.uri], ["nbddump", ...flags, server.uri]]),
+      );
+      const coloured = await denbd("dump", "--color", server.uri);
+      const lines = coloured.stdout.split("\n");
+      assert.equal(
+        lines[2],
+        "\x1b[0m\x1b[22;32m0000000020\x1b[22;90m: " +
+          Array.from(
+            { length: 16 },
+            (_, i) => `\x1b[1;34m${(32 + i).toString(16)} ${i === 7 ? " " : ""}`,
+          )
+            .join("") +
+          "\x1b[22;90m\u2502" +
+          [..." !\"#$%&'()*+,-./"].map((c) => `\x1b[1;35m${c}`).join("") +
+          "\x1b[22;90m\u2502",
+        "line 0x20: printable punctuation bright magenta, non-zero hex bright blue",
+      );
+      assert.ok(lines.includes("\x1b[0m\u2606"), "squashed lines are a star");
+      assert.ok(coloured.stdout.endsWith("\u2502\n\x1b[0m"), "the last line resets the colours");
+    });
+  },
+);
+
+Deno.test(
+  "dump on a terminal colours by default, as nbddump (both run under script(1))",
+  needs("nbddump", "nbdkit", "script"),
+  async () => {
+    await withNbdkit("data", COLOUR_DATA, async (server) => {
+      const [deno, prefix] = denbdCommand();
+      const onTerminal = (command: string[]) =>
+        run("script", ["-qec", command.map((word) => `'${word}'`).join(" "), "/dev/null"]);
+      const mine = await onTerminal([deno, ...prefix, "dump", "-n", "8192", server.uri]);
+      const theirs = await onTerminal(["nbddump", "-n", "8192", server.uri]);
+      assert.equal(theirs.code, 0, theirs.stderr);
+      assert.equal(mine.code, 0, mine.stderr);
+      assert.ok(theirs.stdout.startsWith("\x1b[22;32m0000000000"), "nbddump colours a terminal");
+      assert.equal(mine.stdout, theirs.stdout);
+    });
+  },
+);
+
+Deno.test(
+  "dump stopped by SIGTERM ends its line, resets the colours and exits 1, as nbddump",
+  needs("nbddump", "nbdkit"),
+  async () => {
+    await withNbdkit("pattern", ["size=256M"], async (server) => {
+      const [deno, prefix] = denbdCommand();
+      for (const colour of [true, false]) {
+        const flag = colour ? "--color" : "--no-color";
+        const ending = new TextEncoder().encode(colour ? "\n\x1b[0m" : "\n");
+        for (
+          const [command, args] of [
+            ["nbddump", [flag, server.uri]],
+            [deno, [...prefix, "dump", flag, server.uri]],
+          ] as const
+        ) {
+          const { code, output } = await interrupted(command, args, 65536);
+          assert.equal(code, 1, `${command} ${flag}`);
+          assert.deepEqual(
+            output.subarray(output.length - ending.length),
+            ending,
+            `${command} ${flag}`,
+          );
+        }
+      }
     });
   },
 );
