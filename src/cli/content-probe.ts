@@ -25,9 +25,14 @@ import type { NbdClient } from "../nbd/client/client.ts";
 /** How much of the export's start file(1) is shown, as nbdinfo. */
 export const PROBED_BYTES = 8192;
 
-/** Describe the start of the export `client` is connected to, as nbdinfo's content probe. */
-export async function probeContent(client: NbdClient): Promise<string | undefined> {
-  const length = Math.min(client.size, PROBED_BYTES);
+/**
+ * Describe the start of the export `client` is connected to, as nbdinfo's
+ * content probe, reading up to `size` bytes: the size the server described
+ * the export with, which may differ from the one it entered transmission
+ * with (nbd-server answers NBD_OPT_INFO with 0; nbdinfo then reads nothing).
+ */
+export async function probeContent(client: NbdClient, size: number): Promise<string | undefined> {
+  const length = Math.min(size, PROBED_BYTES);
   if (length % client.minimumBlock !== 0) return undefined;
   let bytes: Uint8Array = new Uint8Array(0);
   if (length > 0) {

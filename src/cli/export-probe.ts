@@ -238,7 +238,7 @@ async function describeWithGo(
     const report = described && "report" in described
       ? described.report
       : exportReport(target, name, details, negotiated, null, listedDescription);
-    const probed = content ? await probeContent(client) : undefined;
+    const probed = content ? await probeContent(client, report.size) : undefined;
     return {
       report: probed === undefined ? report : { ...report, content: probed },
       negotiated,

@@ -304,10 +304,11 @@ Deno.test(
         [["info", server.uri], ["nbdinfo", server.uri]],
         [["info", "--json", server.uri], ["nbdinfo", "--json", server.uri]],
       ]);
-      // Both show a and c, report b on stderr and exit 1.
+      // Both show a and c, report b on stderr and exit 1, with and without content.
       await compare([
         [["list", server.uri], ["nbdinfo", "--list", server.uri]],
         [["list", "--json", server.uri], ["nbdinfo", "--list", "--json", server.uri]],
+        [["list", "--content", server.uri], ["nbdinfo", "--list", "--content", server.uri]],
       ], true);
       const json = await denbd("list", "--json", server.uri);
       assert.deepEqual(
@@ -333,6 +334,8 @@ Deno.test(
       await withStarted(() => startNbdServer(dir, image), async (server) => {
         await compare([
           ...describing(server.uri),
+          // nbd-server describes a size of 0 with NBD_OPT_INFO: file(1) is shown no bytes.
+          [["list", "--content", server.uri], ["nbdinfo", "--list", "--content", server.uri]],
           ...dumping(server.uri),
           ...asking(server.uri, ["df", "sr", "write"]),
         ]);
@@ -808,10 +811,10 @@ Deno.test("denbd help COMMAND is COMMAND --help; a mistyped command gets a sugge
 Deno.test("--help of every command names its flags", async () => {
   for (
     const [command, flags] of [
-      ["info", ["--json", "--size", "--can", "--is"]],
+      ["info", ["--json", "--size", "--can", "--is", "--content", "--no-content"]],
       ["list", ["--json"]],
       ["map", ["--context", "--totals", "--json"]],
-      ["dump", ["--length", "--limit"]],
+      ["dump", ["--length", "--limit", "--color", "--colour", "--no-color", "--no-colour"]],
     ] as const
   ) {
     const help = await denbd(command, "--help");
