@@ -36,7 +36,7 @@ const DUMP_FLAGS = {
   offset: { value: "N", help: "start at byte N (not in nbddump 1.14; addresses stay absolute)" },
   color: {
     help: "colour the dump with ANSI escapes and Unicode marks " +
-      "(the default when standard output is a terminal)",
+      "(the default when standard output is a terminal; of --color and --no-color, the last wins)",
   },
   colors: { help: "the same as --color" },
   colour: { help: "the same as --color" },

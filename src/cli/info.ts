@@ -74,7 +74,8 @@ const INFO_FLAGS = {
   totals: { help: "with --map: print the bytes and share of each type instead" },
   list: { short: "L", help: "list the server's exports, as 'denbd list'" },
   content: {
-    help: "describe the first 8 KiB with file(1) (the default, except with --list)",
+    help: "describe the first 8 KiB with file(1) " +
+      "(the default, except with --list; never with --size, --can, --is or --map)",
   },
   "no-content": { help: "do not read the export to describe its content" },
   help: { short: "h", help: "show this help and exit" },
