@@ -19,6 +19,7 @@ import {
   UsageError,
 } from "./flags.ts";
 import { walkExtents } from "./extent-walk.ts";
+import { scanUnsigned } from "./scanf-number.ts";
 import { Hexdump } from "./hexdump.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
@@ -31,7 +32,11 @@ const MIN_SKIPPED_ZEROES = READ_CHUNK;
 
 /** The flags of `denbd dump`, spelled as nbddump spells them. */
 const DUMP_FLAGS = {
-  length: { short: "n", value: "N", help: "dump only N bytes" },
+  length: {
+    short: "n",
+    value: "N",
+    help: "dump only N bytes (read as nbddump reads it: a leading decimal number, no suffixes)",
+  },
   limit: { value: "N", help: "the same as --length" },
   offset: { value: "N", help: "start at byte N (not in nbddump 1.14; addresses stay absolute)" },
   color: {
@@ -60,6 +65,19 @@ function wantsColour(args: readonly string[]): boolean {
     if (spelling) colour = spelling[1] === undefined;
   }
   return colour;
+}
+
+/**
+ * The number of bytes -n/--length asks for, read as nbddump 1.14 reads it
+ * (`1k` is 1: no size suffixes; `-1` is no limit); Infinity when larger than
+ * any export can be.
+ */
+function lengthLimit(text: string): number {
+  const scanned = scanUnsigned(text);
+  if (scanned === null) {
+    throw new UsageError(`invalid length '${text}' (expected a number of bytes, as nbddump)`);
+  }
+  return scanned > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(scanned);
 }
 
 /** The signals nbddump ends on with a newline and, in colour, a reset of the terminal's colours. */
@@ -95,9 +113,7 @@ async function runDump(args: readonly string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
   const limitText = (values.length ?? values.limit) as string | undefined;
-  const limit = limitText === undefined
-    ? Infinity
-    : parseIntegerFlag(limitText, "length", 0, Number.MAX_SAFE_INTEGER);
+  const limit = limitText === undefined ? Infinity : lengthLimit(limitText);
   const start = values.offset === undefined
     ? 0
     : parseIntegerFlag(values.offset as string, "offset", 0, Number.MAX_SAFE_INTEGER);

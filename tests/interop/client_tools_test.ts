@@ -217,6 +217,16 @@ Deno.test(
     });
     await withNbdkit("pattern", ["size=1000003"], async (server) => {
       await compare([...mapping(server.uri), ...dumping(server.uri, [999999])]);
+      // -n as nbddump 1.14 reads it (scanf's %lu): no size suffixes, a sign, space before.
+      await compare(
+        ["1k", " +20", "-1", "99999999999999999999999"].map((
+          n,
+        ): Comparison => [["dump", "-n", n, server.uri], ["nbddump", "-n", n, server.uri]]),
+      );
+      await compare(
+        [[["dump", "-n", "k1", server.uri], ["nbddump", "-n", "k1", server.uri]]],
+        true,
+      );
       // --offset (which nbddump 1.14 lacks): the pattern never repeats a line, so a
       // dump from 4096 is exactly those lines of the whole dump, addresses included.
       const whole = await run("nbddump", [server.uri]);
