@@ -1,6 +1,7 @@
 /**
  * `denbd dump URI`: hex dump an export as nbddump does, byte for byte, from
- * the start (or --offset) up to --length bytes. Stretches that base:allocation reports as
+ * the start (or --offset) up to --length bytes, in nbddump's colours when
+ * standard output is a terminal or --color asks for them. Stretches that base:allocation reports as
  * zero are not read, and are dumped without being materialised, so sparse
  * exports of any size dump quickly; everything else is read in bounded
  * chunks.
@@ -18,6 +19,7 @@ import {
   UsageError,
 } from "./flags.ts";
 import { walkExtents } from "./extent-walk.ts";
+import { scanUnsigned } from "./scanf-number.ts";
 import { Hexdump } from "./hexdump.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
@@ -30,18 +32,64 @@ const MIN_SKIPPED_ZEROES = READ_CHUNK;
 
 /** The flags of `denbd dump`, spelled as nbddump spells them. */
 const DUMP_FLAGS = {
-  length: { short: "n", value: "N", help: "dump only N bytes" },
+  length: {
+    short: "n",
+    value: "N",
+    help: "dump only N bytes (read as nbddump reads it: a leading decimal number, no suffixes)",
+  },
   limit: { value: "N", help: "the same as --length" },
   offset: { value: "N", help: "start at byte N (not in nbddump 1.14; addresses stay absolute)" },
+  color: {
+    help: "colour the dump with ANSI escapes and Unicode marks " +
+      "(the default when standard output is a terminal; of --color and --no-color, the last wins)",
+  },
+  colors: { help: "the same as --color" },
+  colour: { help: "the same as --color" },
+  colours: { help: "the same as --color" },
+  "no-color": { help: "plain ASCII (the default when standard output is not a terminal)" },
+  "no-colors": { help: "the same as --no-color" },
+  "no-colour": { help: "the same as --no-color" },
+  "no-colours": { help: "the same as --no-color" },
   help: { short: "h", help: "show this help and exit" },
 } as const satisfies FlagTable;
+
+/**
+ * Whether to colour: as the last of nbddump's spellings of --color and
+ * --no-color in `args` says, else whether standard output is a terminal.
+ */
+function wantsColour(args: readonly string[]): boolean {
+  let colour = Deno.stdout.isTerminal();
+  for (const arg of args) {
+    if (arg === "--") break;
+    const spelling = /^--(no-)?colou?rs?$/.exec(arg);
+    if (spelling) colour = spelling[1] === undefined;
+  }
+  return colour;
+}
+
+/**
+ * The number of bytes -n/--length asks for, read as nbddump 1.14 reads it
+ * (`1k` is 1: no size suffixes; `-1` is no limit); Infinity when larger than
+ * any export can be.
+ */
+function lengthLimit(text: string): number {
+  const scanned = scanUnsigned(text);
+  if (scanned === null) {
+    throw new UsageError(`invalid length '${text}' (expected a number of bytes, as nbddump)`);
+  }
+  return scanned > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(scanned);
+}
+
+/** The signals nbddump ends on with a newline and, in colour, a reset of the terminal's colours. */
+const ENDING_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT", "SIGTERM", "SIGHUP"];
 
 /** The --help text of `denbd dump`. */
 function dumpHelp(): string {
   return [
-    "Usage: denbd dump [-n N] [--offset N] URI",
+    "Usage: denbd dump [-n N] [--offset N] [--color|--no-color] URI",
     "Hex dump the content of the export URI names, as 'nbddump URI' does: 16 bytes a line,",
-    "repeated lines shown once as '*'.",
+    "repeated lines shown once as '*'. In colour (by default on a terminal) the marks are",
+    "Unicode ('\u2502', '\u00b7', '\u2606') as nbddump's.",
     "",
     ...NBD_URI_HELP,
     "",
@@ -65,21 +113,28 @@ async function runDump(args: readonly string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
   const limitText = (values.length ?? values.limit) as string | undefined;
-  const limit = limitText === undefined
-    ? Infinity
-    : parseIntegerFlag(limitText, "length", 0, Number.MAX_SAFE_INTEGER);
+  const limit = limitText === undefined ? Infinity : lengthLimit(limitText);
   const start = values.offset === undefined
     ? 0
     : parseIntegerFlag(values.offset as string, "offset", 0, Number.MAX_SAFE_INTEGER);
+  const colour = wantsColour(args);
   const client = await NbdClient.connect(positionals[0], { metaContexts: [BASE_ALLOCATION] });
+  // As nbddump: a dump cut short by a signal ends its line and restores the
+  // colours (after the write under way), and the exit status is 1.
+  let writing = Promise.resolve();
+  const write = (text: Uint8Array) => writing = writeStdout(text);
+  const interrupted = () => {
+    writing.finally(() => writeStdout(colour ? "\n\x1b[0m" : "\n")).finally(() => Deno.exit(1));
+  };
+  for (const signal of ENDING_SIGNALS) Deno.addSignalListener(signal, interrupted);
   try {
     if (start > client.size) {
       throw new UsageError(`offset ${start} is beyond the end of the export (${client.size})`);
     }
     const end = start + Math.min(client.size - start, limit);
-    const dump = new Hexdump(client.size, start);
+    const dump = new Hexdump(client.size, { start, colour });
     for await (const { offset, length, zero } of stretches(client, start, end)) {
-      if (zero) await writeStdout(dump.zeroes(length));
+      if (zero) await write(dump.zeroes(length));
       else {
         for (let done = 0; done < length; done += READ_CHUNK) {
           const bytes = await readAligned(
@@ -87,12 +142,13 @@ async function runDump(args: readonly string[]): Promise<number> {
             offset + done,
             Math.min(READ_CHUNK, length - done),
           );
-          await writeStdout(dump.data(bytes));
+          await write(dump.data(bytes));
         }
       }
     }
-    await writeStdout(dump.end());
+    await write(dump.end());
   } finally {
+    for (const signal of ENDING_SIGNALS) Deno.removeSignalListener(signal, interrupted);
     await client.disconnect();
   }
   return 0;

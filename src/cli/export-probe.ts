@@ -41,6 +41,7 @@ import {
 import { type NbdUri, parseNbdUri } from "../nbd/client/uri.ts";
 import { NBD_FLAG } from "../nbd/protocol.ts";
 import type { ExportReport, ServerReport } from "./export-report.ts";
+import { probeContent } from "./content-probe.ts";
 import { libnbdUri } from "./libnbd-uri.ts";
 
 /** An export the server would not describe, and why. */
@@ -76,12 +77,31 @@ export function libnbdFlags(flags: number, structured: boolean): number {
   return result;
 }
 
+/** What to ask a server. */
+export interface ProbeOptions {
+  /** Every export the server lists (descriptions then come from the list), not only the URI's. */
+  readonly all: boolean;
+  /**
+   * Also describe each export's first bytes with file(1), as nbdinfo's
+   * content probe: each export is then described on a connection of its own
+   * that enters transmission after NBD_OPT_INFO and LIST_META_CONTEXT.
+   */
+  readonly content?: boolean;
+}
+
+/** The handshake style a report names. */
+function protocolOf(fixedNewstyle: boolean): string {
+  return fixedNewstyle ? "newstyle-fixed" : "newstyle";
+}
+
 /**
  * Describe the export `uri` names or, with `all`, every export the server
  * lists (descriptions then come from the list, as nbdinfo --list does).
  */
-export async function probeServer(uri: string, options: { all: boolean }): Promise<ProbeResult> {
+export async function probeServer(uri: string, options: ProbeOptions): Promise<ProbeResult> {
   const target = parseNbdUri(uri);
+  const content = options.content ?? false;
+  if (content && !options.all) return await probeOneWithContent(target);
   const probed = await withNegotiation(target, async (session) => {
     await session.requestStructuredReplies();
     const listed = options.all
@@ -89,7 +109,11 @@ export async function probeServer(uri: string, options: { all: boolean }): Promi
       : [{ name: target.exportName, description: undefined }];
     const outcomes: SessionOutcome[] = [];
     for (const { name, description } of listed) {
-      outcomes.push(await describeInSession(session, target, name, description));
+      outcomes.push(
+        content
+          ? { needsGo: name, listedDescription: description }
+          : await describeInSession(session, target, name, description),
+      );
     }
     return {
       fixedNewstyle: session.fixedNewstyle,
@@ -102,19 +126,42 @@ export async function probeServer(uri: string, options: { all: boolean }): Promi
   const failures: ExportFailure[] = [];
   for (const outcome of probed.outcomes) {
     const settled = "needsGo" in outcome
-      ? await describeWithGo(target, outcome.needsGo, outcome.listedDescription)
+      ? await describeWithGo(target, outcome.needsGo, outcome.listedDescription, content)
       : outcome;
     if ("report" in settled) exports.push(settled.report);
     else failures.push(settled.failure);
   }
   return {
     report: {
-      protocol: probed.fixedNewstyle ? "newstyle-fixed" : "newstyle",
+      protocol: protocolOf(probed.fixedNewstyle),
       tls: probed.tls,
       structured: probed.structured,
       exports,
     },
     failures,
+  };
+}
+
+/**
+ * The export `target` names, described and its content probed on one
+ * connection, as nbdinfo does without --list: a server that serves one
+ * client and then exits (qemu-nbd without -t) is asked only once.
+ */
+async function probeOneWithContent(target: NbdUri): Promise<ProbeResult> {
+  let fixedNewstyle: boolean | undefined;
+  const settled = await describeWithGo(target, target.exportName, undefined, true, (session) => {
+    fixedNewstyle = session.fixedNewstyle;
+  });
+  if (fixedNewstyle === undefined && "failure" in settled) throw settled.failure.error;
+  const report = "report" in settled ? [settled.report] : [];
+  return {
+    report: {
+      protocol: protocolOf(fixedNewstyle ?? true),
+      tls: settled.negotiated?.tls ?? false,
+      structured: settled.negotiated?.structured ?? false,
+      exports: report,
+    },
+    failures: "failure" in settled ? [settled.failure] : [],
   };
 }
 
@@ -155,24 +202,50 @@ async function listContexts(session: NegotiationSession, name: string): Promise<
   }
 }
 
-/** Describe `name` by entering transmission on it; contexts cannot be listed then. */
+/**
+ * Describe `name` on a connection of its own that enters transmission on it.
+ * With `content`, the export is first asked with NBD_OPT_INFO and its
+ * contexts listed (as nbdinfo does before it reads), and its first bytes
+ * are probed; without, only GO describes it and contexts cannot be listed.
+ * `onSession` sees the option session before the export is chosen.
+ */
 async function describeWithGo(
   target: NbdUri,
   name: string,
   listedDescription: string | undefined,
-): Promise<{ report: ExportReport } | { failure: ExportFailure }> {
+  content: boolean,
+  onSession?: (session: NegotiationSession) => void,
+): Promise<
+  ({ report: ExportReport } | { failure: ExportFailure }) & { negotiated?: Negotiated }
+> {
+  let described: SessionOutcome | undefined;
   let client: NbdClient;
   try {
-    client = await NbdClient.connect(target, { exportName: name });
+    client = await NbdClient.connect(target, {
+      exportName: name,
+      beforeGo: async (session) => {
+        onSession?.(session);
+        if (content) described = await describeInSession(session, target, name, listedDescription);
+      },
+    });
   } catch (error) {
     if (error instanceof DenbdError) return { failure: { name, error } };
     throw error;
   }
-  await client.disconnect();
-  const { details, structuredReplies: structured, tls } = client;
-  return {
-    report: exportReport(target, name, details, { structured, tls }, null, listedDescription),
-  };
+  try {
+    const { details, structuredReplies: structured, tls } = client;
+    const negotiated = { structured, tls };
+    const report = described && "report" in described
+      ? described.report
+      : exportReport(target, name, details, negotiated, null, listedDescription);
+    const probed = content ? await probeContent(client, report.size) : undefined;
+    return {
+      report: probed === undefined ? report : { ...report, content: probed },
+      negotiated,
+    };
+  } finally {
+    await client.disconnect();
+  }
 }
 
 /** What was negotiated on the connection an export was described on. */

@@ -31,6 +31,8 @@ export interface ExportReport {
   readonly description?: string;
   /** Size in bytes, as the server reported it. */
   readonly size: number;
+  /** What file(1) says of its first bytes, when its content was probed (even if empty). */
+  readonly content?: string;
   /** The URI that names it. */
   readonly uri: string;
   /** Its metadata contexts, or null when they could not be listed. */
@@ -97,6 +99,7 @@ export function formatReportText(report: ServerReport): string {
     lines.push(`export=${jsonString(entry.name)}:`);
     if (entry.description) lines.push(`\tdescription: ${entry.description}`);
     lines.push(`\texport-size: ${entry.size}${size.scaled ? ` (${size.text})` : ""}`);
+    if (entry.content !== undefined) lines.push(`\tcontent: ${entry.content}`);
     lines.push(`\turi: ${entry.uri}`);
     if (entry.contexts) {
       lines.push("\tcontexts:", ...entry.contexts.map((context) => `\t\t${context}`));
@@ -122,6 +125,7 @@ export function formatReportJson(report: ServerReport): string {
 function exportJson(entry: ExportReport): string {
   const members = [`"export-name": ${jsonString(entry.name)}`];
   if (entry.description) members.push(`"description": ${jsonString(entry.description)}`);
+  if (entry.content !== undefined) members.push(`"content": ${jsonString(entry.content)}`);
   members.push(`"uri": ${jsonString(entry.uri)}`);
   if (entry.contexts) {
     const names = entry.contexts.map((context) => `\t\t${jsonString(context)}`).join(",\n");

@@ -1,7 +1,8 @@
 /**
- * `denbd info URI`: describe one export as `nbdinfo --no-content URI` does,
- * in its text or JSON layout, or answer one question about it as
- * `nbdinfo --size` and `nbdinfo --can/--is` do (exit status 0 yes, 2 no).
+ * `denbd info URI`: describe one export as `nbdinfo URI` does, in its text
+ * or JSON layout, with what file(1) says of its first bytes unless
+ * --no-content; or answer one question about it as `nbdinfo --size` and
+ * `nbdinfo --can/--is` do (exit status 0 yes, 2 no).
  *
  * @module
  */
@@ -72,11 +73,11 @@ const INFO_FLAGS = {
   },
   totals: { help: "with --map: print the bytes and share of each type instead" },
   list: { short: "L", help: "list the server's exports, as 'denbd list'" },
-  "no-content": { help: "do not probe the content (what denbd info always does)" },
   content: {
-    help: "probe the content with file(1)",
-    notBuilt: "denbd info does not run file(1); 'denbd dump -n 512 URI' shows the first bytes",
+    help: "describe the first 8 KiB with file(1) " +
+      "(the default, except with --list; never with --size, --can, --is or --map)",
   },
+  "no-content": { help: "do not read the export to describe its content" },
   help: { short: "h", help: "show this help and exit" },
 } as const satisfies FlagTable;
 
@@ -91,14 +92,13 @@ function withMapContext(args: readonly string[]): string[] {
 /** The --help text of `denbd info`. */
 function infoHelp(): string {
   return [
-    "Usage: denbd info [--json] URI",
+    "Usage: denbd info [--json] [--no-content] URI",
     "       denbd info --size URI",
     "       denbd info --can WHAT | --is WHAT URI",
     "       denbd info --map[=CONTEXT] [--totals] [--json] URI",
-    "       denbd info -L|--list [--json] URI",
-    "Describe the export URI names, as 'nbdinfo --no-content URI' does: protocol, size,",
-    "metadata contexts, capabilities and block sizes. The content is not probed (file(1) is",
-    "not run).",
+    "       denbd info -L|--list [--content] [--json] URI",
+    "Describe the export URI names, as 'nbdinfo URI' does: protocol, size, content (what",
+    "file(1) says of its first 8 KiB), metadata contexts, capabilities and block sizes.",
     "",
     ...NBD_URI_HELP,
     "",
@@ -125,8 +125,13 @@ async function runInfo(args: readonly string[]): Promise<number> {
   if ([values.size, values.can, values.is, mapping, values.list].filter(Boolean).length > 1) {
     throw new UsageError("--size, --can, --is, --map and --list cannot be used together");
   }
+  if (values.content && values["no-content"]) {
+    throw new UsageError("you cannot use --content and --no-content together (as nbdinfo)");
+  }
   const json = values.json ? ["--json"] : [];
-  if (values.list) return await listCommand.run([...json, uri]);
+  if (values.list) {
+    return await listCommand.run([...json, ...(values.content ? ["--content"] : []), uri]);
+  }
   if (mapping) {
     const context = (values.map as string | undefined) ?? BASE_ALLOCATION;
     const totals = values.totals ? ["--totals"] : [];
@@ -139,7 +144,8 @@ async function runInfo(args: readonly string[]): Promise<number> {
     await writeStdout(`${client.size}\n`);
     return 0;
   }
-  const { report, failures } = await probeServer(uri, { all: false });
+  const content = !values["no-content"];
+  const { report, failures } = await probeServer(uri, { all: false, content });
   if (failures.length) {
     const [failure] = failures;
     throw new DenbdError(

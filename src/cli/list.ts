@@ -17,13 +17,14 @@ import { NBD_URI_HELP } from "./uri-help.ts";
 /** The flags of `denbd list`. */
 const LIST_FLAGS = {
   json: { help: "print the list as JSON (as nbdinfo --list --json)" },
+  content: { help: "describe each export's first 8 KiB with file(1) (as nbdinfo --content)" },
   help: { short: "h", help: "show this help and exit" },
 } as const satisfies FlagTable;
 
 /** The --help text of `denbd list`. */
 function listHelp(): string {
   return [
-    "Usage: denbd list [--json] URI",
+    "Usage: denbd list [--json] [--content] URI",
     "List the exports of the server URI names and describe each, as 'nbdinfo --list URI'",
     "does. The export name in URI is ignored. Sizes are what the server answers to",
     "NBD_OPT_INFO (nbd-server, for one, answers 0).",
@@ -42,7 +43,10 @@ async function runList(args: readonly string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
-  const { report, failures } = await probeServer(positionals[0], { all: true });
+  const { report, failures } = await probeServer(positionals[0], {
+    all: true,
+    content: values.content === true,
+  });
   await writeStdout(values.json ? formatReportJson(report) : formatReportText(report));
   for (const failure of failures) console.error(`denbd list: ${failureMessage(failure)}`);
   return failures.length ? 1 : 0;

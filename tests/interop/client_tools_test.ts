@@ -62,8 +62,9 @@ async function compare(comparisons: readonly Comparison[], referenceFails = fals
 /** info and list, as text and JSON, and --size. */
 function describing(uri: string): Comparison[] {
   return [
-    [["info", uri], ["nbdinfo", "--no-content", uri]],
-    [["info", "--json", uri], ["nbdinfo", "--no-content", "--json", uri]],
+    [["info", uri], ["nbdinfo", uri]],
+    [["info", "--json", uri], ["nbdinfo", "--json", uri]],
+    [["info", "--no-content", uri], ["nbdinfo", "--no-content", uri]],
     [["list", uri], ["nbdinfo", "--list", uri]],
     [["list", "--json", uri], ["nbdinfo", "--list", "--json", uri]],
     [["info", "--size", uri], ["nbdinfo", "--size", uri]],
@@ -81,6 +82,13 @@ function mapping(uri: string, context = "base:allocation"): Comparison[] {
 /** nbdinfo's own spellings of a map and a list, with denbd info in its place. */
 function asNbdinfo(uri: string): Comparison[] {
   return [
+    [],
+    ["--json"],
+    ["--content", "-L"],
+    ["--content", "--list", "--json"],
+    ["--content", "--size"],
+    ["--content", "--map"],
+    ["--content", "--can", "write"],
     ["--map"],
     ["--map=qemu:allocation-depth"],
     ["--map", "--totals"],
@@ -131,8 +139,8 @@ Deno.test(
         const totalsAlone = await denbd("info", "--totals", server.uri);
         assert.equal(totalsAlone.code, 1);
         assert.match(totalsAlone.stderr, /you must use --totals only with --map option/);
-        const content = await denbd("info", "--content", server.uri);
-        assert.match(content.stderr, /--content is not supported yet/);
+        const both = ["--content", "--no-content", server.uri];
+        await compare([[["info", ...both], ["nbdinfo", ...both]]], true);
         const info = await denbd("info", server.uri);
         assert.match(info.stdout, /\tcontexts:\n\t\tbase:allocation\n\t\tqemu:allocation-depth\n/);
       });
@@ -156,7 +164,7 @@ Deno.test(
           ...mapping(server.uri, "qemu:allocation-depth"),
           ...mapping(server.uri),
           ...dumping(server.uri, [65540]),
-          [["info", server.uri], ["nbdinfo", "--no-content", server.uri]],
+          [["info", server.uri], ["nbdinfo", server.uri]],
         ]);
         const depth = await denbd("map", "--context", "qemu:allocation-depth", server.uri);
         assert.match(depth.stdout, / {2}backing depth 2\n/);
@@ -209,6 +217,16 @@ Deno.test(
     });
     await withNbdkit("pattern", ["size=1000003"], async (server) => {
       await compare([...mapping(server.uri), ...dumping(server.uri, [999999])]);
+      // -n as nbddump 1.14 reads it (scanf's %lu): no size suffixes, a sign, space before.
+      await compare(
+        ["1k", " +20", "-1", "99999999999999999999999"].map((
+          n,
+        ): Comparison => [["dump", "-n", n, server.uri], ["nbddump", "-n", n, server.uri]]),
+      );
+      await compare(
+        [[["dump", "-n", "k1", server.uri], ["nbddump", "-n", "k1", server.uri]]],
+        true,
+      );
       // --offset (which nbddump 1.14 lacks): the pattern never repeats a line, so a
       // dump from 4096 is exactly those lines of the whole dump, addresses included.
       const whole = await run("nbddump", [server.uri]);
@@ -293,13 +311,14 @@ Deno.test(
     ];
     await withNbdkit("eval", script, async (server) => {
       await compare([
-        [["info", server.uri], ["nbdinfo", "--no-content", server.uri]],
-        [["info", "--json", server.uri], ["nbdinfo", "--no-content", "--json", server.uri]],
+        [["info", server.uri], ["nbdinfo", server.uri]],
+        [["info", "--json", server.uri], ["nbdinfo", "--json", server.uri]],
       ]);
-      // Both show a and c, report b on stderr and exit 1.
+      // Both show a and c, report b on stderr and exit 1, with and without content.
       await compare([
         [["list", server.uri], ["nbdinfo", "--list", server.uri]],
         [["list", "--json", server.uri], ["nbdinfo", "--list", "--json", server.uri]],
+        [["list", "--content", server.uri], ["nbdinfo", "--list", "--content", server.uri]],
       ], true);
       const json = await denbd("list", "--json", server.uri);
       assert.deepEqual(
@@ -325,6 +344,8 @@ Deno.test(
       await withStarted(() => startNbdServer(dir, image), async (server) => {
         await compare([
           ...describing(server.uri),
+          // nbd-server describes a size of 0 with NBD_OPT_INFO: file(1) is shown no bytes.
+          [["list", "--content", server.uri], ["nbdinfo", "--list", "--content", server.uri]],
           ...dumping(server.uri),
           ...asking(server.uri, ["df", "sr", "write"]),
         ]);
@@ -356,10 +377,268 @@ Deno.test(
       const socket = join(dir, "nbd.sock");
       await withServer(startDenbd, { args, socket, exportName: "disk" }, async (server) => {
         await compare([
-          [["info", server.uri], ["nbdinfo", "--no-content", server.uri]],
+          [["info", server.uri], ["nbdinfo", server.uri]],
           [["list", "--json", server.uri], ["nbdinfo", "--list", "--json", server.uri]],
         ]);
       });
+    });
+  },
+);
+
+/**
+ * Images whose first bytes file(1) recognises, in `dir`: an ext4 file
+ * system, an MBR with one partition, a qcow2 header (served as raw), text
+ * shorter than nbdinfo's 8 KiB, an empty file and zeroes.
+ */
+async function makeRecognisableImages(dir: string): Promise<string[]> {
+  await makeSparseImage(join(dir, "ext4.img"), 4 * MiB);
+  await check("mkfs.ext4", ["-q", "-F", "-L", "denbd", join(dir, "ext4.img")]);
+  const mbr = new Uint8Array(MiB);
+  // Partition 1: active, type 0x83, from sector 2048 for 1024 sectors.
+  mbr.set([0x80, 0, 0, 0, 0x83, 0, 0, 0, 0, 8, 0, 0, 0, 4, 0, 0], 446);
+  mbr.set([0x55, 0xaa], 510);
+  await Deno.writeFile(join(dir, "mbr.img"), mbr);
+  await check("qemu-img", ["create", "-q", "-f", "qcow2", join(dir, "qcow2.img"), "1G"]);
+  await Deno.writeTextFile(join(dir, "text.img"), "a line of plain text\n".repeat(100));
+  await Deno.writeFile(join(dir, "empty.img"), new Uint8Array(0));
+  await makeSparseImage(join(dir, "zero.img"), MiB);
+  return ["ext4.img", "mbr.img", "qcow2.img", "text.img", "empty.img", "zero.img"];
+}
+
+/** info with its default content probe, as text and JSON. */
+function probing(uri: string): Comparison[] {
+  return [
+    [["info", uri], ["nbdinfo", uri]],
+    [["info", "--json", uri], ["nbdinfo", "--json", uri]],
+  ];
+}
+
+/** `denbd ARGS...` or `TOOL ARGS...` with a PATH that has no file(1). */
+async function withoutFile(command: string, args: readonly string[]): Promise<CommandResult> {
+  const output = await new Deno.Command(command, {
+    args: [...args],
+    env: { PATH: "/nonexistent" },
+    stdin: "null",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test(
+  "content probe: file(1) on ext4, MBR, qcow2, text, empty and zero images, as nbdinfo",
+  needs("nbdinfo", "nbdkit", "qemu-nbd", "qemu-img", "mkfs.ext4", "file"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const names = await makeRecognisableImages(dir);
+      // nbdkit serves every file of the directory as an export of its name.
+      await withNbdkit("file", [`dir=${dir}`], async (server) => {
+        const list = ["--list", "--content", server.uri];
+        await compare([
+          [["list", "--content", server.uri], ["nbdinfo", ...list]],
+          [["info", "--json", ...list], ["nbdinfo", "--json", ...list]],
+          ...names.flatMap((name) => probing(server.uri + name)),
+        ]);
+        const listed = JSON.parse((await denbd("list", "--content", "--json", server.uri)).stdout);
+        const content = Object.fromEntries(
+          listed.exports.map((e: Record<string, string>) => [e["export-name"], e.content]),
+        );
+        assert.match(content["ext4.img"], /^Linux rev 1\.0 ext4 filesystem data.*"denbd"/);
+        assert.match(content["mbr.img"], /^DOS\/MBR boot sector; partition 1 : ID=0x83, active/);
+        assert.match(content["qcow2.img"], /^QEMU QCOW2? Image/);
+        assert.equal(content["text.img"], "ASCII text");
+        assert.equal(content["empty.img"], "empty");
+        assert.equal(content["zero.img"], "data");
+        const plain = await denbd("list", server.uri);
+        assert.ok(!plain.stdout.includes("content"), "--list alone probes nothing");
+      });
+      const mbr = { args: ["-t", "-f", "raw", "-x", "mbr", join(dir, "mbr.img")] };
+      await withServer(startQemuNbd, { ...mbr, exportName: "mbr" }, async (server) => {
+        await compare(probing(server.uri));
+      });
+      const ext4 = ["-t", "-f", "raw", "-x", "disk", join(dir, "ext4.img")];
+      await withServer(startDenbd, { args: ext4, exportName: "disk" }, async (server) => {
+        await compare(probing(server.uri));
+      });
+    });
+  },
+);
+
+Deno.test(
+  "content probe on one connection: qemu-nbd without -t serves nbdinfo and denbd info alike",
+  needs("nbdinfo", "qemu-nbd", "file"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "disk.img");
+      await makeSparseImage(image, MiB, [[0, 4096]]);
+      const socket = join(dir, "nbd.sock");
+      // Without -t, qemu-nbd serves one client and exits: the describing and
+      // the reading must share one connection.
+      const once = async (command: string[]) => {
+        const start = { args: ["-f", "raw", "-r", image], socket };
+        return await withServer(startQemuNbd, start, async (server) => {
+          const [tool, ...args] = command;
+          const result = tool === "denbd" ? await denbd(...args, server.uri) : await run(
+            tool,
+            [...args, server.uri],
+          );
+          assert.equal(await server.exited(), 0, "qemu-nbd exits after its one client");
+          return result;
+        });
+      };
+      for (const json of [[], ["--json"]]) {
+        const theirs = await once(["nbdinfo", ...json]);
+        const mine = await once(["denbd", "info", ...json]);
+        assert.equal(theirs.code, 0, theirs.stderr);
+        assert.equal(mine.code, 0, mine.stderr);
+        assert.equal(mine.stdout, theirs.stdout);
+        assert.match(mine.stdout, /content/);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "content probe without file(1): the shell's message, and no content line",
+  needs("nbdinfo", "nbdkit"),
+  async () => {
+    await withNbdkit("data", ['"hello" @4095 1', "size=1M"], async (server) => {
+      const [deno, prefix] = denbdCommand();
+      const mine = await withoutFile(deno, [...prefix, "info", server.uri]);
+      const theirs = await withoutFile("/usr/bin/nbdinfo", [server.uri]);
+      for (const result of [mine, theirs]) {
+        assert.equal(result.code, 0, result.stderr);
+        assert.match(result.stderr, /file: not found/);
+      }
+      assert.ok(!mine.stdout.includes("content"), mine.stdout);
+      // nbdinfo 1.14.2 prints a content line of whatever its getline(3) buffer
+      // held (uninitialised bytes): the rest of its output is denbd's.
+      assert.equal(theirs.stdout.replace(/\tcontent: [^]*?\n(?=\turi: )/, ""), mine.stdout);
+    });
+  },
+);
+
+/**
+ * nbdkit's data plugin with every byte value, text with letters, digits and
+ * punctuation, a hole of more than a MiB (dumped without being read) and a
+ * last line of 7 bytes.
+ */
+const COLOUR_DATA = [
+  `${Array.from({ length: 256 }, (_, byte) => byte).join(" ")} @4096 "Hello, World! 123 ~{}" ` +
+  "@3145728 255 1 2 32 126 127 128",
+  `size=${3 * MiB + 7}`,
+];
+
+/** `command args`, its output read until past `after` bytes, then SIGTERM; its status and output. */
+async function interrupted(
+  command: string,
+  args: readonly string[],
+  after: number,
+): Promise<{ code: number; output: Uint8Array }> {
+  const child = new Deno.Command(command, {
+    args: [...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    signal: AbortSignal.timeout(60_000),
+  }).spawn();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of child.stdout) {
+    if (total < after && total + chunk.length >= after) child.kill("SIGTERM");
+    chunks.push(chunk);
+    total += chunk.length;
+  }
+  const output = new Uint8Array(total);
+  chunks.reduce((at, chunk) => (output.set(chunk, at), at + chunk.length), 0);
+  return { code: (await child.status).code, output };
+}
+
+Deno.test(
+  "dump --color and its spellings: nbddump's escapes and Unicode marks, byte for byte",
+  needs("nbddump", "nbdkit"),
+  async () => {
+    await withNbdkit("data", COLOUR_DATA, async (server) => {
+      const dumps: string[][] = [
+        ["--color"],
+        ["--colour"],
+        ["--colors", "-n", "4100"],
+        ["--colours", "-n", "20"],
+        ["--no-color"],
+        ["--color", "--no-colour"],
+        ["--no-colors", "--colour"],
+        ["--no-colours", "-n", "300"],
+      ];
+      await compare(
+        dumps.map((flags) => [["dump", ...flags, server.uri], ["nbddump", ...flags, server.uri]]),
+      );
+      const coloured = await denbd("dump", "--color", server.uri);
+      const lines = coloured.stdout.split("\n");
+      assert.equal(
+        lines[2],
+        "\x1b[0m\x1b[22;32m0000000020\x1b[22;90m: " +
+          Array.from(
+            { length: 16 },
+            (_, i) => `\x1b[1;34m${(32 + i).toString(16)} ${i === 7 ? " " : ""}`,
+          )
+            .join("") +
+          "\x1b[22;90m\u2502" +
+          [..." !\"#$%&'()*+,-./"].map((c) => `\x1b[1;35m${c}`).join("") +
+          "\x1b[22;90m\u2502",
+        "line 0x20: printable punctuation bright magenta, non-zero hex bright blue",
+      );
+      assert.ok(lines.includes("\x1b[0m\u2606"), "squashed lines are a star");
+      assert.ok(coloured.stdout.endsWith("\u2502\n\x1b[0m"), "the last line resets the colours");
+    });
+  },
+);
+
+Deno.test(
+  "dump on a terminal colours by default, as nbddump (both run under script(1))",
+  needs("nbddump", "nbdkit", "script"),
+  async () => {
+    await withNbdkit("data", COLOUR_DATA, async (server) => {
+      const [deno, prefix] = denbdCommand();
+      const onTerminal = (command: string[]) =>
+        run("script", ["-qec", command.map((word) => `'${word}'`).join(" "), "/dev/null"]);
+      const mine = await onTerminal([deno, ...prefix, "dump", "-n", "8192", server.uri]);
+      const theirs = await onTerminal(["nbddump", "-n", "8192", server.uri]);
+      assert.equal(theirs.code, 0, theirs.stderr);
+      assert.equal(mine.code, 0, mine.stderr);
+      assert.ok(theirs.stdout.startsWith("\x1b[22;32m0000000000"), "nbddump colours a terminal");
+      assert.equal(mine.stdout, theirs.stdout);
+    });
+  },
+);
+
+Deno.test(
+  "dump stopped by SIGTERM ends its line, resets the colours and exits 1, as nbddump",
+  needs("nbddump", "nbdkit"),
+  async () => {
+    await withNbdkit("pattern", ["size=256M"], async (server) => {
+      const [deno, prefix] = denbdCommand();
+      for (const colour of [true, false]) {
+        const flag = colour ? "--color" : "--no-color";
+        const ending = new TextEncoder().encode(colour ? "\n\x1b[0m" : "\n");
+        for (
+          const [command, args] of [
+            ["nbddump", [flag, server.uri]],
+            [deno, [...prefix, "dump", flag, server.uri]],
+          ] as const
+        ) {
+          const { code, output } = await interrupted(command, args, 65536);
+          assert.equal(code, 1, `${command} ${flag}`);
+          assert.deepEqual(
+            output.subarray(output.length - ending.length),
+            ending,
+            `${command} ${flag}`,
+          );
+        }
+      }
     });
   },
 );
@@ -542,10 +821,10 @@ Deno.test("denbd help COMMAND is COMMAND --help; a mistyped command gets a sugge
 Deno.test("--help of every command names its flags", async () => {
   for (
     const [command, flags] of [
-      ["info", ["--json", "--size", "--can", "--is"]],
+      ["info", ["--json", "--size", "--can", "--is", "--content", "--no-content"]],
       ["list", ["--json"]],
       ["map", ["--context", "--totals", "--json"]],
-      ["dump", ["--length", "--limit"]],
+      ["dump", ["--length", "--limit", "--color", "--colour", "--no-color", "--no-colour"]],
     ] as const
   ) {
     const help = await denbd(command, "--help");

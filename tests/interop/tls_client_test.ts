@@ -155,9 +155,9 @@ async function withQemuNbdTls(
   });
 }
 
-/** `denbd info URI` succeeds and prints what `nbdinfo --no-content URI` prints; its output. */
+/** `denbd info URI` succeeds and prints what `nbdinfo URI` prints (content included); its output. */
 async function infoAsNbdinfo(uri: string, what: string): Promise<string> {
-  const [mine, theirs] = [await denbd("info", uri), await run("nbdinfo", ["--no-content", uri])];
+  const [mine, theirs] = [await denbd("info", uri), await run("nbdinfo", [uri])];
   succeeded(theirs, `nbdinfo ${what}`);
   succeeded(mine, `denbd info ${what}`);
   assert.equal(mine.stdout, theirs.stdout, what);
@@ -179,8 +179,8 @@ Deno.test(
     await withQemuNbdTls(server, async (qemu) => {
       const uri = withQuery(qemu.uri, { "tls-certificates": client });
       const comparisons: [string[], string, string[]][] = [
-        [["info", uri], "nbdinfo", ["--no-content", uri]],
-        [["info", "--json", uri], "nbdinfo", ["--no-content", "--json", uri]],
+        [["info", uri], "nbdinfo", [uri]],
+        [["info", "--json", uri], "nbdinfo", ["--json", uri]],
         [["list", uri], "nbdinfo", ["--list", "--no-content", uri]],
         [["map", uri], "nbdinfo", ["--map", uri]],
         [["dump", "-n", "70000", uri], "nbddump", ["-n", "70000", uri]],

@@ -149,3 +149,26 @@ Deno.test("libnbd's view of the flags: DF needs structured replies, fast zero ne
     all & ~NBD_FLAG.SEND_WRITE_ZEROES & ~NBD_FLAG.SEND_FAST_ZERO,
   );
 });
+
+Deno.test("content: after the size in text, after the description in JSON; empty still shown", () => {
+  const described = (content: string): ServerReport => ({
+    ...QEMU_REPORT,
+    exports: [{ ...QEMU_EXPORT, content }],
+  });
+  const mbr = 'DOS/MBR boot sector; "x"\tID=0x83';
+  assert.ok(
+    formatReportText(described(mbr)).includes(
+      `\texport-size: 67108864 (64M)\n\tcontent: ${mbr}\n\turi: nbd:`,
+    ),
+  );
+  assert.ok(
+    formatReportJson(described(mbr)).includes(
+      '\t"description": "desc \\"x\\"",\n' +
+        '\t"content": "DOS/MBR boot sector; \\"x\\"\\u0009ID=0x83",\n\t"uri": ',
+    ),
+  );
+  assert.equal(JSON.parse(formatReportJson(described(mbr))).exports[0].content, mbr);
+  assert.ok(formatReportText(described("")).includes("(64M)\n\tcontent: \n\turi: "));
+  assert.ok(formatReportJson(described("")).includes('\t"content": "",\n'));
+  assert.ok(!formatReportText(QEMU_REPORT).includes("content"));
+});

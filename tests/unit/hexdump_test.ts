@@ -113,3 +113,35 @@ Deno.test("any split into data and zero pieces dumps like nbddump", () => {
     assert.equal(dump(bytes, size, pieces), reference(bytes, size), `round ${round}`);
   }
 });
+
+/** nbddump's escapes, by what they colour. */
+const GREEN = "\x1b[22;32m";
+const GREY = "\x1b[22;90m";
+const BLUE = "\x1b[1;34m";
+const RED = "\x1b[1;31m";
+const MAGENTA = "\x1b[1;35m";
+const RESET = "\x1b[0m";
+
+Deno.test("colour: an escape before each part, Unicode marks, a reset after each line", () => {
+  // nbdkit data "0 0x41 0x2e 0xff" size=4 through nbddump --color, as 1.14.2 printed it.
+  const hexdump = new Hexdump(4, { colour: true });
+  const text = decoder.decode(hexdump.data(new Uint8Array([0, 0x41, 0x2e, 0xff]))) +
+    decoder.decode(hexdump.end());
+  assert.equal(
+    text,
+    `${GREEN}0000000000${GREY}: ${GREY}00 ${BLUE}41 ${BLUE}2e ${BLUE}ff ${GREY}` +
+      `${" ".repeat(3 * 12 + 1)}\u2502${GREY}\u00b7${RED}A${MAGENTA}.${GREY}\u00b7${GREY}` +
+      `${" ".repeat(12)}\u2502\n${RESET}`,
+  );
+});
+
+Deno.test("colour: squashed zero lines are one star, from any start", () => {
+  const zeroLine = (address: string) =>
+    `${GREEN}${address}${GREY}: ${`${GREY}00 `.repeat(8)} ${`${GREY}00 `.repeat(8)}${GREY}` +
+    `\u2502${`${GREY}\u00b7`.repeat(16)}${GREY}\u2502\n${RESET}`;
+  const hexdump = new Hexdump(80, { start: 16, colour: true });
+  assert.equal(
+    decoder.decode(hexdump.zeroes(64)) + decoder.decode(hexdump.end()),
+    zeroLine("0000000010") + "\u2606\n" + zeroLine("0000000040"),
+  );
+});

@@ -95,6 +95,11 @@ export interface ConnectOptions extends SessionOptions {
   readonly metaContexts?: readonly string[];
   /** Connections to open when the server allows several (default 1). */
   readonly connections?: number;
+  /**
+   * Run in option mode on each connection, after structured replies and before
+   * the export is chosen (nbdinfo asks NBD_OPT_INFO and LIST_META_CONTEXT there).
+   */
+  readonly beforeGo?: (session: NegotiationSession) => Promise<void>;
 }
 
 /** Options of a write-like request. */
@@ -405,6 +410,7 @@ async function openConnection(
     const structured = options.structuredReplies === false
       ? false
       : await session.requestStructuredReplies();
+    await options.beforeGo?.(session);
     if (options.metaContexts?.length && structured) {
       await session.setMetaContexts(name, options.metaContexts);
     }
