@@ -36,8 +36,8 @@ function suiteWith(name: string, subcommand: Subcommand): CommandSuite {
 Deno.test("readHelp: every Usage form, the prose paragraphs, no flag lines", () => {
   const help = readHelp(DENBD.commands.info.help());
   assert.equal(help.synopsis.length, 5);
-  assert.equal(help.synopsis[0], "denbd info [--json] URI");
-  assert.equal(help.synopsis[4], "denbd info -L|--list [--json] URI");
+  assert.equal(help.synopsis[0], "denbd info [--json] [--no-content] URI");
+  assert.equal(help.synopsis[4], "denbd info -L|--list [--content] [--json] URI");
   assert.ok(help.paragraphs[0][0].startsWith("Describe the export URI names"));
   assert.ok(help.paragraphs.every((paragraph) => !/^\s+-/.test(paragraph[0])));
   assert.match(help.paragraphs.at(-1)![0], /^Exit status/);
@@ -88,7 +88,8 @@ Deno.test("flags not built yet are not offered", () => {
     assert.ok(DENBD.commands.serve.flags[long]?.notBuilt, `${long} is a notBuilt flag`);
     assert.equal(flag("serve", long), undefined, long);
   }
-  assert.equal(flag("info", "content"), undefined);
+  assert.ok(flag("info", "content"), "built since");
+  assert.equal(flag("info", "no-content")?.value.kind, "none");
 });
 
 Deno.test("positionals: files where the synopsis names a path, words, commands", () => {
