@@ -38,7 +38,8 @@ const MAX_REQUESTS = 1024;
 /** The flags of `denbd copy`, spelled as nbdcopy spells them. */
 export const COPY_FLAGS = {
   allocated: {
-    help: "leave no holes: zero ranges are written allocated, no sparse detection",
+    help: "zero ranges are zeroed allocated (no trim) and all-zero blocks are written as " +
+      "data (a file made for the copy keeps the source's holes, as with nbdcopy)",
   },
   connections: {
     short: "C",
@@ -131,10 +132,13 @@ export async function runCopy(args: readonly string[]): Promise<number> {
     return 0;
   }
   const [source, destination] = copyEnds(positionals);
-  const connections = optionalNumber(values.connections, "connections", (value) => {
-    if (value === 0) throw couldNotParse("connections", String(value));
-    return withinBound(value, "connections", MAX_CONNECTIONS);
-  });
+  const connections = typeof values.connections === "string"
+    ? withinBound(
+      unsignedFlag(values.connections, "connections", false),
+      "connections",
+      MAX_CONNECTIONS,
+    )
+    : undefined;
   const requests = withinBound(
     unsignedFlag(values.requests as string, "requests", false),
     "requests",

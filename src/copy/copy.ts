@@ -84,7 +84,10 @@ export interface CopyOptions {
   readonly queueSize?: number;
   /** All-zero blocks of this size in data become zero requests or holes; 0 turns it off. */
   readonly sparseBlock?: number;
-  /** Leave no holes: zero ranges are zeroed allocated and no sparse detection is done. */
+  /**
+   * Leave no holes: zero ranges are zeroed allocated and no sparse detection
+   * is done (a file made for the copy still keeps the source's holes, as with nbdcopy).
+   */
   readonly allocated?: boolean;
   /** The destination already reads as zeroes: zero ranges are skipped. */
   readonly destinationIsZero?: boolean;
@@ -184,9 +187,11 @@ async function run(
       maxInFlight,
       maxBuffers: Math.max(1, Math.min(maxInFlight, Math.floor(bufferBytes / requestSize))),
       sparseBlock: inOrder || allocated ? 0 : options.sparseBlock ?? SPARSE_BLOCK,
-      skipZeroes: (options.destinationIsZero ?? false) || (destination.startsZeroed && !allocated),
+      // As nbdcopy: a file just truncated for the copy needs no zeroing, even with --allocated.
+      skipZeroes: (options.destinationIsZero ?? false) || destination.startsZeroed,
       allocate: allocated,
       extents: options.extents ?? true,
+      zeroPerRequest: synchronous,
       onProgress: progress && ((done, data) => progress.advance(done, data)),
     });
     if (options.flush) {

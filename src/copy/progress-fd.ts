@@ -10,7 +10,9 @@
  *   (so a copy of 16 MiB writes "0/100", "0/100", "100/100");
  * - a copy in order (`--synchronous`, or a stream at either end): a line
  *   after each piece of data copied, giving the bytes done so far over the
- *   size ("0/100" throughout when the size is unknown);
+ *   size ("0/100" throughout when the size is unknown; nbdcopy reads a pipe
+ *   as it comes, up to 64 KiB at a time, denbd a request at a time, so the
+ *   count of these lines differs);
  * - nothing in between for an empty source.
  *
  * @example
@@ -63,7 +65,7 @@ export class ProgressLines implements ProgressReporter {
   advance(bytes: number, data: boolean): void {
     this.#done += bytes;
     if (!this.#inOrder) this.#reachUnits();
-    else if (data) this.#line(this.#done, this.#total ?? -1);
+    else if (data && bytes > 0) this.#line(this.#done, this.#total ?? -1);
   }
 
   /** Write "100/100" when the copy completed. */

@@ -47,7 +47,14 @@
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
 import type { Destination, Source } from "./endpoint.ts";
-import { type ExtentsQuery, planCopy, sparseRuns, type Step, streamSteps } from "./plan.ts";
+import {
+  EXTENTS_WINDOW,
+  type ExtentsQuery,
+  planCopy,
+  sparseRuns,
+  type Step,
+  streamSteps,
+} from "./plan.ts";
 
 /** How {@linkcode transfer} works. */
 export interface TransferSettings {
@@ -65,6 +72,8 @@ export interface TransferSettings {
   readonly allocate: boolean;
   /** Ask the source for its extents; otherwise all of it is read as data. */
   readonly extents: boolean;
+  /** Zero ranges are cut into requests of `requestSize` too, as nbdcopy's synchronous copy. */
+  readonly zeroPerRequest?: boolean;
   /** Told about every `bytes` of the source done: copied (`data`) or zeroed. */
   readonly onProgress?: (bytes: number, data: boolean) => void;
 }
@@ -108,7 +117,7 @@ class Transfer {
       : (offset, length) => Promise.resolve([{ offset, length, zero: false }]);
     const steps = size === undefined
       ? streamSteps(requestSize)
-      : planCopy(size, query, requestSize);
+      : planCopy(size, query, requestSize, EXTENTS_WINDOW, this.#settings.zeroPerRequest);
     try {
       for await (const step of steps) {
         await this.#slot(step.kind === "data");

@@ -182,7 +182,7 @@ export async function startActivatedServer(argv: readonly string[]): Promise<Act
     throw new DenbdError("invalid", "missing command name in the subprocess's command line");
   }
   const lib = symbols();
-  const dir = await Deno.makeTempDir({ dir: SOCKET_PARENT, prefix: "denbd" });
+  const dir = await Deno.makeTempDir({ dir: SOCKET_PARENT, prefix: "denbd-nbd-" });
   const path = `${dir}/sock`;
   let pid: number;
   try {
