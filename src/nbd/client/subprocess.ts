@@ -19,9 +19,11 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { startActivatedServer } from "./subprocess.ts";
- * const server = await startActivatedServer(["sh", "-c", 'test "$LISTEN_FDS" = 1']);
- * assert.match(server.uri, /^nbd\+unix:\/\/\/\?socket=\/tmp\//);
- * await server.stop();
+ * // Any command taking a socket-activated socket: qemu-nbd, nbdkit, denbd serve.
+ * const server = await startActivatedServer(["sh", "-c", 'test "$LISTEN_FDS" = 1 && sleep 5']);
+ * assert.match(server.uri, /^nbd\+unix:\/\/\/\?socket=%2Ftmp%2Fdenbd-nbd-/);
+ * assert.ok(server.pid > 0);
+ * await server.stop(); // SIGTERM, reaped, socket removed
  * ```
  * @module
  */
