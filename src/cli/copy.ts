@@ -90,6 +90,8 @@ export const COPY_FLAGS = {
       "(0: no such bound)",
   },
   verbose: { short: "v", help: "describe both ends and the settings on stderr" },
+  "long-options": { help: "list the long options, one a line (for shell completion)" },
+  "short-options": { help: "list the short options, one a line (for shell completion)" },
   version: { short: "V", help: "show the version and exit" },
   help: { short: "h", help: "show this help and exit" },
 } as const satisfies FlagTable;
@@ -131,6 +133,10 @@ export async function runCopy(args: readonly string[]): Promise<number> {
     console.log(`denbd copy ${VERSION}`);
     return 0;
   }
+  if (values["long-options"] || values["short-options"]) {
+    console.log(optionList(values["long-options"] ? "long" : "short").join("\n"));
+    return 0;
+  }
   const [source, destination] = copyEnds(positionals);
   const connections = typeof values.connections === "string"
     ? withinBound(
@@ -160,6 +166,16 @@ export async function runCopy(args: readonly string[]): Promise<number> {
     onStart: values.verbose ? describePlan : undefined,
   });
   return 0;
+}
+
+/** The options' spellings of one kind, in table order, as nbdcopy's --long-options/--short-options. */
+function optionList(kind: "long" | "short"): string[] {
+  const listing = new Set(["long-options", "short-options"]);
+  return Object.entries(COPY_FLAGS as FlagTable).flatMap(([long, spec]) => {
+    if (listing.has(long)) return [];
+    if (kind === "long") return [`--${long}`];
+    return spec.short ? [`-${spec.short}`] : [];
+  });
 }
 
 /**

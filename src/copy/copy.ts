@@ -131,9 +131,10 @@ export async function copy(
   options: CopyOptions = {},
 ): Promise<number> {
   const threads = options.threads || Infinity;
-  const connections = options.synchronous
-    ? 1
-    : Math.min(options.connections ?? defaultConnections(), threads);
+  // As nbdcopy: one connection on both sides when either end is a subprocess (no multi-conn).
+  const single = options.synchronous || typeof sourceEnd !== "string" ||
+    typeof destinationEnd !== "string";
+  const connections = single ? 1 : Math.min(options.connections ?? defaultConnections(), threads);
   const open = { connections, writeBehind: options.flush ?? false };
   const source = await openSource(sourceEnd, open);
   return await closingOnExit(source, async () => {

@@ -685,6 +685,15 @@ Deno.test(
   },
 );
 
+Deno.test("every option of nbdcopy is one of denbd copy's", needs("nbdcopy"), async () => {
+  for (const listing of ["--long-options", "--short-options"]) {
+    const theirs = (await check("nbdcopy", [listing])).trim().split("\n");
+    const ours = (await denbdCopy(listing)).stdout.trim().split("\n");
+    const extra = listing === "--short-options" ? ["-h"] : [];
+    assert.deepEqual(ours.sort(), [...theirs, ...extra].sort(), listing);
+  }
+});
+
 Deno.test("-v describes both ends and the settings; -V shows the version", async () => {
   await withTempDir(async (dir) => {
     const image = join(dir, "source.img");
