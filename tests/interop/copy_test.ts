@@ -628,6 +628,17 @@ Deno.test(
       const readOnly = await denbdCopy("--", image, ...nbdkit("16M", "-r"));
       assert.match(readOnly.stderr, /^denbd copy: nbdkit: the destination is read-only/);
       await expectStopped();
+      const failingReads = await denbdCopy(
+        "--",
+        ...["[", "nbdkit", "-P", pidFile, "--filter=error", "pattern", "16M"],
+        ...["error-pread=EIO", "error-pread-rate=100%", "]", join(dir, "x.img")],
+      );
+      assert.equal(failingReads.code, 1);
+      assert.match(
+        failingReads.stderr,
+        /^denbd copy: nbdkit: read of \d+ bytes at offset \d+ failed/m,
+      );
+      await expectStopped();
       const missing = await denbdCopy("--", "[", "denbd-no-such-command", "]", "null:");
       assert.equal(missing.code, 1);
       assert.match(missing.stderr, /denbd copy: denbd-no-such-command: /);
