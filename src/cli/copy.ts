@@ -87,7 +87,7 @@ export const COPY_FLAGS = {
     short: "T",
     value: "N",
     help: "denbd runs on one thread; as in nbdcopy, no more than N connections are used " +
-      "(0: no such bound)",
+      "(0: the CPUs)",
   },
   verbose: { short: "v", help: "describe both ends and the settings on stderr" },
   "long-options": { help: "list the long options, one a line (for shell completion)" },

@@ -70,7 +70,7 @@ export interface CopyOptions {
   readonly connections?: number;
   /**
    * nbdcopy's threads: no more connections than this are used (denbd runs on
-   * one thread); 0 or absent for no such bound.
+   * one thread); 0 for the CPUs, as nbdcopy; absent for no such bound.
    */
   readonly threads?: number;
   /** Requests in flight per connection. */
@@ -130,7 +130,9 @@ export async function copy(
   destinationEnd: CopyEnd,
   options: CopyOptions = {},
 ): Promise<number> {
-  const threads = options.threads || Infinity;
+  const threads = options.threads === 0
+    ? navigator.hardwareConcurrency
+    : options.threads ?? Infinity;
   // As nbdcopy: one connection on both sides when either end is a subprocess (no multi-conn).
   const single = options.synchronous || typeof sourceEnd !== "string" ||
     typeof destinationEnd !== "string";

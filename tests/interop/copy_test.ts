@@ -285,7 +285,7 @@ Deno.test(
 );
 
 Deno.test(
-  "--connections 4 opens four connections to a multi-conn server, one otherwise",
+  "--connections 4 opens four connections to a multi-conn server, one otherwise; -T 1 caps them at one",
   needs("nbdkit"),
   async () => {
     await withTempDir(async (dir) => {
@@ -306,13 +306,15 @@ Deno.test(
         await withStarted(() => startNbdkitWith(args), async (server) => {
           await denbdCopyOk("--connections", "4", image, server.uri);
           await denbdCopyOk("-C", "4", server.uri, join(dir, "back.img"));
+          await denbdCopyOk("-T", "1", "-C", "4", image, server.uri);
         });
         assert.equal(await sha256File(join(dir, "back.img")), await sha256File(image));
         const text = await Deno.readTextFile(log);
-        // Two copies, each over `--connections` connections when multi-conn is allowed.
+        // Two copies, each over `--connections` connections when multi-conn is allowed,
+        // then one with -T 1 over one connection.
         counts.push((text.match(/ Connect /g) ?? []).length);
       }
-      assert.deepEqual(counts, [8, 2]);
+      assert.deepEqual(counts, [9, 3]);
     });
   },
 );
@@ -538,6 +540,42 @@ Deno.test(
         usage.push(await allocated(target));
       }
       assert.deepEqual(usage, [IMAGE_SIZE, IMAGE_SIZE]);
+    });
+  },
+);
+
+/** The most reads an nbdkit log filter saw in flight at once. */
+async function readsInFlight(log: string): Promise<number> {
+  let current = 0;
+  let most = 0;
+  for (const line of (await Deno.readTextFile(log)).split("\n")) {
+    if (/ connection=\d+ Read id=/.test(line)) most = Math.max(most, ++current);
+    else if (/ connection=\d+ \.\.\.Read id=/.test(line)) current--;
+  }
+  return most;
+}
+
+Deno.test(
+  "--queue-size bounds the bytes of reads in flight as nbdcopy's does",
+  needs("nbdcopy", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const log = join(dir, "log.txt");
+      // Slow reads (the delay filter under the log filter), so that every read the copier
+      // allows is in flight before the first one is answered.
+      const server = [
+        ...["[", "nbdkit", "--filter=log", "--filter=delay", "pattern", "1M"],
+        ...["rdelay=300ms", `logfile=${log}`, "]"],
+      ];
+      for (const [queueSize, reads] of [[262144, 1], [1048576, 4]]) {
+        for (const [name, [program, prefix]] of copiers()) {
+          await Deno.remove(log).catch(() => {});
+          const args = [...prefix, `--queue-size=${queueSize}`, "--", ...server, "null:"];
+          const result = await run(program, args);
+          assert.equal(result.code, 0, `${name}: ${result.stderr}`);
+          assert.equal(await readsInFlight(log), reads, `${name} --queue-size=${queueSize}`);
+        }
+      }
     });
   },
 );
