@@ -145,8 +145,8 @@ const COPY_WORKLOADS = [
 
 /** The copiers: command templates ({src}, {dst}), run by `sh -c exec` in the repo root. */
 const COPIERS = [
-  // denbd copy flushes the destination at the end; nbdcopy does so with --flush.
-  { name: "denbd", cmd: "deno run --allow-all main.ts copy {src} {dst}" },
+  // Both flush the destination at the end, as they do with --flush (neither does without it).
+  { name: "denbd", cmd: "deno run --allow-all main.ts copy --flush {src} {dst}" },
   { name: "nbdcopy", cmd: "nbdcopy --flush {src} {dst}" },
 ];
 

@@ -19,7 +19,7 @@ import {
   UsageError,
 } from "./flags.ts";
 import { walkExtents } from "./extent-walk.ts";
-import { scanUnsigned } from "./scanf-number.ts";
+import { scanUnsignedLong } from "./scanf-number.ts";
 import { Hexdump } from "./hexdump.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
@@ -73,8 +73,8 @@ function wantsColour(args: readonly string[]): boolean {
  * any export can be.
  */
 function lengthLimit(text: string): number {
-  const scanned = scanUnsigned(text);
-  if (scanned === null) {
+  const scanned = scanUnsignedLong(text);
+  if (scanned === undefined) {
     throw new UsageError(`invalid length '${text}' (expected a number of bytes, as nbddump)`);
   }
   return scanned > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(scanned);

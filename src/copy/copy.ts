@@ -1,8 +1,9 @@
 /**
- * Copy between NBD exports, local files and streams, as libnbd's nbdcopy
- * does: open both ends, check the destination is large enough, move the
- * data (skipping holes, writing zero ranges efficiently), flush the
- * destination and close both ends on every path.
+ * Copy between NBD exports, local files, streams and NBD servers run as
+ * subprocesses, as libnbd's nbdcopy does: open both ends, check the
+ * destination is large enough, move the data (skipping holes, writing zero
+ * ranges efficiently), flush the destination when asked and close both
+ * ends on every path (stopping subprocesses).
  *
  * @example
  * ```ts
@@ -24,8 +25,8 @@
  */
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import type { Destination, Source } from "./endpoint.ts";
-import { openDestination, openSource } from "./endpoints.ts";
+import type { Destination, Endpoint, Source } from "./endpoint.ts";
+import { type CopyEnd, openDestination, openSource } from "./endpoints.ts";
 import type { ProgressReporter } from "./progress.ts";
 import { transfer } from "./transfer.ts";
 
@@ -63,49 +64,96 @@ export function defaultConnections(): number {
   return Math.max(1, Math.min(COPY_DEFAULTS.connections, navigator.hardwareConcurrency));
 }
 
-/** Options of {@linkcode copy}. */
+/** Options of {@linkcode copy}, nbdcopy's options by another name. */
 export interface CopyOptions {
   /** Connections to each NBD server that allows several ({@linkcode defaultConnections} by default). */
   readonly connections?: number;
+  /**
+   * nbdcopy's threads: no more connections than this are used (denbd runs on
+   * one thread); 0 for the CPUs, as nbdcopy; absent for no such bound.
+   */
+  readonly threads?: number;
   /** Requests in flight per connection. */
   readonly requests?: number;
+  /** Largest read or write ({@linkcode REQUEST_SIZE} by default). */
+  readonly requestSize?: number;
+  /**
+   * Bytes of data requests in flight per connection (nbdcopy's
+   * --queue-size); {@linkcode BUFFER_BYTES} in all by default.
+   */
+  readonly queueSize?: number;
+  /** All-zero blocks of this size in data become zero requests or holes; 0 turns it off. */
+  readonly sparseBlock?: number;
+  /**
+   * Leave no holes: zero ranges are zeroed allocated and no sparse detection
+   * is done (a file made for the copy still keeps the source's holes, as with nbdcopy).
+   */
+  readonly allocated?: boolean;
+  /** The destination already reads as zeroes: zero ranges are skipped. */
+  readonly destinationIsZero?: boolean;
+  /** Ask the source for its extents (true by default); otherwise read all of it. */
+  readonly extents?: boolean;
+  /** Flush the destination at the end (and behind the copy on an NBD destination). */
+  readonly flush?: boolean;
+  /** One request at a time, in order, over one connection, without sparse detection. */
+  readonly synchronous?: boolean;
   /** Receives the progress. */
   readonly progress?: ProgressReporter;
+  /** Told how the copy will run once both ends are open (for --verbose). */
+  readonly onStart?: (plan: CopyPlan) => void;
+}
+
+/** How a copy runs, decided once both ends are open. */
+export interface CopyPlan {
+  /** The source. */
+  readonly source: Endpoint;
+  /** The destination. */
+  readonly destination: Endpoint;
+  /** Connections used to each NBD end. */
+  readonly connections: number;
+  /** Requests in flight per connection. */
+  readonly requests: number;
+  /** One request at a time, in order. */
+  readonly synchronous: boolean;
+  /** Largest read or write. */
+  readonly requestSize: number;
 }
 
 /**
- * Copy `sourceName` to `destinationName` (each an NBD URI, a path, or "-"
- * for standard input/output); resolves to the bytes of the source copied
- * (zero ranges included). Errors are DenbdErrors whose message names the end
- * that failed.
+ * Copy `sourceEnd` to `destinationEnd` (each an NBD URI, a path, "-" for
+ * standard input/output, or an NBD server's command to run; the destination
+ * may be "null:"); resolves to the bytes of the source copied (zero ranges
+ * included). Errors are DenbdErrors whose message names the end that failed.
  */
 export async function copy(
-  sourceName: string,
-  destinationName: string,
+  sourceEnd: CopyEnd,
+  destinationEnd: CopyEnd,
   options: CopyOptions = {},
 ): Promise<number> {
-  const connections = options.connections ?? defaultConnections();
-  const requests = options.requests ?? COPY_DEFAULTS.requests;
-  const source = await openSource(sourceName, { connections });
+  const threads = options.threads === 0
+    ? navigator.hardwareConcurrency
+    : options.threads ?? Infinity;
+  // As nbdcopy: one connection on both sides when either end is a subprocess (no multi-conn).
+  const single = options.synchronous || typeof sourceEnd !== "string" ||
+    typeof destinationEnd !== "string";
+  const connections = single ? 1 : Math.min(options.connections ?? defaultConnections(), threads);
+  const open = { connections, writeBehind: options.flush ?? false };
+  const source = await openSource(sourceEnd, open);
   return await closingOnExit(source, async () => {
-    const destination = await openDestination(destinationName, {
-      connections,
+    const destination = await openDestination(destinationEnd, {
+      ...open,
       sourceSize: source.size,
     });
-    return await closingOnExit(
-      destination,
-      () => run(source, destination, connections, requests, options.progress),
-    );
+    return await closingOnExit(destination, () => run(source, destination, connections, options));
   });
 }
 
-/** Check sizes, transfer, flush; the progress reporter hears of the start and the end. */
+/** Check sizes, transfer, flush when asked; the progress reporter hears of the start and the end. */
 async function run(
   source: Source,
   destination: Destination,
   connections: number,
-  requests: number,
-  progress: ProgressReporter | undefined,
+  options: CopyOptions,
 ): Promise<number> {
   if (
     source.size !== undefined && destination.size !== undefined && source.size > destination.size
@@ -116,22 +164,47 @@ async function run(
         `the source (${source.size} bytes)`,
     );
   }
+  const { progress, synchronous = false, allocated = false } = options;
   const lanes = Math.min(connections, source.connections, destination.connections);
+  const requests = synchronous ? 1 : options.requests ?? COPY_DEFAULTS.requests;
   const maxInFlight = requests * lanes;
-  const sequential = source.sequential || destination.sequential;
-  const requestSize = Math.min(REQUEST_SIZE, source.maxRequest, destination.maxRequest);
-  progress?.start(source.size);
+  const inOrder = synchronous || source.sequential || destination.sequential;
+  const requestSize = Math.min(
+    options.requestSize ?? REQUEST_SIZE,
+    source.maxRequest,
+    destination.maxRequest,
+  );
+  const bufferBytes = options.queueSize === undefined ? BUFFER_BYTES : options.queueSize * lanes;
+  options.onStart?.({
+    source,
+    destination,
+    connections: lanes,
+    requests,
+    synchronous: inOrder,
+    requestSize,
+  });
+  progress?.start(source.size, inOrder);
   try {
     const bytes = await transfer(source, destination, {
       requestSize,
       maxInFlight,
-      maxBuffers: Math.max(1, Math.min(maxInFlight, Math.floor(BUFFER_BYTES / requestSize))),
-      sparseBlock: sequential ? 0 : SPARSE_BLOCK,
-      onProgress: progress && ((done) => progress.advance(done)),
+      maxBuffers: Math.max(1, Math.min(maxInFlight, Math.floor(bufferBytes / requestSize))),
+      sparseBlock: inOrder || allocated ? 0 : options.sparseBlock ?? SPARSE_BLOCK,
+      // As nbdcopy: a file just truncated for the copy needs no zeroing, even with --allocated.
+      skipZeroes: (options.destinationIsZero ?? false) || destination.startsZeroed,
+      allocate: allocated,
+      extents: options.extents ?? true,
+      zeroPerRequest: synchronous,
+      onProgress: progress && ((done, data) => progress.advance(done, data)),
     });
-    await destination.flush().catch((error) => {
-      throw new DenbdError(kindOf(error), `${destination.name}: flush failed: ${messageOf(error)}`);
-    });
+    if (options.flush) {
+      await destination.flush().catch((error) => {
+        throw new DenbdError(
+          kindOf(error),
+          `${destination.name}: flush failed: ${messageOf(error)}`,
+        );
+      });
+    }
     progress?.finish(true);
     return bytes;
   } catch (error) {

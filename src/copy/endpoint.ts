@@ -12,8 +12,10 @@ import type { Extent } from "./plan.ts";
 
 /** What every end of a copy tells about itself. */
 export interface Endpoint {
-  /** The name the user gave (a URI, a path or "-"), for messages. */
+  /** The name the user gave (a URI, a path, "-", or a subprocess's command), for messages. */
   readonly name: string;
+  /** What kind of end it is ("nbd", "file", "stream", "null"), for --verbose. */
+  readonly kind: string;
   /** Size in bytes; undefined for a stream, whose end is known only when it comes. */
   readonly size: number | undefined;
   /** Bytes must be transferred in order (a stream); otherwise at any offset, concurrently. */
@@ -52,8 +54,11 @@ export interface Destination extends Endpoint {
   readonly startsZeroed: boolean;
   /** Store `data` at `offset`. */
   write(offset: number, data: Uint8Array): Promise<void>;
-  /** Make `length` bytes at `offset` read as zeroes, leaving holes where it can. */
-  zero(offset: number, length: number): Promise<void>;
+  /**
+   * Make `length` bytes at `offset` read as zeroes: leaving holes where it
+   * can, or with `allocate` keeping the range allocated (no hole).
+   */
+  zero(offset: number, length: number, allocate: boolean): Promise<void>;
   /** Make everything written durable. */
   flush(): Promise<void>;
 }

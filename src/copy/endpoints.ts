@@ -7,7 +7,9 @@
  *
  * How a name is read follows nbdcopy: `-` is the standard stream, a name
  * starting with an NBD URI scheme is an export, `null:` as the destination
- * throws the data away, anything else is a local path.
+ * throws the data away, anything else is a local path. An end may also be
+ * a command (nbdcopy's `[ CMD ARGS ... ]`): an NBD server run as a
+ * subprocess through socket activation.
  *
  * @example
  * ```ts
@@ -16,9 +18,10 @@
  * const path = await Deno.makeTempFile();
  * await Deno.truncate(path, 65536);
  * // Names may also be NBD URIs ("nbd://localhost/disk") or "-" for a stream.
- * const source = await openSource(path, { connections: 4 });
+ * const source = await openSource(path, { connections: 4, writeBehind: false });
  * const destination = await openDestination(`${path}.copy`, {
  *   connections: 4,
+ *   writeBehind: false,
  *   sourceSize: source.size,
  * });
  * try {
@@ -36,16 +39,22 @@
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
 import { openFileDestination, openFileSource } from "./file-endpoint.ts";
-import { NbdEndpoint } from "./nbd-endpoint.ts";
+import { NbdEndpoint, type NbdOpenOptions } from "./nbd-endpoint.ts";
 import type { Destination, Source } from "./endpoint.ts";
 import { StreamDestination, StreamSource } from "./stream-endpoint.ts";
 import { NullDestination } from "./null-endpoint.ts";
 
-/** How ends are opened. */
-export interface OpenOptions {
-  /** Connections to open to an NBD server that allows several. */
-  readonly connections: number;
+/** How ends are opened (only NBD ends have choices). */
+export type OpenOptions = NbdOpenOptions;
+
+/** An NBD server to run for the copy: a program and its arguments (nbdcopy's `[ CMD ARGS ]`). */
+export interface SubprocessEnd {
+  /** The program (searched in PATH) and its arguments, passed as they are. */
+  readonly command: readonly string[];
 }
+
+/** One end of a copy as the user names it: a URI, a path, "-", "null:", or a subprocess. */
+export type CopyEnd = string | SubprocessEnd;
 
 /** The name that means standard input (as a source) or standard output (as a destination). */
 const STANDARD_STREAM = "-";
@@ -67,7 +76,9 @@ const STANDARD_STREAM_PATHS = { input: "/proc/self/fd/0", output: "/proc/self/fd
  * regular file or block device (`< disk.img`), which is then read as a
  * file, holes and all, as nbdcopy does. Errors are prefixed with the name.
  */
-export function openSource(name: string, options: OpenOptions): Promise<Source> {
+export function openSource(end: CopyEnd, options: OpenOptions): Promise<Source> {
+  if (typeof end !== "string") return openSubprocess(end, "source", options);
+  const name = end;
   return named(name, async () => {
     if (name === STANDARD_STREAM) {
       const path = STANDARD_STREAM_PATHS.input;
@@ -75,7 +86,7 @@ export function openSource(name: string, options: OpenOptions): Promise<Source> 
         ? await openFileSource(path, name)
         : new StreamSource(name, Deno.stdin);
     }
-    if (NBD_URI_PREFIX.test(name)) return NbdEndpoint.open(name, "source", options.connections);
+    if (NBD_URI_PREFIX.test(name)) return NbdEndpoint.open(name, "source", options);
     return openFileSource(name);
   });
 }
@@ -88,9 +99,11 @@ export function openSource(name: string, options: OpenOptions): Promise<Source> 
  * prefixed with the name.
  */
 export function openDestination(
-  name: string,
+  end: CopyEnd,
   options: OpenOptions & { readonly sourceSize: number | undefined },
 ): Promise<Destination> {
+  if (typeof end !== "string") return openSubprocess(end, "destination", options);
+  const name = end;
   return named(name, async () => {
     if (name === NULL_DESTINATION) return new NullDestination(name, options.sourceSize);
     if (name === STANDARD_STREAM) {
@@ -103,10 +116,19 @@ export function openDestination(
         : new StreamDestination(name, Deno.stdout);
     }
     if (NBD_URI_PREFIX.test(name)) {
-      return NbdEndpoint.open(name, "destination", options.connections);
+      return NbdEndpoint.open(name, "destination", options);
     }
     return openFileDestination(name, options.sourceSize);
   });
+}
+
+/** Run `end`'s command as an NBD server and connect to it; errors are prefixed with the program. */
+function openSubprocess(
+  end: SubprocessEnd,
+  role: "source" | "destination",
+  options: OpenOptions,
+): Promise<NbdEndpoint> {
+  return named(end.command[0] ?? "", () => NbdEndpoint.openSubprocess(end.command, role, options));
 }
 
 /** Whether `path` is a regular file or a block device (false when it cannot be told). */

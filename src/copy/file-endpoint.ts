@@ -25,6 +25,8 @@ import { WriteBehind } from "./write-behind.ts";
 export class FileEndpoint implements Source, Destination {
   /** The path the user gave. */
   readonly name: string;
+  /** A file or block device. */
+  readonly kind = "file";
   /** Whether the file was made for this copy (created or truncated). */
   readonly startsZeroed: boolean;
   /** Never: positional I/O at any offset. */
@@ -72,9 +74,12 @@ export class FileEndpoint implements Source, Destination {
     this.#writeBehind.written(data.length);
   }
 
-  /** Punch a hole (or zero the range where punching is not possible). */
-  zero(offset: number, length: number): Promise<void> {
-    return this.#node.writeZeroes(offset, length, { mayTrim: true });
+  /**
+   * Punch a hole (or zero the range where punching is not possible); with
+   * `allocate`, zero it allocated (FALLOC_FL_ZERO_RANGE, or zeroes written).
+   */
+  zero(offset: number, length: number, allocate: boolean): Promise<void> {
+    return this.#node.writeZeroes(offset, length, { mayTrim: !allocate });
   }
 
   /** fdatasync, after any background flush (whose failure is reported here). */

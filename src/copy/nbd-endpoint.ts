@@ -1,16 +1,19 @@
 /**
  * An NBD export as either end of a copy, through the client library: extents
  * from `base:allocation` (everything is data when the server has no such
- * context), zeroing with WRITE_ZEROES (the server may punch holes), and
- * zeroes written as data only where the server cannot zero. Writes are
- * flushed behind the copy where the server takes flushes (see
- * {@linkcode WriteBehind}).
+ * context), zeroing with WRITE_ZEROES (the server may punch holes, unless
+ * NO_HOLE asks for allocated zeroes), and zeroes written as data only where
+ * the server cannot zero. When the copy is to be flushed, writes are flushed
+ * behind it where the server takes flushes (see {@linkcode WriteBehind}).
+ * The server may be a subprocess of the copy (nbdcopy's `[ CMD ARGS ]`),
+ * stopped when the end is closed.
  *
  * @module
  */
 
 import { DenbdError } from "../errors.ts";
 import { NbdClient } from "../nbd/client/client.ts";
+import { type ActivatedServer, startActivatedServer } from "../nbd/client/subprocess.ts";
 import { BASE_ALLOCATION, NBD_FLAG, NBD_STATE } from "../nbd/protocol.ts";
 import type { Destination, Source } from "./endpoint.ts";
 import type { Extent } from "./plan.ts";
@@ -19,10 +22,20 @@ import { WriteBehind } from "./write-behind.ts";
 /** Largest write of zeroes as data, where the server cannot zero. */
 const ZERO_WRITE_SIZE = 1024 * 1024;
 
+/** How an NBD end is opened. */
+export interface NbdOpenOptions {
+  /** Connections to open when the server allows several. */
+  readonly connections: number;
+  /** Flush writes behind the copy (it ends with a flush). */
+  readonly writeBehind: boolean;
+}
+
 /** An NBD export, read or written. */
 export class NbdEndpoint implements Source, Destination {
   /** The URI the user gave. */
   readonly name: string;
+  /** An NBD export. */
+  readonly kind = "nbd";
   /** Never: an export can be zeroed, but nothing says it is. */
   readonly startsZeroed = false;
   /** Never: requests go out at any offset. */
@@ -30,34 +43,56 @@ export class NbdEndpoint implements Source, Destination {
   readonly #client: NbdClient;
   readonly #allocation: boolean;
   readonly #writeBehind?: WriteBehind;
+  readonly #server?: ActivatedServer;
   #zeroes?: Uint8Array;
 
-  private constructor(name: string, client: NbdClient) {
+  private constructor(
+    name: string,
+    client: NbdClient,
+    writeBehind: boolean,
+    server?: ActivatedServer,
+  ) {
     this.name = name;
     this.#client = client;
+    this.#server = server;
     this.#allocation = client.contexts.includes(BASE_ALLOCATION);
-    if (client.can(NBD_FLAG.SEND_FLUSH)) this.#writeBehind = new WriteBehind(() => client.flush());
+    if (writeBehind && client.can(NBD_FLAG.SEND_FLUSH)) {
+      this.#writeBehind = new WriteBehind(() => client.flush());
+    }
   }
 
   /**
-   * Connect to `uri` as the copy's `role`, over up to `connections`
+   * Connect to `uri` as the copy's `role`, over up to `options.connections`
    * connections (several only when the server allows multi-conn). A
    * destination must be writable.
    */
   static async open(
     uri: string,
     role: "source" | "destination",
-    connections: number,
+    options: NbdOpenOptions,
   ): Promise<NbdEndpoint> {
-    const client = await NbdClient.connect(uri, {
-      connections,
-      metaContexts: role === "source" ? [BASE_ALLOCATION] : [],
-    });
-    if (role === "destination" && client.can(NBD_FLAG.READ_ONLY)) {
-      await client.disconnect();
-      throw new DenbdError("read-only", "the destination is read-only, it cannot be written");
+    return new NbdEndpoint(uri, await connect(uri, role, options.connections), options.writeBehind);
+  }
+
+  /**
+   * Run `command` (a program and its arguments) as an NBD server through
+   * socket activation and connect to it, over one connection (as nbdcopy);
+   * the end is named after the program, and closing it stops the server,
+   * as does a failure to connect.
+   */
+  static async openSubprocess(
+    command: readonly string[],
+    role: "source" | "destination",
+    options: NbdOpenOptions,
+  ): Promise<NbdEndpoint> {
+    const server = await startActivatedServer(command);
+    try {
+      const client = await connect(server.uri, role, 1);
+      return new NbdEndpoint(server.name, client, options.writeBehind, server);
+    } catch (error) {
+      await server.stop();
+      throw error;
     }
-    return new NbdEndpoint(uri, client);
   }
 
   /** The export's size. */
@@ -102,10 +137,13 @@ export class NbdEndpoint implements Source, Destination {
     this.#writeBehind?.written(data.length);
   }
 
-  /** WRITE_ZEROES without NO_HOLE; zeroes written as data where the server has no WRITE_ZEROES. */
-  async zero(offset: number, length: number): Promise<void> {
+  /**
+   * WRITE_ZEROES, with NO_HOLE when `allocate`; zeroes written as data where
+   * the server has no WRITE_ZEROES.
+   */
+  async zero(offset: number, length: number, allocate: boolean): Promise<void> {
     if (this.#client.can(NBD_FLAG.SEND_WRITE_ZEROES)) {
-      return await this.#client.zero(offset, length);
+      return await this.#client.zero(offset, length, { noHole: allocate });
     }
     const zeroes = this.#zeroes ??= new Uint8Array(Math.min(ZERO_WRITE_SIZE, this.maxRequest));
     for (let done = 0; done < length; done += zeroes.length) {
@@ -123,9 +161,30 @@ export class NbdEndpoint implements Source, Destination {
     await this.#client.flush();
   }
 
-  /** Disconnect cleanly (after any background flush). */
+  /** Disconnect cleanly (after any background flush); stop the server if it is a subprocess. */
   async close(): Promise<void> {
-    await this.#writeBehind?.settle().catch(() => {});
-    await this.#client.disconnect();
+    try {
+      await this.#writeBehind?.settle().catch(() => {});
+      await this.#client.disconnect();
+    } finally {
+      await this.#server?.stop();
+    }
   }
+}
+
+/** Connect to `uri` for `role`: a source asks for base:allocation, a destination must be writable. */
+async function connect(
+  uri: string,
+  role: "source" | "destination",
+  connections: number,
+): Promise<NbdClient> {
+  const client = await NbdClient.connect(uri, {
+    connections,
+    metaContexts: role === "source" ? [BASE_ALLOCATION] : [],
+  });
+  if (role === "destination" && client.can(NBD_FLAG.READ_ONLY)) {
+    await client.disconnect();
+    throw new DenbdError("read-only", "the destination is read-only, it cannot be written");
+  }
+  return client;
 }

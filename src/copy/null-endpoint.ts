@@ -20,6 +20,8 @@ import type { Destination } from "./endpoint.ts";
 export class NullDestination implements Destination {
   /** The name the user gave ("null:"). */
   readonly name: string;
+  /** A sink. */
+  readonly kind = "null";
   /** The source's size: the copy covers all of it. */
   readonly size: number | undefined;
   /** Writes may come in any order. */
@@ -43,7 +45,7 @@ export class NullDestination implements Destination {
   }
 
   /** Nothing to zero. */
-  zero(_offset: number, _length: number): Promise<void> {
+  zero(_offset: number, _length: number, _allocate: boolean): Promise<void> {
     return Promise.resolve();
   }
 

@@ -54,13 +54,18 @@ export const EXTENTS_WINDOW = 128 * 1024 * 1024;
 /**
  * The steps for `extents` (in order, without gaps): adjacent zero extents
  * merge into one zero step; data is cut wherever the offset crosses a
- * multiple of `requestSize`.
+ * multiple of `requestSize`, and so are zero ranges with `cutZeroes`
+ * (nbdcopy's synchronous copy, which looks at one request's range at a time).
  */
-export function planSteps(extents: readonly Extent[], requestSize: number): Step[] {
+export function planSteps(
+  extents: readonly Extent[],
+  requestSize: number,
+  cutZeroes = false,
+): Step[] {
   const steps: Step[] = [];
   for (const extent of extents) {
     const end = extent.offset + extent.length;
-    if (extent.zero) {
+    if (extent.zero && !cutZeroes) {
       const last = steps.at(-1);
       if (last?.kind === "zero" && last.offset + last.length === extent.offset) {
         steps[steps.length - 1] = { kind: "zero", offset: last.offset, length: end - last.offset };
@@ -69,9 +74,10 @@ export function planSteps(extents: readonly Extent[], requestSize: number): Step
       }
       continue;
     }
+    const kind = extent.zero ? "zero" : "data";
     for (let offset = extent.offset; offset < end;) {
       const next = Math.min(end, (Math.floor(offset / requestSize) + 1) * requestSize);
-      steps.push({ kind: "data", offset, length: next - offset });
+      steps.push({ kind, offset, length: next - offset });
       offset = next;
     }
   }
@@ -100,13 +106,15 @@ export function clipExtents(extents: readonly Extent[], offset: number, end: num
 
 /**
  * Every step for a source of `size` bytes, asking `query` for extents one
- * window at a time. Throws when the source reports no progress.
+ * window at a time (zero ranges cut as data with `cutZeroes`, see
+ * {@linkcode planSteps}). Throws when the source reports no progress.
  */
 export async function* planCopy(
   size: number,
   query: ExtentsQuery,
   requestSize: number,
   window = EXTENTS_WINDOW,
+  cutZeroes = false,
 ): AsyncGenerator<Step> {
   for (let offset = 0; offset < size;) {
     const end = Math.min(size, offset + window);
@@ -114,7 +122,7 @@ export async function* planCopy(
     if (extents.length === 0) {
       throw new DenbdError("io", `the source reported no extents at offset ${offset}`);
     }
-    yield* planSteps(extents, requestSize);
+    yield* planSteps(extents, requestSize, cutZeroes);
     const last = extents[extents.length - 1];
     offset = last.offset + last.length;
   }

@@ -19,10 +19,13 @@
 
 /** Receives the progress of a copy. */
 export interface ProgressReporter {
-  /** The copy starts; `total` is the source's size (undefined for a stream). */
-  start(total: number | undefined): void;
-  /** `bytes` more of the source are done. */
-  advance(bytes: number): void;
+  /**
+   * The copy starts; `total` is the source's size (undefined for a stream);
+   * `inOrder` when it goes one request at a time, from start to end.
+   */
+  start(total: number | undefined, inOrder: boolean): void;
+  /** `bytes` more of the source are done: copied (`data`) or zeroed. */
+  advance(bytes: number, data: boolean): void;
   /** The copy ended (`completed` false when it failed). */
   finish(completed: boolean): void;
 }

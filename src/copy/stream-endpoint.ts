@@ -36,6 +36,8 @@ export interface WritableStreamLike {
 export class StreamSource implements Source {
   /** The name the user gave ("-" for standard input). */
   readonly name: string;
+  /** A stream. */
+  readonly kind = "stream";
   /** Unknown until the end. */
   readonly size = undefined;
   /** Always: bytes come in order. */
@@ -82,6 +84,8 @@ export class StreamSource implements Source {
 export class StreamDestination implements Destination {
   /** The name the user gave ("-" for standard output). */
   readonly name: string;
+  /** A stream. */
+  readonly kind = "stream";
   /** Unbounded: it takes whatever comes. */
   readonly size = undefined;
   /** Always: bytes go in order. */
@@ -111,8 +115,8 @@ export class StreamDestination implements Destination {
     this.#position += data.length;
   }
 
-  /** Write `length` zero bytes. */
-  async zero(offset: number, length: number): Promise<void> {
+  /** Write `length` zero bytes (a stream has no holes: always allocated). */
+  async zero(offset: number, length: number, _allocate: boolean): Promise<void> {
     const zeroes = this.#zeroes ??= new Uint8Array(ZERO_WRITE_SIZE);
     for (let done = 0; done < length; done += zeroes.length) {
       await this.write(offset + done, zeroes.subarray(0, Math.min(zeroes.length, length - done)));

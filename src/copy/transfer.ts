@@ -3,7 +3,8 @@
  * `maxInFlight` steps running at once, of which at most `maxBuffers` are
  * data steps. A data step reads into a buffer from a pool and writes it (cut
  * into data and zero runs by sparse detection); a zero step zeroes the
- * destination, or costs nothing when the destination starts zeroed. Buffers
+ * destination (allocated, with `allocate`), or costs nothing when
+ * `skipZeroes` says the destination already reads as zeroes. Buffers
  * are reused, so memory stays within `maxBuffers` buffers of `requestSize`
  * bytes: few buffers that stay in the CPU's caches move data faster than
  * many that each cost page faults and cache misses, while zero steps, which
@@ -29,6 +30,9 @@
  *     maxInFlight: 4,
  *     maxBuffers: 2,
  *     sparseBlock: 4096,
+ *     skipZeroes: destination.startsZeroed,
+ *     allocate: false,
+ *     extents: true,
  *   });
  *   assert.equal(bytes, 65536);
  * } finally {
@@ -43,7 +47,14 @@
 
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
 import type { Destination, Source } from "./endpoint.ts";
-import { planCopy, sparseRuns, type Step, streamSteps } from "./plan.ts";
+import {
+  EXTENTS_WINDOW,
+  type ExtentsQuery,
+  planCopy,
+  sparseRuns,
+  type Step,
+  streamSteps,
+} from "./plan.ts";
 
 /** How {@linkcode transfer} works. */
 export interface TransferSettings {
@@ -55,8 +66,16 @@ export interface TransferSettings {
   readonly maxBuffers: number;
   /** Zero blocks of this size found in data are not written as data; 0 turns detection off. */
   readonly sparseBlock: number;
-  /** Told about every `bytes` of the source done (copied or zeroed). */
-  readonly onProgress?: (bytes: number) => void;
+  /** The destination reads as zeroes already: zero ranges need no request. */
+  readonly skipZeroes: boolean;
+  /** Zero ranges are zeroed allocated (no holes). */
+  readonly allocate: boolean;
+  /** Ask the source for its extents; otherwise all of it is read as data. */
+  readonly extents: boolean;
+  /** Zero ranges are cut into requests of `requestSize` too, as nbdcopy's synchronous copy. */
+  readonly zeroPerRequest?: boolean;
+  /** Told about every `bytes` of the source done: copied (`data`) or zeroed. */
+  readonly onProgress?: (bytes: number, data: boolean) => void;
 }
 
 /** Copy every byte of `source` to `destination`; resolves to the bytes of the source copied. */
@@ -91,11 +110,14 @@ class Transfer {
   }
 
   async run(): Promise<number> {
-    const { requestSize } = this.#settings;
+    const { requestSize, extents } = this.#settings;
     const size = this.#source.size;
+    const query: ExtentsQuery = extents
+      ? (offset, length) => this.#source.extents(offset, length)
+      : (offset, length) => Promise.resolve([{ offset, length, zero: false }]);
     const steps = size === undefined
       ? streamSteps(requestSize)
-      : planCopy(size, (offset, length) => this.#source.extents(offset, length), requestSize);
+      : planCopy(size, query, requestSize, EXTENTS_WINDOW, this.#settings.zeroPerRequest);
     try {
       for await (const step of steps) {
         await this.#slot(step.kind === "data");
@@ -126,11 +148,11 @@ class Transfer {
     }
   }
 
-  /** Count `work` as in flight until it settles; its failure stops the transfer. */
-  #track(work: Promise<unknown>, bytes: () => number): void {
+  /** Count `work` (copying `data` or zeroing) as in flight until it settles; its failure stops the transfer. */
+  #track(work: Promise<unknown>, bytes: () => number, data: boolean): void {
     this.#inFlight++;
     work.then(
-      () => this.#done(bytes()),
+      () => this.#done(bytes(), data),
       (error) => this.#fail(error),
     ).finally(() => {
       this.#inFlight--;
@@ -138,9 +160,9 @@ class Transfer {
     });
   }
 
-  #done(bytes: number): void {
+  #done(bytes: number, data: boolean): void {
     this.#copied += bytes;
-    this.#settings.onProgress?.(bytes);
+    this.#settings.onProgress?.(bytes, data);
   }
 
   #fail(error: unknown): void {
@@ -148,16 +170,17 @@ class Transfer {
   }
 
   #zero(step: Step): void {
-    if (this.#destination.startsZeroed) return this.#done(step.length);
+    if (this.#settings.skipZeroes) return this.#done(step.length, false);
     const zeroed = this.#afterEarlierWrites(
       Promise.resolve(),
-      () => this.#destination.zero(step.offset, step.length),
+      () => this.#destination.zero(step.offset, step.length, this.#settings.allocate),
     );
     this.#track(
       zeroed.catch((error) => {
         throw failed(this.#destination.name, "zero", step.offset, step.length, error);
       }),
       () => step.length,
+      false,
     );
   }
 
@@ -179,6 +202,7 @@ class Transfer {
         this.#buffersInUse--;
       }),
       () => count,
+      true,
     );
     return read;
   }
@@ -205,7 +229,7 @@ class Transfer {
         `${destination.name}: the source is larger than the destination (${destination.size} bytes)`,
       );
     }
-    const { sparseBlock } = this.#settings;
+    const { sparseBlock, skipZeroes, allocate } = this.#settings;
     const runs: Step[] = sparseBlock > 0 && !this.#source.sequential && !destination.sequential
       ? sparseRuns(data, offset, sparseBlock)
       : [{ kind: "data", offset, length: data.length }];
@@ -214,8 +238,8 @@ class Transfer {
         if (run.kind === "data") {
           const start = run.offset - offset;
           await destination.write(run.offset, data.subarray(start, start + run.length));
-        } else if (!destination.startsZeroed) {
-          await destination.zero(run.offset, run.length);
+        } else if (!skipZeroes) {
+          await destination.zero(run.offset, run.length, allocate);
         }
       } catch (error) {
         const operation = run.kind === "data" ? "write" : "zero";

@@ -91,6 +91,23 @@ async function makeSource(path: string): Promise<void> {
   }
 }
 
+/**
+ * The source image with its data on the 256 KiB request grid: nbdcopy reads
+ * (and with --allocated writes) whole requests around data that does not end
+ * on it, where denbd stops at the extent, so only on this grid are their
+ * requests and allocations the same.
+ */
+async function makeAlignedSource(path: string): Promise<void> {
+  await makeSparseImage(path, IMAGE_SIZE, [[0, MiB], [5 * MiB, 2 * MiB], [15 * MiB, MiB]]);
+  const file = await Deno.open(path, { write: true });
+  try {
+    await file.seek(ALLOCATED_ZEROES[0], Deno.SeekMode.Start);
+    await file.write(new Uint8Array(ALLOCATED_ZEROES[1]));
+  } finally {
+    file.close();
+  }
+}
+
 /** An image of `size` bytes full of 0xff, fully allocated (so that holes must be zeroed). */
 async function makeFullImage(path: string, size: number): Promise<void> {
   await Deno.writeFile(path, new Uint8Array(size).fill(0xff));
@@ -268,7 +285,7 @@ Deno.test(
 );
 
 Deno.test(
-  "--connections 4 opens four connections to a multi-conn server, one otherwise",
+  "--connections 4 opens four connections to a multi-conn server, one otherwise; -T 1 caps them at one",
   needs("nbdkit"),
   async () => {
     await withTempDir(async (dir) => {
@@ -289,13 +306,15 @@ Deno.test(
         await withStarted(() => startNbdkitWith(args), async (server) => {
           await denbdCopyOk("--connections", "4", image, server.uri);
           await denbdCopyOk("-C", "4", server.uri, join(dir, "back.img"));
+          await denbdCopyOk("-T", "1", "-C", "4", image, server.uri);
         });
         assert.equal(await sha256File(join(dir, "back.img")), await sha256File(image));
         const text = await Deno.readTextFile(log);
-        // Two copies, each over `--connections` connections when multi-conn is allowed.
+        // Two copies, each over `--connections` connections when multi-conn is allowed,
+        // then one with -T 1 over one connection.
         counts.push((text.match(/ Connect /g) ?? []).length);
       }
-      assert.deepEqual(counts, [8, 2]);
+      assert.deepEqual(counts, [9, 3]);
     });
   },
 );
@@ -406,3 +425,342 @@ Deno.test("--progress draws a bar on stderr and finishes it", async () => {
 function startNbdkitWith(args: string[]): Promise<ServerProcess> {
   return startNbdkit(args[0], args.slice(1));
 }
+
+/** The two copiers compared: denbd copy and nbdcopy, as a program and its leading arguments. */
+function copiers(): [string, [string, string[]]][] {
+  const [command, prefix] = denbdCommand();
+  return [["denbd", [command, [...prefix, "copy"]]], ["nbdcopy", ["nbdcopy", []]]];
+}
+
+/**
+ * The requests an nbdkit log filter recorded, counted by kind (zeroes also by
+ * whether they may trim): what a copier sent, for comparison.
+ */
+async function requestTally(log: string): Promise<Record<string, number>> {
+  const tally: Record<string, number> = {};
+  for (const line of (await Deno.readTextFile(log)).split("\n")) {
+    const request = / connection=\d+ ([A-Z][a-z]+) (.*)$/.exec(line);
+    if (!request) continue;
+    const key = request[1] === "Zero"
+      ? `Zero trim=${/trim=(\d)/.exec(request[2])?.[1]}`
+      : request[1];
+    tally[key] = (tally[key] ?? 0) + 1;
+  }
+  return tally;
+}
+
+Deno.test(
+  "nbdcopy's options send the same requests as nbdcopy to a [ nbdkit ... ] destination",
+  needs("nbdcopy", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeAlignedSource(image);
+      const log = join(dir, "log.txt");
+      const server = ["[", "nbdkit", "--filter=log", "memory", "16M", `logfile=${log}`, "]"];
+      const optionSets = [
+        [],
+        ["--flush"],
+        ["--allocated"],
+        ["--destination-is-zero"],
+        ["--target-is-zero"],
+        ["--no-extents"],
+        ["--synchronous"],
+        ["-S", "0"],
+        ["--sparse=1048576"],
+        ["--request-size=65536"],
+      ];
+      for (const options of optionSets) {
+        const tallies: Record<string, number>[] = [];
+        for (const [name, [program, prefix]] of copiers()) {
+          await Deno.remove(log).catch(() => {});
+          const result = await run(program, [...prefix, ...options, "--", image, ...server]);
+          assert.equal(result.code, 0, `${name} ${options.join(" ")}: ${result.stderr}`);
+          tallies.push(await requestTally(log));
+        }
+        assert.deepEqual(tallies[0], tallies[1], `denbd and nbdcopy ${options.join(" ")}`);
+        assert.equal(tallies[0].Connect, 1, "one connection to a subprocess");
+      }
+    });
+  },
+);
+
+Deno.test(
+  "nbdcopy's options give a file the same bytes and allocation as nbdcopy gives it",
+  needs("nbdcopy", "qemu-img"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeAlignedSource(image);
+      const expected = await sha256File(image);
+      const optionSets = [
+        ["--allocated"],
+        ["--destination-is-zero"],
+        ["--no-extents"],
+        ["--synchronous"],
+        ["-S", "0"],
+        ["-S", "1048576"],
+        ["--request-size=65536", "--queue-size=65536"],
+        ["-T", "1", "-C", "1", "-R", "1"],
+        ["--flush"],
+      ];
+      for (const options of optionSets) {
+        const usage: number[] = [];
+        for (const [name, [program, prefix]] of copiers()) {
+          const target = join(dir, `${name}.img`);
+          const result = await run(program, [...prefix, ...options, image, target]);
+          assert.equal(result.code, 0, `${name} ${options.join(" ")}: ${result.stderr}`);
+          assert.equal(await sha256File(target), expected, `${name} ${options.join(" ")}`);
+          usage.push(await allocated(target));
+          await Deno.remove(target);
+        }
+        assert.equal(usage[0], usage[1], `allocation with ${options.join(" ")}`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "--allocated into an NBD export: zeroes without trim, as nbdcopy, and the export fully allocated",
+  needs("nbdcopy", "qemu-img", "qemu-nbd"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeAlignedSource(image);
+      const usage: number[] = [];
+      for (const [name, [program, prefix]] of copiers()) {
+        const target = join(dir, `${name}-target.img`);
+        await makeFullImage(target, IMAGE_SIZE);
+        const start = { args: ["-f", "raw", "-t", "--discard=unmap", target] };
+        await withServer(startQemuNbd, start, async (server) => {
+          const result = await run(program, [...prefix, "--allocated", image, server.uri]);
+          assert.equal(result.code, 0, `${name}: ${result.stderr}`);
+        });
+        assert.equal(await sha256File(target), await sha256File(image), name);
+        usage.push(await allocated(target));
+      }
+      assert.deepEqual(usage, [IMAGE_SIZE, IMAGE_SIZE]);
+    });
+  },
+);
+
+/** The most reads an nbdkit log filter saw in flight at once. */
+async function readsInFlight(log: string): Promise<number> {
+  let current = 0;
+  let most = 0;
+  for (const line of (await Deno.readTextFile(log)).split("\n")) {
+    if (/ connection=\d+ Read id=/.test(line)) most = Math.max(most, ++current);
+    else if (/ connection=\d+ \.\.\.Read id=/.test(line)) current--;
+  }
+  return most;
+}
+
+Deno.test(
+  "--queue-size bounds the bytes of reads in flight as nbdcopy's does",
+  needs("nbdcopy", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const log = join(dir, "log.txt");
+      // Slow reads (the delay filter under the log filter), so that every read the copier
+      // allows is in flight before the first one is answered.
+      const server = [
+        ...["[", "nbdkit", "--filter=log", "--filter=delay", "pattern", "1M"],
+        ...["rdelay=300ms", `logfile=${log}`, "]"],
+      ];
+      for (const [queueSize, reads] of [[262144, 1], [1048576, 4]]) {
+        for (const [name, [program, prefix]] of copiers()) {
+          await Deno.remove(log).catch(() => {});
+          const args = [...prefix, `--queue-size=${queueSize}`, "--", ...server, "null:"];
+          const result = await run(program, args);
+          assert.equal(result.code, 0, `${name}: ${result.stderr}`);
+          assert.equal(await readsInFlight(log), reads, `${name} --queue-size=${queueSize}`);
+        }
+      }
+    });
+  },
+);
+
+Deno.test(
+  "--progress=FD writes nbdcopy's lines at nbdcopy's moments",
+  needs("nbdcopy"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      const big = join(dir, "big.img");
+      await makeSparseImage(big, 300 * MiB, [[200 * MiB, MiB]]);
+      const empty = join(dir, "empty.img");
+      await Deno.writeFile(empty, new Uint8Array());
+      const cases = [
+        [image, "null:"],
+        ["--synchronous", image, join(dir, "out.img")],
+        [big, "null:"],
+        ["--synchronous", big, "null:"],
+        [empty, "null:"],
+      ];
+      for (const args of cases) {
+        const lines: string[] = [];
+        for (const [name, [program, prefix]] of copiers()) {
+          const progress = join(dir, `${name}.progress`);
+          const words = [program, ...prefix, "--progress=3", ...args].map((word) => `'${word}'`);
+          await shellOk(`${words.join(" ")} 3>'${progress}'`);
+          lines.push(await Deno.readTextFile(progress));
+        }
+        assert.equal(lines[0], lines[1], args.join(" "));
+        assert.match(lines[0], /^0\/100\n(\d+\/100\n)*100\/100\n$/);
+      }
+      const result = await denbdCopy("--progress=x", image, "null:");
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /^denbd copy: --progress: could not parse: x\n/);
+    });
+  },
+);
+
+Deno.test(
+  "[ CMD ARGS ] ends: qemu-nbd and nbdkit run through socket activation, stopped on every path",
+  needs("nbdcopy", "qemu-img", "qemu-nbd", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "source.img");
+      await makeSource(image);
+      const qcow2 = join(dir, "source.qcow2");
+      await check("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", image, qcow2]);
+      const qemuNbd = ["[", "qemu-nbd", "-f", "qcow2", qcow2, "]"];
+      for (const [name, [program, prefix]] of copiers()) {
+        const target = join(dir, `${name}.img`);
+        const result = await run(program, [...prefix, "--", ...qemuNbd, target]);
+        assert.equal(result.code, 0, `${name}: ${result.stderr}`);
+        assert.equal(await sha256File(target), await sha256File(image), name);
+      }
+      assert.equal(
+        await allocated(join(dir, "denbd.img")),
+        await allocated(join(dir, "nbdcopy.img")),
+      );
+
+      // Both ends subprocesses; then failures, each leaving no server behind.
+      const pidFile = join(dir, "nbdkit.pid");
+      const nbdkit = (size: string, ...flags: string[]) => [
+        "[",
+        "nbdkit",
+        "-P",
+        pidFile,
+        ...flags,
+        "memory",
+        size,
+        "]",
+      ];
+      const expectStopped = async () => {
+        const pid = Number(await Deno.readTextFile(pidFile));
+        assert.throws(() => Deno.kill(pid, "SIGCONT"), "the server was stopped");
+        await Deno.remove(pidFile);
+      };
+      await denbdCopyOk("--", ...qemuNbd, ...nbdkit("16M"));
+      await expectStopped();
+      const tooSmall = await denbdCopy("--", image, ...nbdkit("1M"));
+      assert.equal(tooSmall.code, 1);
+      assert.match(
+        tooSmall.stderr,
+        /^denbd copy: nbdkit: the destination \(1048576 bytes\) is smaller/,
+      );
+      await expectStopped();
+      const readOnly = await denbdCopy("--", image, ...nbdkit("16M", "-r"));
+      assert.match(readOnly.stderr, /^denbd copy: nbdkit: the destination is read-only/);
+      await expectStopped();
+      const failingReads = await denbdCopy(
+        "--",
+        ...["[", "nbdkit", "-P", pidFile, "--filter=error", "pattern", "16M"],
+        ...["error-pread=EIO", "error-pread-rate=100%", "]", join(dir, "x.img")],
+      );
+      assert.equal(failingReads.code, 1);
+      assert.match(
+        failingReads.stderr,
+        /^denbd copy: nbdkit: read of \d+ bytes at offset \d+ failed/m,
+      );
+      await expectStopped();
+      const missing = await denbdCopy("--", "[", "denbd-no-such-command", "]", "null:");
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /denbd copy: denbd-no-such-command: /);
+      for (const args of [["[", "nbdkit", "memory", "1M", "null:"], ["[", "]", "null:"]]) {
+        const result = await denbdCopy("--", ...args);
+        assert.equal(result.code, 1);
+        assert.match(result.stderr, /^denbd copy: .*\nTry 'denbd copy --help'/);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "option values are read and refused as nbdcopy reads and refuses them",
+  needs("nbdcopy"),
+  async () => {
+    const cases = [
+      ["--request-size=4096"],
+      ["--request-size=33554432"],
+      ["--request-size=1000"],
+      ["--request-size=64M"],
+      ["--request-size=67108864"],
+      ["--request-size=abc"],
+      ["--request-size=4096x"],
+      ["--request-size=4294971392"],
+      ["--queue-size=1M"],
+      ["--queue-size=0"],
+      ["--queue-size=abc"],
+      ["-S", "0"],
+      ["-S", "256"],
+      ["-S", "1k"],
+      ["-S", "1000"],
+      ["--sparse=4096"],
+      ["-T", "0"],
+      ["-T", "abc"],
+      ["--threads=-1"],
+      ["-C", "0"],
+      ["-C", "2x"],
+      ["-R", "0"],
+      ["--requests=16"],
+      ["--progress=-1"],
+    ];
+    for (const args of cases) {
+      const results = [];
+      for (const [, [program, prefix]] of copiers()) {
+        results.push(await run(program, [...prefix, ...args, "/dev/null", "null:"]));
+      }
+      const [ours, theirs] = results;
+      assert.equal(ours.code, theirs.code, `${args.join(" ")}: ${ours.stderr} / ${theirs.stderr}`);
+      if (theirs.code !== 0) {
+        const message = theirs.stderr.replace(/^nbdcopy: /, "").split("\n")[0];
+        assert.equal(ours.stderr.split("\n")[0], `denbd copy: ${message}`, args.join(" "));
+      }
+    }
+  },
+);
+
+Deno.test("every option of nbdcopy is one of denbd copy's", needs("nbdcopy"), async () => {
+  for (const listing of ["--long-options", "--short-options"]) {
+    const theirs = (await check("nbdcopy", [listing])).trim().split("\n");
+    const ours = (await denbdCopy(listing)).stdout.trim().split("\n");
+    const extra = listing === "--short-options" ? ["-h"] : [];
+    assert.deepEqual(ours.sort(), [...theirs, ...extra].sort(), listing);
+  }
+});
+
+Deno.test("-v describes both ends and the settings; -V shows the version", async () => {
+  await withTempDir(async (dir) => {
+    const image = join(dir, "source.img");
+    await makeSource(image);
+    const verbose = await denbdCopy("-v", "--synchronous", image, "null:");
+    assert.equal(verbose.code, 0, verbose.stderr);
+    assert.equal(
+      verbose.stderr,
+      [
+        `denbd copy: src: file "${image}"`,
+        "denbd copy: src: size=16777216 (16M)",
+        'denbd copy: dst: null "null:"',
+        "denbd copy: dst: size=16777216 (16M)",
+        "denbd copy: connections=1 requests=1 threads=1 synchronous=true request-size=262144",
+        "",
+      ].join("\n"),
+    );
+    const version = await denbdCopy("-V");
+    assert.match(version.stdout, /^denbd copy \d+\.\d+\.\d+\n$/);
+  });
+});

@@ -13,6 +13,7 @@ function later(turns: number): Promise<void> {
 /** A source in memory with given extents; records reads and how many overlapped. */
 class MemorySource implements Source {
   readonly name = "memory-source";
+  readonly kind = "memory";
   readonly sequential: boolean;
   readonly connections = 1;
   readonly maxRequest = Infinity;
@@ -65,6 +66,7 @@ class MemorySource implements Source {
 /** A destination in memory; records every request and checks order where it must hold. */
 class MemoryDestination implements Destination {
   readonly name = "memory-destination";
+  readonly kind = "memory";
   readonly connections = 1;
   readonly maxRequest = Infinity;
   readonly sequential: boolean;
@@ -97,8 +99,8 @@ class MemoryDestination implements Destination {
     this.bytes.set(data, offset);
   }
 
-  async zero(offset: number, length: number): Promise<void> {
-    this.requests.push(`zero ${offset}+${length}`);
+  async zero(offset: number, length: number, allocate: boolean): Promise<void> {
+    this.requests.push(`${allocate ? "allocated " : ""}zero ${offset}+${length}`);
     await this.#busyFor(offset, length);
     this.bytes.fill(0, offset, offset + length);
   }
@@ -140,18 +142,21 @@ const SETTINGS: TransferSettings = {
   maxInFlight: 3,
   maxBuffers: 3,
   sparseBlock: 4 * KiB,
+  skipZeroes: false,
+  allocate: false,
+  extents: true,
 };
 
 Deno.test("holes are never read; zero ranges and zero blocks in data become zero requests", async () => {
   const source = sampleSource();
   const destination = new MemoryDestination(64 * KiB);
-  let progress = 0;
+  const progress = { data: 0, zero: 0 };
   const bytes = await transfer(source, destination, {
     ...SETTINGS,
-    onProgress: (done) => progress += done,
+    onProgress: (done, data) => progress[data ? "data" : "zero"] += done,
   });
   assert.equal(bytes, 64 * KiB);
-  assert.equal(progress, 64 * KiB);
+  assert.deepEqual(progress, { data: 40 * KiB, zero: 24 * KiB }, "read steps count as data");
   assert.deepEqual(destination.bytes, source.bytes);
   assert.ok(source.reads.every(([offset]) => offset < 16 * KiB || offset >= 40 * KiB));
   assert.deepEqual(destination.requests.filter((r) => r.startsWith("zero")).sort(), [
@@ -161,12 +166,35 @@ Deno.test("holes are never read; zero ranges and zero blocks in data become zero
   assert.ok(!destination.requests.includes("write 8192+4096"), "the zero block is not written");
 });
 
-Deno.test("a destination that starts zeroed gets no zero requests at all", async () => {
+Deno.test("with skipZeroes the destination gets no zero requests at all", async () => {
   const source = sampleSource();
   const destination = new MemoryDestination(64 * KiB, { startsZeroed: true });
   destination.bytes.fill(0);
-  await transfer(source, destination, SETTINGS);
+  await transfer(source, destination, { ...SETTINGS, skipZeroes: true });
   assert.deepEqual(destination.bytes, source.bytes);
+  assert.ok(destination.requests.every((r) => r.startsWith("write")), String(destination.requests));
+});
+
+Deno.test("allocate: zero ranges are zeroed allocated; without sparse detection zeroes are data", async () => {
+  const source = sampleSource();
+  const destination = new MemoryDestination(64 * KiB);
+  await transfer(source, destination, { ...SETTINGS, allocate: true, sparseBlock: 0 });
+  assert.deepEqual(destination.bytes, source.bytes);
+  assert.deepEqual(destination.requests.filter((r) => r.includes("zero")), [
+    "allocated zero 16384+24576",
+  ]);
+  assert.ok(destination.requests.includes("write 8192+8192"), "the zero block is written");
+});
+
+Deno.test("without extents the holes are read as data too", async () => {
+  const source = sampleSource();
+  const destination = new MemoryDestination(64 * KiB);
+  await transfer(source, destination, { ...SETTINGS, extents: false, sparseBlock: 0 });
+  assert.deepEqual(destination.bytes, source.bytes);
+  assert.deepEqual(
+    source.reads.map(([offset]) => offset).sort((a, b) => a - b),
+    [0, 8, 16, 24, 32, 40, 48, 56].map((k) => k * KiB),
+  );
   assert.ok(destination.requests.every((r) => r.startsWith("write")), String(destination.requests));
 });
 
