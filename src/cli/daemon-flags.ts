@@ -22,17 +22,20 @@
 import type { FlagSpec, FlagTable } from "./flags.ts";
 import { wrapSyntax } from "../qmp/schema-help.ts";
 
-/** One daemon option, as far as the table needs it (the daemon's own spec has more). */
+/** One qemu-storage-daemon option; the order options are applied in is the command line's. */
 export interface GetoptOption {
   /** One-letter spelling, if any. */
   readonly short?: string;
   /** The option takes an argument. */
   readonly argument: boolean;
-  /** Name of a plain argument ("FILE"). */
+  /** Name of a plain argument in help (keyval options show their `syntax` instead). */
   readonly value?: string;
-  /** Handled once before the others (-h, --pidfile); the rest may be repeated. */
+  /** Handled in the first pass (before anything is created) rather than in order; not repeated. */
   readonly early: boolean;
-  /** The forms of a keyval argument, each as pieces to join. */
+  /**
+   * The forms the argument may take, each as the pieces {@link wrapSyntax}
+   * joins into lines: read off the QAPI type for options that have one.
+   */
   readonly syntax?: readonly (readonly string[])[];
   /** What the option does; lines may be broken with "\n". */
   readonly help: string;

@@ -55,7 +55,7 @@ import {
   socketChardev,
 } from "./chardev.ts";
 import { writePidFile } from "./pid-file.ts";
-import { flagTableOfOptions } from "./daemon-flags.ts";
+import { flagTableOfOptions, type GetoptOption } from "./daemon-flags.ts";
 import { isForkChild, runForkParent, signalForkReady } from "./fork.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { VERSION } from "../version.ts";
@@ -63,27 +63,8 @@ import { VERSION } from "../version.ts";
 /** How the program names itself in messages. */
 const PROGRAM = "denbd daemon";
 
-/** What each option does; the order options are applied in is the command line's. */
-interface OptionSpec {
-  /** One-letter spelling, if any. */
-  readonly short?: string;
-  /** The option takes an argument. */
-  readonly argument: boolean;
-  /** Name of a plain argument in help (keyval options show their `syntax` instead). */
-  readonly value?: string;
-  /** Handled in the first pass (before anything is created) rather than in order. */
-  readonly early: boolean;
-  /**
-   * The forms the argument may take, each as the pieces {@link wrapSyntax}
-   * joins into lines: read off the QAPI type for options that have one.
-   */
-  readonly syntax?: readonly (readonly string[])[];
-  /** What the option does (the last lines of its help). */
-  readonly help: string;
-}
-
 /** qemu-storage-daemon's options, in its help order. */
-const DAEMON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+const DAEMON_OPTIONS: Readonly<Record<string, GetoptOption>> = {
   "help": { short: "h", argument: false, early: true, help: "display this help and exit" },
   "version": {
     short: "V",

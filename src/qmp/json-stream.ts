@@ -475,8 +475,11 @@ class TokenParser {
   }
 }
 
-/** What a backslash followed by these characters stands for. */
-const SIMPLE_ESCAPES: Readonly<Record<string, string>> = {
+/**
+ * What a backslash followed by these characters stands for in QEMU's JSON
+ * (`\'` too, for its single-quoted strings); `\u` is not among them.
+ */
+export const SIMPLE_ESCAPES: Readonly<Record<string, string>> = {
   '"': '"',
   "'": "'",
   "\\": "\\",

@@ -42,7 +42,7 @@
  * @module
  */
 
-import { JsonStreamParser } from "./json-stream.ts";
+import { JsonStreamParser, SIMPLE_ESCAPES } from "./json-stream.ts";
 import { isJsonObject, type JsonObject, type JsonValue } from "./json-value.ts";
 
 /** What one input line amounts to. */
@@ -235,19 +235,6 @@ const KEYWORDS: Readonly<Record<string, JsonValue>> = {
   None: null,
 };
 
-/** JSON escapes after a backslash (`\'` too, for single-quoted strings). */
-const ESCAPES: Readonly<Record<string, string>> = {
-  '"': '"',
-  "'": "'",
-  "\\": "\\",
-  "/": "/",
-  b: "\b",
-  f: "\f",
-  n: "\n",
-  r: "\r",
-  t: "\t",
-};
-
 /** A recursive-descent parser of one literal: JSON, or Python's notation of the same values. */
 class LiteralParser {
   readonly #text: string;
@@ -344,8 +331,8 @@ class LiteralParser {
         if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.#fail("invalid \\u escape");
         result += String.fromCharCode(parseInt(hex, 16));
         this.#at += 4;
-      } else if (escape !== undefined && Object.hasOwn(ESCAPES, escape)) {
-        result += ESCAPES[escape];
+      } else if (escape !== undefined && Object.hasOwn(SIMPLE_ESCAPES, escape)) {
+        result += SIMPLE_ESCAPES[escape];
       } else {
         this.#fail(`invalid escape '\\${escape ?? ""}'`);
       }
