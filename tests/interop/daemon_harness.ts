@@ -24,6 +24,7 @@ import {
   denbdCommand,
   freePort,
   launch,
+  qmpMonitorArgs,
   run,
   type ServerProcess,
   withTempDir,
@@ -356,12 +357,7 @@ export const NODES: readonly string[] = [
 ];
 
 /** The arguments that give a daemon its QMP monitor. */
-export const MONITOR_ARGS: readonly string[] = [
-  "--chardev",
-  `socket,id=qmp0,path=${QMP_SOCKET},server=on,wait=off`,
-  "--monitor",
-  "chardev=qmp0",
-];
+export const MONITOR_ARGS: readonly string[] = qmpMonitorArgs(QMP_SOCKET);
 
 /** Make the directory and free ports of a daemon of `kind` under `root`. */
 export async function makePlace(

@@ -112,6 +112,19 @@ export function freePort(): number {
   return port;
 }
 
+/**
+ * The daemon options of a QMP monitor on the Unix socket `path` (qsd's and
+ * `denbd daemon`'s `--chardev` and `--monitor`), its character device named `id`.
+ */
+export function qmpMonitorArgs(path: string, id = "qmp0"): string[] {
+  return [
+    "--chardev",
+    `socket,id=${id},path=${path},server=on,wait=off`,
+    "--monitor",
+    `chardev=${id}`,
+  ];
+}
+
 /** A scratch directory removed after `body` finishes. */
 export async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
   const dir = await Deno.makeTempDir({ prefix: "denbd-test-" });

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launch, needs, type ServerProcess, withTempDir } from "./harness.ts";
+import { launch, needs, qmpMonitorArgs, type ServerProcess, withTempDir } from "./harness.ts";
 import { CommandTable } from "../../src/qmp/command.ts";
 import { coreCommands } from "../../src/qmp/core-commands.ts";
 import { QEMU_JSON_LIMITS } from "../../src/qmp/json-stream.ts";
@@ -350,10 +350,7 @@ function startQsd(socket: string): Promise<ServerProcess> {
   return launch({
     command: "qemu-storage-daemon",
     args: [
-      "--chardev",
-      `socket,id=qmp0,path=${socket},server=on,wait=off`,
-      "--monitor",
-      "chardev=qmp0",
+      ...qmpMonitorArgs(socket),
     ],
     uri: "",
     listen: socket,

@@ -15,6 +15,7 @@ import {
   makeSparseImage,
   needs,
   python,
+  qmpMonitorArgs,
   type ServerProcess,
   startDenbd,
   startQemuNbd,
@@ -272,10 +273,7 @@ Deno.test(
       const qsd = await launch({
         command: "qemu-storage-daemon",
         args: [
-          "--chardev",
-          `socket,id=m0,path=${monitor},server=on,wait=off`,
-          "--monitor",
-          "chardev=m0",
+          ...qmpMonitorArgs(monitor, "m0"),
           "--blockdev",
           `driver=file,node-name=file0,filename=${qsdImage},discard=unmap`,
           "--blockdev",

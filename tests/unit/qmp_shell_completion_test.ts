@@ -10,7 +10,7 @@ import { QmpClient } from "../../src/qmp/client.ts";
 import { QmpIntrospection } from "../../src/qmp/introspected-schema.ts";
 import type { JsonValue } from "../../src/qmp/json-value.ts";
 import { completeShellLine } from "../../src/qmp/shell-completion.ts";
-import { launch, needs, withTempDir } from "../interop/harness.ts";
+import { launch, needs, qmpMonitorArgs, withTempDir } from "../interop/harness.ts";
 
 let captured: Promise<QmpIntrospection> | undefined;
 
@@ -21,10 +21,7 @@ function qsdSchema(): Promise<QmpIntrospection> {
     const qsd = await launch({
       command: "qemu-storage-daemon",
       args: [
-        "--chardev",
-        `socket,id=m,path=${socket},server=on,wait=off`,
-        "--monitor",
-        "chardev=m",
+        ...qmpMonitorArgs(socket, "m"),
       ],
       uri: "",
       listen: socket,
