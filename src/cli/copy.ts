@@ -17,6 +17,7 @@ import {
   SPARSE_BLOCK,
 } from "../copy/copy.ts";
 import type { CopyEnd } from "../copy/endpoints.ts";
+import { serverEnds } from "./export-target.ts";
 import { ProgressLines } from "../copy/progress-fd.ts";
 import { ProgressBar, type ProgressReporter } from "../copy/progress.ts";
 import { VERSION } from "../version.ts";
@@ -101,12 +102,9 @@ export function copyHelp(): string {
   return [
     "Usage: denbd copy [OPTIONS] SOURCE DESTINATION",
     "Copy to, from or between NBD servers, as nbdcopy does. SOURCE and DESTINATION are each",
-    "an NBD URI (below), a local file or block device, '-' for standard input (SOURCE)",
-    "or standard output (DESTINATION), or [ CMD ARGS ... ]: an NBD server run as a",
-    "subprocess through systemd socket activation (qemu-nbd and nbdkit can), over one",
-    "connection, and stopped when the copy ends; put '--' before SOURCE so that the",
-    "command's flags are not taken for denbd's. DESTINATION 'null:' reads the source's",
-    "data and throws it away (for benchmarking).",
+    "an NBD URI or [ CMD ARGS ... ] (below), a local file or block device, or '-' for",
+    "standard input (SOURCE) or standard output (DESTINATION). DESTINATION 'null:' reads",
+    "the source's data and throws it away (for benchmarking).",
     "",
     ...NBD_URI_HELP,
     "",
@@ -196,23 +194,9 @@ function takeProgressFd(args: readonly string[]): { args: string[]; progressFd?:
   return { args: rest, progressFd };
 }
 
-/**
- * SOURCE and DESTINATION from the positional arguments: each one word, or
- * `[` CMD ARGS ... `]` (up to the first `]`), as nbdcopy reads them.
- */
+/** SOURCE and DESTINATION from the positional arguments: each one word or `[ CMD ARGS ... ]`. */
 export function copyEnds(positionals: readonly string[]): [CopyEnd, CopyEnd] {
-  const ends: CopyEnd[] = [];
-  for (let i = 0; i < positionals.length;) {
-    if (positionals[i] !== "[") {
-      ends.push(positionals[i++]);
-      continue;
-    }
-    const close = positionals.indexOf("]", i + 1);
-    if (close === -1) throw new UsageError("'[' without a matching ']'");
-    if (close === i + 1) throw new UsageError("'[ ]' names no command to run");
-    ends.push({ command: positionals.slice(i + 1, close) });
-    i = close + 1;
-  }
+  const ends = serverEnds(positionals);
   if (ends.length !== 2) {
     throw new UsageError(`expected SOURCE and DESTINATION, got ${ends.length} argument(s)`);
   }

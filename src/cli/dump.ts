@@ -23,6 +23,7 @@ import { scanUnsignedLong } from "./scanf-number.ts";
 import { Hexdump } from "./hexdump.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { withServerUri } from "./export-target.ts";
 import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** Bytes read (and dumped) per request. */
@@ -111,20 +112,35 @@ async function runDump(args: readonly string[]): Promise<number> {
     console.log(dumpHelp());
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
   const limitText = (values.length ?? values.limit) as string | undefined;
   const limit = limitText === undefined ? Infinity : lengthLimit(limitText);
   const start = values.offset === undefined
     ? 0
     : parseIntegerFlag(values.offset as string, "offset", 0, Number.MAX_SAFE_INTEGER);
   const colour = wantsColour(args);
-  const client = await NbdClient.connect(positionals[0], { metaContexts: [BASE_ALLOCATION] });
+  return await withServerUri(
+    positionals,
+    (uri, server) => dumpExport(uri, { start, limit, colour }, () => server?.stop()),
+  );
+}
+
+/**
+ * Dump the export at `uri` from `start`, at most `limit` bytes; on a signal,
+ * `stopServer` runs before the exit.
+ */
+async function dumpExport(
+  uri: string,
+  { start, limit, colour }: { start: number; limit: number; colour: boolean },
+  stopServer: () => Promise<void> | undefined,
+): Promise<number> {
+  const client = await NbdClient.connect(uri, { metaContexts: [BASE_ALLOCATION] });
   // As nbddump: a dump cut short by a signal ends its line and restores the
   // colours (after the write under way), and the exit status is 1.
   let writing = Promise.resolve();
   const write = (text: Uint8Array) => writing = writeStdout(text);
   const interrupted = () => {
-    writing.finally(() => writeStdout(colour ? "\n\x1b[0m" : "\n")).finally(() => Deno.exit(1));
+    writing.finally(() => writeStdout(colour ? "\n\x1b[0m" : "\n")).finally(stopServer)
+      .finally(() => Deno.exit(1));
   };
   for (const signal of ENDING_SIGNALS) Deno.addSignalListener(signal, interrupted);
   try {

@@ -33,8 +33,11 @@ export interface ExportReport {
   readonly size: number;
   /** What file(1) says of its first bytes, when its content was probed (even if empty). */
   readonly content?: string;
-  /** The URI that names it. */
-  readonly uri: string;
+  /**
+   * The URI that names it; absent for a server run for the tool
+   * (`[ CMD ARGS ]`), which libnbd has no URI for.
+   */
+  readonly uri?: string;
   /** Its metadata contexts, or null when they could not be listed. */
   readonly contexts: readonly string[] | null;
   /** Transmission flags as libnbd reports them (see `libnbdFlags`). */
@@ -100,13 +103,18 @@ export function formatReportText(report: ServerReport): string {
     if (entry.description) lines.push(`\tdescription: ${entry.description}`);
     lines.push(`\texport-size: ${entry.size}${size.scaled ? ` (${size.text})` : ""}`);
     if (entry.content !== undefined) lines.push(`\tcontent: ${entry.content}`);
-    lines.push(`\turi: ${entry.uri}`);
+    if (entry.uri !== undefined) lines.push(`\turi: ${entry.uri}`);
     if (entry.contexts) {
       lines.push("\tcontexts:", ...entry.contexts.map((context) => `\t\t${context}`));
     }
     for (const [field, value] of fields(entry)) lines.push(`\t${field}: ${value}`);
   }
   return lines.map((line) => `${line}\n`).join("");
+}
+
+/** `report` without its exports' URIs, as nbdinfo shows a server it ran (`[ CMD ARGS ]`). */
+export function withoutUris(report: ServerReport): ServerReport {
+  return { ...report, exports: report.exports.map(({ uri: _uri, ...entry }) => entry) };
 }
 
 /** The report as nbdinfo's JSON document (tab-indented, keys in nbdinfo's order). */
@@ -126,7 +134,7 @@ function exportJson(entry: ExportReport): string {
   const members = [`"export-name": ${jsonString(entry.name)}`];
   if (entry.description) members.push(`"description": ${jsonString(entry.description)}`);
   if (entry.content !== undefined) members.push(`"content": ${jsonString(entry.content)}`);
-  members.push(`"uri": ${jsonString(entry.uri)}`);
+  if (entry.uri !== undefined) members.push(`"uri": ${jsonString(entry.uri)}`);
   if (entry.contexts) {
     const names = entry.contexts.map((context) => `\t\t${jsonString(context)}`).join(",\n");
     members.push(`"contexts": [\n${names}${names ? "\n" : ""}\t]`);

@@ -11,8 +11,21 @@ import { DenbdError, kindOf } from "../errors.ts";
 import { NbdClient } from "../nbd/client/client.ts";
 import { NBD_FLAG } from "../nbd/protocol.ts";
 import { failureMessage, libnbdFlags, probeServer } from "./export-probe.ts";
-import { EXPORT_BOOLEANS, formatReportJson, formatReportText } from "./export-report.ts";
-import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import {
+  EXPORT_BOOLEANS,
+  formatReportJson,
+  formatReportText,
+  withoutUris,
+} from "./export-report.ts";
+import {
+  type FlagTable,
+  type FlagValues,
+  formatFlagHelp,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
+import { withServerUri } from "./export-target.ts";
+import type { ActivatedServer } from "../nbd/client/subprocess.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { NBD_URI_HELP } from "./uri-help.ts";
@@ -115,9 +128,6 @@ async function runInfo(args: readonly string[]): Promise<number> {
     console.log(infoHelp());
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
-  const [uri] = positionals;
-  const question = (values.can ?? values.is) as string | undefined;
   const mapping = values.map !== undefined;
   if (values.totals && !mapping) {
     throw new UsageError("you must use --totals only with --map option (as nbdinfo)");
@@ -130,13 +140,27 @@ async function runInfo(args: readonly string[]): Promise<number> {
   }
   const json = values.json ? ["--json"] : [];
   if (values.list) {
-    return await listCommand.run([...json, ...(values.content ? ["--content"] : []), uri]);
+    const content = values.content ? ["--content"] : [];
+    return await listCommand.run([...json, ...content, "--", ...positionals]);
   }
   if (mapping) {
     const context = (values.map as string | undefined) ?? BASE_ALLOCATION;
     const totals = values.totals ? ["--totals"] : [];
-    return await mapCommand.run(["--context", context, ...totals, ...json, uri]);
+    return await mapCommand.run(["--context", context, ...totals, ...json, "--", ...positionals]);
   }
+  return await withServerUri(positionals, (uri, server) => describe(uri, server, values));
+}
+
+/**
+ * What `denbd info` prints of the server at `uri` (run for the tool when
+ * `server` is set), as `values` ask; resolves to the exit code.
+ */
+async function describe(
+  uri: string,
+  server: ActivatedServer | null,
+  values: FlagValues,
+): Promise<number> {
+  const question = (values.can ?? values.is) as string | undefined;
   if (question !== undefined) return await answer(uri, question);
   if (values.size) {
     const client = await NbdClient.connect(uri);
@@ -153,7 +177,8 @@ async function runInfo(args: readonly string[]): Promise<number> {
       `${failureMessage(failure)}; to list the server's exports, use 'denbd list'`,
     );
   }
-  await writeStdout(values.json ? formatReportJson(report) : formatReportText(report));
+  const shown = server ? withoutUris(report) : report;
+  await writeStdout(values.json ? formatReportJson(shown) : formatReportText(shown));
   return 0;
 }
 

@@ -8,10 +8,11 @@
  */
 
 import { failureMessage, probeServer } from "./export-probe.ts";
-import { formatReportJson, formatReportText } from "./export-report.ts";
-import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import { formatReportJson, formatReportText, withoutUris } from "./export-report.ts";
+import { type FlagTable, formatFlagHelp, parseFlags } from "./flags.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { withServerUri } from "./export-target.ts";
 import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** The flags of `denbd list`. */
@@ -42,10 +43,9 @@ async function runList(args: readonly string[]): Promise<number> {
     console.log(listHelp());
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
-  const { report, failures } = await probeServer(positionals[0], {
-    all: true,
-    content: values.content === true,
+  const { report, failures } = await withServerUri(positionals, async (uri, server) => {
+    const probed = await probeServer(uri, { all: true, content: values.content === true });
+    return server ? { ...probed, report: withoutUris(probed.report) } : probed;
   });
   await writeStdout(values.json ? formatReportJson(report) : formatReportText(report));
   for (const failure of failures) console.error(`denbd list: ${failureMessage(failure)}`);

@@ -18,9 +18,10 @@ import {
   totalsOf,
 } from "./extent-map.ts";
 import { walkExtents } from "./extent-walk.ts";
-import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
+import { type FlagTable, formatFlagHelp, parseFlags } from "./flags.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
+import { withServerUri } from "./export-target.ts";
 import { NBD_URI_HELP } from "./uri-help.ts";
 
 /** The flags of `denbd map`. */
@@ -55,9 +56,8 @@ async function runMap(args: readonly string[]): Promise<number> {
     console.log(mapHelp());
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError("expected exactly one URI");
   const context = values.context as string;
-  const { runs, size } = await mapExport(positionals[0], context);
+  const { runs, size } = await withServerUri(positionals, (uri) => mapExport(uri, context));
   let output: string;
   if (values.totals) {
     const totals = totalsOf(runs.runs, size);

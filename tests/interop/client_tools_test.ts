@@ -833,3 +833,40 @@ Deno.test("--help of every command names its flags", async () => {
     for (const flag of flags) assert.ok(help.stdout.includes(flag), `${command}: ${flag}`);
   }
 });
+
+/** Whether a process whose command line mentions `text` is still running. */
+async function running(text: string): Promise<boolean> {
+  return (await run("pgrep", ["-f", text])).code === 0;
+}
+
+Deno.test(
+  "[ CMD ARGS ]: info, list, map and dump run the server as nbdinfo and nbddump do, and stop it",
+  needs("nbdinfo", "nbddump", "qemu-nbd", "nbdkit"),
+  async () => {
+    await withTempDir(async (dir) => {
+      const image = join(dir, "subprocess.img");
+      await makeSparseImage(image, 8 * MiB, REGIONS);
+      for (const server of [["qemu-nbd", "-r", "-f", "raw", image], ["nbdkit", "file", image]]) {
+        const end = ["--", "[", ...server, "]"];
+        await compare([
+          [["info", ...end], ["nbdinfo", ...end]],
+          [["info", "--json", ...end], ["nbdinfo", "--json", ...end]],
+          [["info", "--size", ...end], ["nbdinfo", "--size", ...end]],
+          [["info", "--map", ...end], ["nbdinfo", "--map", ...end]],
+          [["info", "--list", ...end], ["nbdinfo", "--list", ...end]],
+          [["list", "--json", ...end], ["nbdinfo", "--list", "--json", ...end]],
+          [["map", "--totals", ...end], ["nbdinfo", "--map", "--totals", ...end]],
+          [["dump", "-n", "100", ...end], ["nbddump", "-n", "100", ...end]],
+        ]);
+        assert.equal(await running(image), false, `${server[0]} was stopped`);
+      }
+      const missing = await denbd("info", "--", "[", join(dir, "no-such-server"), image, "]");
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /no-such-server/);
+      assert.equal((await run("nbdinfo", ["--", "[", join(dir, "no-such-server"), "]"])).code, 1);
+      const unclosed = await denbd("dump", "--", "[", "nbdkit", "memory", "1M");
+      assert.equal(unclosed.code, 1);
+      assert.match(unclosed.stderr, /'\[' without a matching '\]'/);
+    });
+  },
+);
