@@ -487,7 +487,14 @@ function invalidChoice(spelling: string, value: string, choices: readonly string
 }
 
 /** Print `error` as qsd does for an option: the location, the message, then its hint. */
-function reportOptionError(location: string, error: unknown): void {
+function reportOptionError(location: string, error: unknown, json: Logger | null): void {
+  if (json) {
+    const warnings = error instanceof KeyvalError ? error.warnings : [];
+    for (const warning of warnings) json.warn(`${location}: warning: ${warning.message}`);
+    const hint = error instanceof KeyvalError && error.hint ? `\n${error.hint}` : "";
+    json.error(`${location}: ${messageOf(error)}${hint}`);
+    return;
+  }
   if (error instanceof KeyvalError) {
     for (const warning of error.warnings) {
       console.error(`${PROGRAM}: ${location}: warning: ${warning.message}`);
@@ -530,13 +537,17 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
   const stop = stopRequest();
   const monitors = new MonitorHost(daemon, daemonCommands(), () => stop.request("quit"));
   const runner = new CommandLineRunner(daemon, monitors, log);
+  // From here failures are log records: one JSON object each with --log-format=json.
+  const json = logFlags.format === "json" ? log : null;
+  const fail = (message: string) => {
+    if (json) json.error(message);
+    else console.error(`${PROGRAM}: ${message}`);
+    return 1;
+  };
   let pidFile: Awaited<ReturnType<typeof writePidFile>> | undefined;
   try {
     for (const item of items) {
-      if (item.kind === "argument") {
-        console.error(`${PROGRAM}: ${item.value}: Unexpected argument`);
-        return 1;
-      }
+      if (item.kind === "argument") return fail(`${item.value}: Unexpected argument`);
       if (DAEMON_OPTIONS[item.name].early) continue;
       const location = item.attached
         ? `${item.spelling}=${item.value}`
@@ -548,7 +559,7 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
           (error.code ? console.error : console.log)(error.text);
           return error.code;
         }
-        reportOptionError(location, error);
+        reportOptionError(location, error, json);
         return 1;
       }
     }
@@ -556,8 +567,7 @@ export async function runDaemon(args: readonly string[]): Promise<number> {
       try {
         pidFile = await writePidFile(pidFilePath);
       } catch (error) {
-        console.error(`${PROGRAM}: ${messageOf(error)}`);
-        return 1;
+        return fail(messageOf(error));
       }
     }
     if (daemonize) signalForkReady();

@@ -642,6 +642,11 @@ export async function runServe(args: readonly string[]): Promise<number> {
         (settings.readOnly ? " (read-only)" : ""),
     );
     log.debug(`stopping: ${await stop.requested}`);
+  } catch (error) {
+    // A failure once logging is set up is a log record: one JSON object with --log-format=json.
+    if (settings.log.format !== "json") throw error;
+    log.error(messageOf(error));
+    return 1;
   } finally {
     stop.dispose();
     pidFile?.release(false);

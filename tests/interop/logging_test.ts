@@ -445,6 +445,42 @@ Deno.test("daemon: a --log-level or --log-format it does not know is refused at 
   }
 });
 
+Deno.test(
+  "--log-format=json: a failure at start-up is one error record, in serve and daemon alike",
+  async () => {
+    await withTempDir(async (dir) => {
+      const [command, prefix] = denbdCommand();
+      const missing = join(dir, "missing.img");
+      const runs = [
+        ["serve", "--log-format=json", missing],
+        [
+          "daemon",
+          "--log-format=json",
+          "--blockdev",
+          `driver=file,node-name=f0,filename=${missing}`,
+        ],
+        ["daemon", "--log-format", "json", "stray"],
+      ];
+      for (const args of runs) {
+        const result = await run(command, [...prefix, ...args]);
+        assert.equal(result.code, 1, args.join(" "));
+        const lines = result.stderr.trimEnd().split("\n");
+        assert.equal(lines.length, 1, result.stderr);
+        const record = JSON.parse(lines[0]);
+        assert.equal(record.level, "error");
+        assert.ok(!Number.isNaN(Date.parse(record.time)), record.time);
+        assert.match(
+          record.msg,
+          args.includes("stray") ? /^stray: Unexpected argument$/ : /missing\.img/,
+        );
+      }
+      const text = await run(command, [...prefix, "serve", missing]);
+      assert.equal(text.code, 1);
+      assert.match(text.stderr, /^denbd serve: .*missing\.img/, "text stays as it was");
+    });
+  },
+);
+
 /** Wait (bounded) until the server's log matches `pattern`. */
 async function logged(server: ServerProcess, pattern: RegExp): Promise<void> {
   for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
