@@ -56,6 +56,7 @@ import {
   encodeRequestHeader,
   encodeString,
 } from "../src/nbd/wire.ts";
+import { concatBytes } from "../src/io/bytes.ts";
 
 /** The repository root. */
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -465,22 +466,12 @@ export function generateCase(target: FuzzTarget, seed: number, index: number): F
   const make = channel === "nbd" ? nbdMessages : qmpMessages;
   const messages = make(random);
   for (let i = random.below(5); i > 0; i--) mutate(random, messages, () => make(random));
-  const stream = concat(messages.map((message) => message.bytes));
+  const stream = concatBytes(...messages.map((message) => message.bytes));
   const cuts = Array.from({ length: random.below(3) }, () => random.below(stream.length + 1))
     .sort((a, b) => a - b);
   const writes = [0, ...cuts].map((start, i) => stream.subarray(start, [...cuts, stream.length][i]))
     .filter((write) => write.length > 0);
   return { target, channel, origin: `seed ${seed} case ${index}`, writes };
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------

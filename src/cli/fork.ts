@@ -15,6 +15,7 @@
 
 import { basename } from "node:path";
 import { fileURLToPath } from "node:url";
+import { concatBytes } from "../io/bytes.ts";
 
 /** Set in the environment of the re-spawned server. */
 export const FORK_CHILD_ENV = "DENBD_FORK_CHILD";
@@ -83,7 +84,7 @@ async function relayUntilReady(stream: ReadableStream<Uint8Array>): Promise<bool
         await writeAll(pending);
         return false;
       }
-      pending = concat(pending, value);
+      pending = concatBytes(pending, value);
       const at = indexOf(pending, marker);
       if (at >= 0) {
         await writeAll(pending.subarray(0, at));
@@ -114,13 +115,6 @@ export function signalForkReady(): void {
 
 async function writeAll(bytes: Uint8Array): Promise<void> {
   for (let at = 0; at < bytes.length;) at += await Deno.stderr.write(bytes.subarray(at));
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
 }
 
 function indexOf(haystack: Uint8Array, needle: Uint8Array): number {

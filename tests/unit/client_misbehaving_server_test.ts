@@ -52,7 +52,7 @@ import {
   type RequestHeader,
   type StatusDescriptor,
 } from "../../src/nbd/wire.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 
 /** The client's bound on every wait in these tests. */
 const TIMEOUT_MS = 300;

@@ -22,7 +22,7 @@ import {
   encodeOption,
   ProtocolError,
 } from "../../src/nbd/wire.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 
 const FIXED = NBD_CLIENT_FLAG.FIXED_NEWSTYLE | NBD_CLIENT_FLAG.NO_ZEROES;
 const NONE = new Uint8Array();

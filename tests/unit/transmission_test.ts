@@ -14,7 +14,7 @@ import type { NodeCapabilities } from "../../src/block/node.ts";
 import { decodeSimpleReplyHeader, encodeRequestHeader } from "../../src/nbd/wire.ts";
 import { baseNamespace, type MetaContext } from "../../src/nbd/server/meta-context.ts";
 import { messageOf } from "../../src/errors.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../../src/io/bytes.ts";
 
 /** One direction of an in-memory pipe. */
 class Channel {
