@@ -22,9 +22,7 @@
  */
 
 import type { DenbdRequestStatsValue, DenbdStatsValue } from "../daemon/qapi-types.ts";
-
-/** Binary units for byte counts, each 1024 times the one before. */
-const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"] as const;
+import { formatBytes } from "../copy/progress.ts";
 
 /** The columns of a table, in order: heading, width, and which side the text sticks to. */
 const COLUMNS = [
@@ -62,17 +60,6 @@ export function figuresOf(stats: DenbdRequestStatsValue): Figures {
     writeBytes: stats.wr_bytes,
     errors: stats.failed_operations,
   };
-}
-
-/** `bytes` in binary units with one decimal ("512 B", "1.5 MiB"). */
-export function formatBytes(bytes: number): string {
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < BYTE_UNITS.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${BYTE_UNITS[unit]}`;
 }
 
 /** A duration of `seconds` as top shows ages: "42s", "3m05s", "2h07m", "3d04h". */

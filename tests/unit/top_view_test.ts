@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { figuresOf, formatAge, formatBytes, renderFrame } from "../../src/cli/top-view.ts";
+import { figuresOf, formatAge, renderFrame } from "../../src/cli/top-view.ts";
+import { formatBytes } from "../../src/copy/progress.ts";
 import type { DenbdRequestStatsValue, DenbdStatsValue } from "../../src/daemon/qapi-types.ts";
 
 /** Request stats with every counter 0 but those in `some`. */
