@@ -47,7 +47,7 @@ const REDRAW_INTERVAL_MS = 200;
 /** Units of byte counts, each 1024 times the one before. */
 const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
-/** `bytes` with a binary unit and one decimal, e.g. "1.5 GiB". */
+/** `bytes` with a binary unit and one decimal, e.g. "1.5 GiB"; whole bytes below 1 KiB ("333 B"). */
 export function formatBytes(bytes: number): string {
   let unit = 0;
   let value = bytes;
@@ -55,7 +55,7 @@ export function formatBytes(bytes: number): string {
     value /= 1024;
     unit++;
   }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${BYTE_UNITS[unit]}`;
+  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${BYTE_UNITS[unit]}`;
 }
 
 /** A duration as M:SS or H:MM:SS; "--:--" when it cannot be told. */

@@ -56,6 +56,7 @@ function sample(client: Partial<DenbdRequestStatsValue>, age: number): DenbdStat
 Deno.test("bytes in binary units, ages as top writes them", () => {
   assert.equal(formatBytes(0), "0 B");
   assert.equal(formatBytes(1023), "1023 B");
+  assert.equal(formatBytes(1000 / 3), "333 B", "a rate below 1 KiB/s in whole bytes");
   assert.equal(formatBytes(1024), "1.0 KiB");
   assert.equal(formatBytes(1536 * 1024), "1.5 MiB");
   assert.equal(formatBytes(3 * 1024 ** 3), "3.0 GiB");
