@@ -17,9 +17,9 @@ import { qmpCommand } from "./src/cli/qmp.ts";
 import { topCommand } from "./src/cli/top.ts";
 import { completionCommand } from "./src/cli/completion.ts";
 import { manCommand } from "./src/cli/man.ts";
-import type { CommandSuite, Subcommand } from "./src/cli/subcommand.ts";
+import { commandNamed, type CommandSuite, type Subcommand } from "./src/cli/subcommand.ts";
 import { type FlagTable, formatFlagHelp, UsageError } from "./src/cli/flags.ts";
-import { closestName } from "./src/cli/did-you-mean.ts";
+import { didYouMean } from "./src/cli/did-you-mean.ts";
 import { messageOf } from "./src/errors.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -75,8 +75,7 @@ function mainHelp(): string {
 
 /** The refusal of a command name denbd does not have, with the nearest one it has. */
 function unknownCommand(name: string): string {
-  const near = closestName(name, Object.keys(SUBCOMMANDS));
-  return `denbd: unknown command '${name}'${near ? `; did you mean '${near}'?` : ""}\n` +
+  return `denbd: unknown command '${name}'${didYouMean(name, Object.keys(SUBCOMMANDS))}\n` +
     "Try 'denbd --help' for more information.";
 }
 
@@ -98,7 +97,7 @@ export async function main(args: readonly string[]): Promise<number> {
       console.log(mainHelp());
       return 0;
     }
-    const about = SUBCOMMANDS[rest[0]];
+    const about = commandNamed(SUBCOMMANDS, rest[0]);
     if (!about) {
       console.error(unknownCommand(rest[0]));
       return 1;
@@ -106,7 +105,7 @@ export async function main(args: readonly string[]): Promise<number> {
     console.log(about.help());
     return 0;
   }
-  const command = SUBCOMMANDS[name];
+  const command = commandNamed(SUBCOMMANDS, name);
   if (!command) {
     console.error(unknownCommand(name));
     return 1;

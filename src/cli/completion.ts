@@ -48,7 +48,7 @@ export function completionCommand(suite: () => CommandSuite): Subcommand {
       if (values.help) return (console.log(completionHelp()), 0);
       const shells = Object.keys(SCRIPTS).join(" or ");
       if (positionals.length !== 1) throw new UsageError(`expected one shell: ${shells}`);
-      const script = SCRIPTS[positionals[0]];
+      const script = Object.hasOwn(SCRIPTS, positionals[0]) ? SCRIPTS[positionals[0]] : undefined;
       if (!script) throw new UsageError(`unknown shell '${positionals[0]}' (expected ${shells})`);
       await writeStdout(script(completionModel(suite())));
       return 0;

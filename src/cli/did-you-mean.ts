@@ -6,8 +6,10 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { closestName } from "./did-you-mean.ts";
+ * import { closestName, didYouMean } from "./did-you-mean.ts";
  * assert.equal(closestName("srve", ["serve", "list", "info"]), "serve");
+ * assert.equal(didYouMean("persistant", ["persistent"], "--"), "; did you mean '--persistent'?");
+ * assert.equal(didYouMean("frobnicate", ["serve"]), "");
  * assert.equal(closestName("cpoy", ["copy", "dump"]), "copy");
  * assert.equal(closestName("frobnicate", ["serve", "list"]), undefined);
  * ```
@@ -27,6 +29,15 @@ export function closestName(word: string, candidates: readonly string[]): string
     }
   }
   return best;
+}
+
+/**
+ * The end of a refusal of `word`: "; did you mean 'PREFIXNAME'?" with the
+ * closest of `candidates`, or nothing when none is close.
+ */
+export function didYouMean(word: string, candidates: readonly string[], prefix = ""): string {
+  const near = closestName(word, candidates);
+  return near === undefined ? "" : `; did you mean '${prefix}${near}'?`;
 }
 
 /** Optimal string alignment distance: edits, with a swap of two neighbours as one edit. */

@@ -16,7 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { closestName } from "./did-you-mean.ts";
+import { didYouMean } from "./did-you-mean.ts";
 
 /** One flag. Without `value` it is a boolean switch. */
 export interface FlagSpec {
@@ -130,8 +130,7 @@ function attachValues(table: FlagTable, args: readonly string[]): string[] {
 /** An unknown long flag's message with the nearest flag of `table`, when one is close. */
 function withSuggestion(table: FlagTable, message: string): string {
   const unknown = /^Unknown option '--([^'=]+)'/.exec(message);
-  const near = unknown && closestName(unknown[1], Object.keys(table));
-  return near ? `${message}; did you mean '--${near}'?` : message;
+  return unknown ? message + didYouMean(unknown[1], Object.keys(table), "--") : message;
 }
 
 /** parseArgs' message without its advice about "--", which does not apply here. */

@@ -6,11 +6,11 @@
  * @module
  */
 
-import { closestName } from "./did-you-mean.ts";
+import { didYouMean } from "./did-you-mean.ts";
 import { type FlagTable, formatFlagHelp, parseFlags, UsageError } from "./flags.ts";
 import { commandManPage, programManPage } from "./man-page.ts";
 import { writeStdout } from "./stdout.ts";
-import type { CommandSuite, Subcommand } from "./subcommand.ts";
+import { commandNamed, type CommandSuite, type Subcommand } from "./subcommand.ts";
 import { VERSION } from "../version.ts";
 
 /** The flags of `denbd man`. */
@@ -39,20 +39,19 @@ export function manCommand(suite: () => CommandSuite): Subcommand {
       const { values, positionals } = parseFlags(MAN_FLAGS, args);
       if (values.help) return (console.log(manHelp()), 0);
       if (positionals.length > 1) throw new UsageError("expected at most one subcommand");
-      const { commands, name: program } = suite();
+      const program = suite();
       const [name] = positionals;
       if (name === undefined) {
-        await writeStdout(programManPage(suite(), VERSION));
+        await writeStdout(programManPage(program, VERSION));
         return 0;
       }
-      const command = commands[name];
+      const command = commandNamed(program.commands, name);
       if (!command) {
-        const near = closestName(name, Object.keys(commands));
         throw new UsageError(
-          `unknown subcommand '${name}'${near ? `; did you mean '${near}'?` : ""}`,
+          `unknown subcommand '${name}'${didYouMean(name, Object.keys(program.commands))}`,
         );
       }
-      await writeStdout(commandManPage(program, VERSION, name, command));
+      await writeStdout(commandManPage(program.name, VERSION, name, command));
       return 0;
     },
     help: manHelp,

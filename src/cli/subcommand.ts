@@ -35,3 +35,14 @@ export interface CommandSuite {
   /** The pseudo-command printing a subcommand's help (`denbd help serve`). */
   readonly helpCommand: string;
 }
+
+/**
+ * The subcommand called `name` among `commands`, if it is one of them (an
+ * own key: not a member every object has, such as "constructor").
+ */
+export function commandNamed(
+  commands: Readonly<Record<string, Subcommand>>,
+  name: string,
+): Subcommand | undefined {
+  return Object.hasOwn(commands, name) ? commands[name] : undefined;
+}

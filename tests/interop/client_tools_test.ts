@@ -816,6 +816,11 @@ Deno.test("denbd help COMMAND is COMMAND --help; a mistyped command gets a sugge
   const unlike = await denbd("help", "frobnicate");
   assert.equal(unlike.code, 1);
   assert.match(unlike.stderr, /^denbd: unknown command 'frobnicate'\nTry 'denbd --help'/);
+  for (const args of [["constructor"], ["help", "toString"]]) {
+    const inherited = await denbd(...args);
+    assert.equal(inherited.code, 1, args.join(" "));
+    assert.match(inherited.stderr, /^denbd: unknown command '(constructor|toString)'\n/);
+  }
 });
 
 Deno.test("--help of every command names its flags", async () => {

@@ -285,4 +285,10 @@ Deno.test("completion and man refuse what they do not know, as usage errors", as
   assert.equal(typo.code, 1);
   assert.match(typo.stderr, /^denbd man: unknown subcommand 'srve'; did you mean 'serve'\?\n/);
   assert.equal(typo.stdout, "");
+  const inherited = await run(command, [...prefix, "man", "constructor"]);
+  assert.equal(inherited.code, 1);
+  assert.match(inherited.stderr, /^denbd man: unknown subcommand 'constructor'\n/);
+  const member = await run(command, [...prefix, "completion", "toString"]);
+  assert.equal(member.code, 1);
+  assert.match(member.stderr, /^denbd completion: unknown shell 'toString'/);
 });
