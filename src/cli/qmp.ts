@@ -15,7 +15,6 @@ import { runHelp, runShell } from "./qmp-shell.ts";
 import { writeStdout } from "./stdout.ts";
 import type { Subcommand } from "./subcommand.ts";
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-import { dialTcp } from "../net/dial.ts";
 import { QmpClient } from "../qmp/client.ts";
 import { formatJson, isJsonObject, type JsonObject } from "../qmp/json-value.ts";
 import { ShellParser } from "../qmp/shell-syntax.ts";
@@ -67,10 +66,14 @@ export function parseQmpAddress(text: string): QmpAddress {
   return { transport: "tcp", hostname: tcp[1] ?? tcp[2], port };
 }
 
-/** Connect to `address` (at each address of a host name in turn) and read the greeting. */
-async function connect(address: QmpAddress): Promise<QmpClient> {
-  if (address.transport === "unix") return await QmpClient.connect(address);
-  return await QmpClient.open(await dialTcp(address.hostname, address.port));
+/**
+ * Connect to the monitor at `target` (SOCKET or HOST:PORT, each address of a
+ * host name in turn) and read its greeting; a failure says where it was.
+ */
+export async function connectMonitor(target: string): Promise<QmpClient> {
+  return await QmpClient.connect(parseQmpAddress(target)).catch((error) => {
+    throw new DenbdError(kindOf(error), `cannot connect to '${target}': ${messageOf(error)}`);
+  });
 }
 
 /** Indented JSON, members in the order the server sent them. */
@@ -91,10 +94,7 @@ async function runQmp(args: readonly string[]): Promise<number> {
   const [target, ...words] = positionals;
   const oneShot = words.length ? new ShellParser().parseWords(words) : null;
   if (oneShot?.kind === "error") throw new UsageError(oneShot.message);
-  const address = parseQmpAddress(target);
-  const client = await connect(address).catch((error) => {
-    throw new DenbdError(kindOf(error), `cannot connect to '${target}': ${messageOf(error)}`);
-  });
+  const client = await connectMonitor(target);
   try {
     const negotiation = await client.execute("qmp_capabilities");
     if ("error" in negotiation) return failed(negotiation);

@@ -18,13 +18,13 @@ import {
   parseIntegerFlag,
   UsageError,
 } from "./flags.ts";
-import { parseQmpAddress } from "./qmp.ts";
+import { connectMonitor } from "./qmp.ts";
 import { writeStdout } from "./stdout.ts";
 import { renderFrame } from "./top-view.ts";
 import type { Subcommand } from "./subcommand.ts";
-import { DenbdError, kindOf, messageOf } from "../errors.ts";
+import { DenbdError } from "../errors.ts";
 import { DenbdStats, type DenbdStatsValue } from "../daemon/qapi-types.ts";
-import { QmpClient } from "../qmp/client.ts";
+import type { QmpClient } from "../qmp/client.ts";
 import { validateInput } from "../qmp/input.ts";
 import type { JsonObject } from "../qmp/json-value.ts";
 
@@ -187,15 +187,14 @@ async function runTop(args: readonly string[]): Promise<number> {
     return 0;
   }
   const settings = resolveSettings(values, positionals);
-  const client = await QmpClient.connect(parseQmpAddress(settings.target)).catch((error) => {
-    throw new DenbdError(
-      kindOf(error),
-      `cannot connect to '${settings.target}': ${messageOf(error)}`,
-    );
-  });
+  const client = await connectMonitor(settings.target);
   let screen: Screen | null = null;
   try {
-    await client.execute("qmp_capabilities");
+    const negotiation = await client.execute("qmp_capabilities");
+    if ("error" in negotiation) {
+      const error = negotiation.error as JsonObject;
+      throw new DenbdError("invalid", `qmp_capabilities failed: ${String(error.desc)}`);
+    }
     if (!settings.batch && Deno.stdin.isTerminal()) {
       await writeStdout(TERMINAL.enter);
       screen = new Screen();

@@ -32,6 +32,7 @@
 import { writeAll } from "../io/byte-stream.ts";
 import { type JsonStreamItem, JsonStreamParser, QEMU_JSON_LIMITS } from "./json-stream.ts";
 import { formatJson, isJsonObject, type JsonObject } from "./json-value.ts";
+import { dialTcp } from "../net/dial.ts";
 
 /** A QMP connection to a server. */
 export class QmpClient {
@@ -50,17 +51,22 @@ export class QmpClient {
     return this.#greeting;
   }
 
-  /** Connect to `address` and read the greeting. */
+  /**
+   * Connect to `address` (a host name's addresses each in turn, see
+   * {@linkcode dialTcp}) and read the greeting.
+   */
   static async connect(
     address: Deno.ConnectOptions | Deno.UnixConnectOptions,
   ): Promise<QmpClient> {
-    return QmpClient.open(
-      "path" in address ? await Deno.connect(address) : await Deno.connect(address),
+    return QmpClient.#open(
+      "path" in address
+        ? await Deno.connect(address)
+        : await dialTcp(address.hostname ?? "127.0.0.1", address.port),
     );
   }
 
   /** Talk QMP over `conn`, already connected: read the greeting (the connection is closed if none comes). */
-  static async open(conn: Deno.Conn): Promise<QmpClient> {
+  static async #open(conn: Deno.Conn): Promise<QmpClient> {
     const client = new QmpClient(conn);
     try {
       const greeting = await client.receive();
