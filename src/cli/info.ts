@@ -9,7 +9,7 @@
 
 import { DenbdError, kindOf } from "../errors.ts";
 import { NbdClient } from "../nbd/client/client.ts";
-import { NBD_FLAG } from "../nbd/protocol.ts";
+import { BASE_ALLOCATION, NBD_FLAG } from "../nbd/protocol.ts";
 import { failureMessage, libnbdFlags, probeServer } from "./export-probe.ts";
 import {
   EXPORT_BOOLEANS,
@@ -31,7 +31,6 @@ import type { Subcommand } from "./subcommand.ts";
 import { NBD_URI_HELP } from "./uri-help.ts";
 import { listCommand } from "./list.ts";
 import { mapCommand } from "./map.ts";
-import { BASE_ALLOCATION } from "../nbd/protocol.ts";
 
 /** What a --can/--is question is answered from. */
 interface Capabilities {

@@ -329,7 +329,7 @@ function resolveQmp(text: string | undefined): SocketAddress | undefined {
   const address = parseQmpAddress(text);
   return address.transport === "unix"
     ? { type: "unix", path: address.path }
-    : { type: "inet", host: address.hostname ?? "127.0.0.1", port: address.port };
+    : { type: "inet", host: address.hostname, port: address.port };
 }
 
 /** --tls-creds, --tls-authz and --tls-hostname, with qemu-nbd's refusals. */

@@ -94,7 +94,7 @@ export class RequestCounters {
 }
 
 /** The names of the counters of {@linkcode RequestCounters}. */
-export type CounterName = {
+type CounterName = {
   [K in keyof RequestCounters]: RequestCounters[K] extends number ? K : never;
 }[keyof RequestCounters];
 

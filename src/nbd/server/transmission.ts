@@ -329,16 +329,14 @@ export class Transmission {
         : this.#simpleReadNow(request);
       if (reply === null) return false;
       this.#sendCounted(cost, [reply], reply);
-      this.#counters.readOperations++;
-      this.#counters.readBytes += length;
+      this.#counters.countDone(type, length);
       return true;
     }
     if (exported.writethrough || this.#reader.buffered < length) return false;
     const payload = this.#reader.takeBuffered(length)!;
     if (exported.node.writeNow(offset, payload, { fua: this.#fua(request) })) {
       this.#sendCounted(cost, [encodeSimpleReplyHeader(0, request.cookie)]);
-      this.#counters.writeOperations++;
-      this.#counters.writeBytes += length;
+      this.#counters.countDone(type, length);
     } else {
       const copy = PAYLOAD_POOL.take(length);
       copy.set(payload);
