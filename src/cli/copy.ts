@@ -254,8 +254,9 @@ function checkSparseBlock(value: number): number {
 /**
  * Lines on descriptor `fd` with --progress=FD, a bar with -p or when stderr
  * is a terminal, nothing otherwise. The descriptor is reached through
- * /proc/self/fd; one that cannot be opened gets nothing, as nbdcopy ignores
- * its failed writes.
+ * /proc/self/fd, opened to append (so `3>>log` adds to the log, as writes to
+ * the descriptor itself would); one that cannot be opened gets nothing, as
+ * nbdcopy ignores its failed writes.
  */
 function progressReporter(
   asked: boolean,
@@ -263,9 +264,9 @@ function progressReporter(
 ): ProgressReporter | undefined {
   if (fd !== undefined) {
     try {
-      return new ProgressLines(Deno.openSync(`/proc/self/fd/${fd}`, { write: true }));
+      return new ProgressLines(Deno.openSync(`/proc/self/fd/${fd}`, { append: true }));
     } catch {
-      return new ProgressLines({ writeSync: (data) => data.length });
+      return undefined;
     }
   }
   return asked || Deno.stderr.isTerminal() ? new ProgressBar(Deno.stderr) : undefined;

@@ -609,6 +609,15 @@ Deno.test(
         assert.equal(lines[0], lines[1], args.join(" "));
         assert.match(lines[0], /^0\/100\n(\d+\/100\n)*100\/100\n$/);
       }
+      const appended = join(dir, "appended.progress");
+      await Deno.writeTextFile(appended, "earlier line\n");
+      const [program, prefix] = copiers()[0][1];
+      const words = [program, ...prefix, "--progress=3", image, "null:"].map((word) => `'${word}'`);
+      await shellOk(`${words.join(" ")} 3>>'${appended}'`);
+      assert.match(
+        await Deno.readTextFile(appended),
+        /^earlier line\n0\/100\n(\d+\/100\n)*100\/100\n$/,
+      );
       const result = await denbdCopy("--progress=x", image, "null:");
       assert.equal(result.code, 1);
       assert.match(result.stderr, /^denbd copy: --progress: could not parse: x\n/);
