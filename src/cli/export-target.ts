@@ -18,14 +18,12 @@
  */
 
 import { UsageError } from "./flags.ts";
-import { type ActivatedServer, startActivatedServer } from "../nbd/client/subprocess.ts";
+import {
+  type ActivatedServer,
+  type ServerCommand,
+  startActivatedServer,
+} from "../nbd/client/subprocess.ts";
 import { DenbdError, kindOf, messageOf } from "../errors.ts";
-
-/** A server to run: a program (searched in PATH) and its arguments, passed as they are. */
-export interface ServerCommand {
-  /** The program and its arguments. */
-  readonly command: readonly string[];
-}
 
 /**
  * The ends the positional arguments name, in order: each one word, or `[`

@@ -43,18 +43,13 @@ import { NbdEndpoint, type NbdOpenOptions } from "./nbd-endpoint.ts";
 import type { Destination, Source } from "./endpoint.ts";
 import { StreamDestination, StreamSource } from "./stream-endpoint.ts";
 import { NullDestination } from "./null-endpoint.ts";
+import type { ServerCommand } from "../nbd/client/subprocess.ts";
 
 /** How ends are opened (only NBD ends have choices). */
 export type OpenOptions = NbdOpenOptions;
 
-/** An NBD server to run for the copy: a program and its arguments (nbdcopy's `[ CMD ARGS ]`). */
-export interface SubprocessEnd {
-  /** The program (searched in PATH) and its arguments, passed as they are. */
-  readonly command: readonly string[];
-}
-
 /** One end of a copy as the user names it: a URI, a path, "-", "null:", or a subprocess. */
-export type CopyEnd = string | SubprocessEnd;
+export type CopyEnd = string | ServerCommand;
 
 /** The name that means standard input (as a source) or standard output (as a destination). */
 const STANDARD_STREAM = "-";
@@ -124,11 +119,11 @@ export function openDestination(
 
 /** Run `end`'s command as an NBD server and connect to it; errors are prefixed with the program. */
 function openSubprocess(
-  end: SubprocessEnd,
+  end: ServerCommand,
   role: "source" | "destination",
   options: OpenOptions,
 ): Promise<NbdEndpoint> {
-  return named(end.command[0] ?? "", () => NbdEndpoint.openSubprocess(end.command, role, options));
+  return named(end.command[0], () => NbdEndpoint.openSubprocess(end.command, role, options));
 }
 
 /** Whether `path` is a regular file or a block device (false when it cannot be told). */

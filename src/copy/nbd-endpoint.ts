@@ -76,9 +76,10 @@ export class NbdEndpoint implements Source, Destination {
 
   /**
    * Run `command` (a program and its arguments) as an NBD server through
-   * socket activation and connect to it, over one connection (as nbdcopy);
-   * the end is named after the program, and closing it stops the server,
-   * as does a failure to connect.
+   * socket activation and connect to it with `options.connections` (the copy
+   * asks for one when an end is a subprocess, as nbdcopy); the end is named
+   * after the program, and closing it stops the server, as does a failure
+   * to connect.
    */
   static async openSubprocess(
     command: readonly string[],
@@ -87,7 +88,7 @@ export class NbdEndpoint implements Source, Destination {
   ): Promise<NbdEndpoint> {
     const server = await startActivatedServer(command);
     try {
-      const client = await connect(server.uri, role, 1);
+      const client = await connect(server.uri, role, options.connections);
       return new NbdEndpoint(server.name, client, options.writeBehind, server);
     } catch (error) {
       await server.stop();

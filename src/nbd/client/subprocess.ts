@@ -30,6 +30,15 @@
 
 import { DenbdError } from "../../errors.ts";
 
+/**
+ * An NBD server to run, as libnbd's tools name one (`[ CMD ARGS ]`): a
+ * program (searched in PATH) and its arguments, passed as they are.
+ */
+export interface ServerCommand {
+  /** The program and its arguments. */
+  readonly command: readonly string[];
+}
+
 /** A server started on a socket of its own; `stop` ends it. */
 export interface ActivatedServer {
   /** The command's name (its first word), as nbdcopy names such an end. */
