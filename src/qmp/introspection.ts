@@ -65,8 +65,8 @@ class SchemaWriter {
    * forward reference is another object than the type it stands for).
    */
   readonly #names = new Map<string, string>();
-  readonly #builtins = new Set<string>();
-  readonly #arrays = new Set<string>();
+  /** The schema names whose SchemaInfo is in {@linkcode types}. */
+  readonly #defined = new Set<string>();
   #nextNumber = 0;
 
   /** The name `type` has in the schema, adding its SchemaInfo (and its parts') on first use. */
@@ -79,7 +79,7 @@ class SchemaWriter {
     const name = String(this.#nextNumber++);
     this.#names.set(key, name); // before the members: a type may contain itself
     const info: JsonObject = { name };
-    this.types.push(info);
+    this.#define(info);
     switch (type.kind) {
       case "enum":
         Object.assign(info, {
@@ -121,19 +121,20 @@ class SchemaWriter {
   }
 
   #array(element: string): string {
-    const name = `[${element}]`;
-    if (!this.#arrays.has(name)) {
-      this.#arrays.add(name);
-      this.types.push({ name, "element-type": element, "meta-type": "array" });
-    }
-    return name;
+    return this.#define({ name: `[${element}]`, "element-type": element, "meta-type": "array" });
   }
 
   #builtin(builtin: BuiltinName): string {
     const [name, jsonType] = INTROSPECTED_BUILTIN[builtin];
-    if (!this.#builtins.has(name)) {
-      this.#builtins.add(name);
-      this.types.push({ name, "json-type": jsonType, "meta-type": "builtin" });
+    return this.#define({ name, "json-type": jsonType, "meta-type": "builtin" });
+  }
+
+  /** Add `info` to the types unless one of its name is there already; returns its name. */
+  #define(info: JsonObject): string {
+    const name = info.name as string;
+    if (!this.#defined.has(name)) {
+      this.#defined.add(name);
+      this.types.push(info);
     }
     return name;
   }
