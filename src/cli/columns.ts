@@ -27,3 +27,12 @@ export function formatColumns(words: readonly string[], width: number): string {
   }
   return rows.join("\n");
 }
+
+/** The terminal's width in columns, 80 when standard output is not a terminal or does not say. */
+export function terminalColumns(): number {
+  try {
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return 80;
+  }
+}

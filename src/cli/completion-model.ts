@@ -158,3 +158,13 @@ function positionalCompletion(
   );
   return words.length ? { kind: "words", words } : { kind: "none" };
 }
+
+/** `name` as part of a shell function name ("_denbd", "_denbd_serve"). */
+export function shellIdentifier(name: string): string {
+  return name.replace(/[^A-Za-z0-9_]/g, "_");
+}
+
+/** `text` as one single-quoted word of bash or zsh. */
+export function shellWord(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}

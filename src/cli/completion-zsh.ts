@@ -9,16 +9,18 @@
  * @module
  */
 
-import type {
-  CommandCompletion,
-  CompletionModel,
-  FlagCompletion,
-  ValueCompletion,
+import {
+  type CommandCompletion,
+  type CompletionModel,
+  type FlagCompletion,
+  shellIdentifier,
+  shellWord,
+  type ValueCompletion,
 } from "./completion-model.ts";
 
 /** The zsh script completing `model.program`. */
 export function zshCompletionScript(model: CompletionModel): string {
-  const fn = `_${identifier(model.program)}`;
+  const fn = `_${shellIdentifier(model.program)}`;
   const names = model.commands.map((command) => command.name);
   return [
     `#compdef ${model.program}`,
@@ -30,24 +32,24 @@ export function zshCompletionScript(model: CompletionModel): string {
     "  typeset -A opt_args",
     "  _arguments -C \\",
     ...model.flags.flatMap((flag) => flagSpecs(flag, "(- *)").map((spec) => `    ${spec} \\`)),
-    `    ${quote("1:command:->command")} \\`,
-    `    ${quote("*::argument:->argument")}`,
+    `    ${shellWord("1:command:->command")} \\`,
+    `    ${shellWord("*::argument:->argument")}`,
     "  case $state in",
     "    command)",
     `      local -a commands=(${
       [
-        ...model.commands.map((command) => quote(`${command.name}:${command.summary}`)),
-        quote(`${model.helpCommand}:show the help of a command`),
+        ...model.commands.map((command) => shellWord(`${command.name}:${command.summary}`)),
+        shellWord(`${model.helpCommand}:show the help of a command`),
       ].join(" ")
     })`,
-    `      _describe -t commands ${quote(`${model.program} command`)} commands`,
+    `      _describe -t commands ${shellWord(`${model.program} command`)} commands`,
     "      ;;",
     "    argument)",
     `      curcontext=\${curcontext%:*:*}:${model.program}-$words[1]:`,
     "      case $words[1] in",
-    `        ${model.helpCommand}) _arguments ${quote(`1:command:(${names.join(" ")})`)} ;;`,
+    `        ${model.helpCommand}) _arguments ${shellWord(`1:command:(${names.join(" ")})`)} ;;`,
     ...model.commands.map((command) =>
-      `        ${command.name}) ${fn}_${identifier(command.name)} ;;`
+      `        ${command.name}) ${fn}_${shellIdentifier(command.name)} ;;`
     ),
     "      esac",
     "      ;;",
@@ -68,11 +70,11 @@ function commandFunction(fn: string, command: CommandCompletion): string[] {
   const specs = [
     ...command.flags.flatMap((flag) => flagSpecs(flag)),
     ...command.positionals.map((positional, index) =>
-      quote(`${index + 1}:${escape(positional.name)}:${action(positional.value)}`)
+      shellWord(`${index + 1}:${escape(positional.name)}:${action(positional.value)}`)
     ),
   ];
   return [
-    `${fn}_${identifier(command.name)}() {`,
+    `${fn}_${shellIdentifier(command.name)}() {`,
     "  _arguments -s -S \\",
     ...specs.map((spec, i) => `    ${spec}${i < specs.length - 1 ? " \\" : ""}`),
     "}",
@@ -90,7 +92,7 @@ function flagSpecs(flag: FlagCompletion, exclusion?: string): string[] {
   const argument = flag.valueName ? `:${escape(flag.valueName)}:${action(flag.value)}` : "";
   return spellings.map((spelling) => {
     const takes = flag.valueName ? (spelling.startsWith("--") ? "=" : "+") : "";
-    return quote(`${excluded}${spelling}${takes}[${escape(flag.help)}]${argument}`);
+    return shellWord(`${excluded}${spelling}${takes}[${escape(flag.help)}]${argument}`);
   });
 }
 
@@ -111,14 +113,4 @@ function action(value: ValueCompletion): string {
 /** `text` inside an `_arguments` description or message: brackets and colons escaped. */
 function escape(text: string): string {
   return text.replace(/[\\[\]:]/g, (character) => `\\${character}`);
-}
-
-/** `text` as one single-quoted zsh word. */
-function quote(text: string): string {
-  return `'${text.replaceAll("'", `'\\''`)}'`;
-}
-
-/** `name` as part of a shell function name. */
-function identifier(name: string): string {
-  return name.replace(/[^A-Za-z0-9_]/g, "_");
 }

@@ -22,7 +22,7 @@
  * @module
  */
 
-import { formatColumns } from "./columns.ts";
+import { formatColumns, terminalColumns } from "./columns.ts";
 
 const encoder = new TextEncoder();
 
@@ -46,13 +46,7 @@ const STANDARD_TERMINAL: Terminal = {
   read: (buffer) => Deno.stdin.read(buffer),
   setRaw: (raw) => Deno.stdin.setRaw(raw),
   writeSync: (data) => Deno.stdout.writeSync(data),
-  columns: () => {
-    try {
-      return Deno.consoleSize().columns || 80;
-    } catch {
-      return 80;
-    }
-  },
+  columns: terminalColumns,
 };
 
 /** What a {@linkcode LineEditor} works with besides its prompt. */

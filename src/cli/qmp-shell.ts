@@ -18,7 +18,7 @@
  * @module
  */
 
-import { formatColumns } from "./columns.ts";
+import { formatColumns, terminalColumns } from "./columns.ts";
 import { historyPath, loadHistory, saveHistory } from "./history-file.ts";
 import { LineEditor } from "./line-editor.ts";
 import { writeStdout } from "./stdout.ts";
@@ -157,15 +157,6 @@ function helpText(
   return { text: schema.commandHelp(command)!.join("\n") };
 }
 
-/** The terminal's width, 80 when it is not a terminal or does not say. */
-function terminalWidth(): number {
-  try {
-    return Deno.consoleSize().columns || 80;
-  } catch {
-    return 80;
-  }
-}
-
 /** The terminal side of an interactive shell: the editor and where its history is kept. */
 interface TerminalSession {
   readonly editor: LineEditor;
@@ -256,7 +247,7 @@ class Shell {
         return true;
       case "help": {
         this.#schema ??= await introspect(this.#conversation);
-        const help = helpText(this.#schema, parsed.command, terminalWidth());
+        const help = helpText(this.#schema, parsed.command, terminalColumns());
         if ("error" in help) this.#fail(lineNumber, help.error);
         else await this.#show(help.text);
         return true;
@@ -314,7 +305,7 @@ export async function runShell(client: QmpClient, options: ShellOptions): Promis
  */
 export async function runHelp(client: QmpClient, command: string | undefined): Promise<number> {
   const conversation = new Conversation(client, () => Promise.resolve());
-  const help = helpText(await introspect(conversation), command, terminalWidth());
+  const help = helpText(await introspect(conversation), command, terminalColumns());
   await conversation.close();
   if ("error" in help) {
     console.error(help.error);
