@@ -201,7 +201,7 @@ class Shell {
 
   /** Run every line of the input; resolves to the exit code. */
   async run(): Promise<number> {
-    const lines = this.#terminal ? this.#terminalLines(this.#terminal) : stdinLines();
+    const lines = this.#terminal ? this.#terminalLines(this.#terminal) : this.#scriptLines();
     let lineNumber = 0;
     for await (const line of lines) {
       if (!await this.#runLine(line, ++lineNumber)) break;
@@ -215,15 +215,11 @@ class Shell {
    * with the input, or at once when the server hangs up.
    */
   async *#terminalLines({ editor, historyFile }: TerminalSession): AsyncGenerator<string> {
-    const hungUp = this.#conversation.ended.then(() => undefined);
-    for (;;) {
+    const typed = () => {
       editor.prompt = this.#parser.inTransaction ? PROMPTS.transaction : PROMPTS.command;
-      const line = await Promise.race([editor.readLine(), hungUp]);
-      if (line === undefined) {
-        editor.abandon();
-        console.error("denbd qmp: the server closed the connection");
-      }
-      if (line === undefined || line === null) return;
+      return editor.readLine();
+    };
+    for await (const line of this.#untilHangUp(typed, () => editor.abandon())) {
       if (historyFile && line.trim()) {
         await saveHistory(historyFile, editor.history).catch((error) => {
           if (!this.#historyWarned) {
@@ -232,6 +228,33 @@ class Shell {
           this.#historyWarned = true;
         });
       }
+      yield line;
+    }
+  }
+
+  /** The lines of a script on standard input, until its end or the server hanging up. */
+  #scriptLines(): AsyncGenerator<string> {
+    const input = stdinLines();
+    return this.#untilHangUp(() => input.next().then((next) => next.done ? null : next.value));
+  }
+
+  /**
+   * The lines `next` gives (null at the end of the input) until the end, or
+   * at once when the server hangs up: then `onHangUp` runs and it is said
+   * on stderr, even while waiting for a line that may never come.
+   */
+  async *#untilHangUp(
+    next: () => Promise<string | null>,
+    onHangUp: () => void = () => {},
+  ): AsyncGenerator<string> {
+    const hungUp = this.#conversation.ended.then(() => undefined);
+    for (;;) {
+      const line = await Promise.race([next(), hungUp]);
+      if (line === undefined) {
+        onHangUp();
+        console.error("denbd qmp: the server closed the connection");
+      }
+      if (line === undefined || line === null) return;
       yield line;
     }
   }

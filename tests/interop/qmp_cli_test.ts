@@ -377,6 +377,35 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a script on a pipe that stays open ends when the server hangs up",
+  needs("qemu-storage-daemon"),
+  async () => {
+    await withQsd(async (socket) => {
+      const [command, prefix] = denbdCommand();
+      const child = new Deno.Command(command, {
+        args: [...prefix, "qmp", socket],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const input = child.stdin.getWriter();
+      await input.write(new TextEncoder().encode("quit\n"));
+      const deadline = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      try {
+        const { code, stdout, stderr } = await child.output();
+        const errors = new TextDecoder().decode(stderr);
+        assert.equal(code, 0, `exit status while its input is still open\n${errors}`);
+        assert.match(new TextDecoder().decode(stdout), /^\{"return": \{\}\}/);
+        assert.match(errors, /^denbd qmp: the server closed the connection\n$/);
+      } finally {
+        clearTimeout(deadline);
+        await input.close().catch(() => {});
+      }
+    });
+  },
+);
+
 Deno.test("the shell on denbd daemon: commands and their arguments from its query-qmp-schema", async () => {
   await withTempDir(async (root) => {
     const place = await makePlace(root, "denbd", {});
