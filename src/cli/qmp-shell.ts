@@ -219,7 +219,11 @@ class Shell {
       editor.prompt = this.#parser.inTransaction ? PROMPTS.transaction : PROMPTS.command;
       return editor.readLine();
     };
-    for await (const line of this.#untilHangUp(typed, () => editor.abandon())) {
+    const hungUp = () => {
+      editor.abandon();
+      console.error("denbd qmp: the server closed the connection");
+    };
+    for await (const line of this.#untilHangUp(typed, hungUp)) {
       if (historyFile && line.trim()) {
         await saveHistory(historyFile, editor.history).catch((error) => {
           if (!this.#historyWarned) {
@@ -240,8 +244,9 @@ class Shell {
 
   /**
    * The lines `next` gives (null at the end of the input) until the end, or
-   * at once when the server hangs up: then `onHangUp` runs and it is said
-   * on stderr, even while waiting for a line that may never come.
+   * at once when the server hangs up, even while waiting for a line that may
+   * never come: then `onHangUp` runs. A script says nothing then: no reply
+   * is due between two lines, so nothing was lost.
    */
   async *#untilHangUp(
     next: () => Promise<string | null>,
@@ -250,10 +255,7 @@ class Shell {
     const hungUp = this.#conversation.ended.then(() => undefined);
     for (;;) {
       const line = await Promise.race([next(), hungUp]);
-      if (line === undefined) {
-        onHangUp();
-        console.error("denbd qmp: the server closed the connection");
-      }
+      if (line === undefined) onHangUp();
       if (line === undefined || line === null) return;
       yield line;
     }

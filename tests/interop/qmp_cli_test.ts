@@ -397,7 +397,7 @@ Deno.test(
         const errors = new TextDecoder().decode(stderr);
         assert.equal(code, 0, `exit status while its input is still open\n${errors}`);
         assert.match(new TextDecoder().decode(stdout), /^\{"return": \{\}\}/);
-        assert.match(errors, /^denbd qmp: the server closed the connection\n$/);
+        assert.equal(errors, "", "no reply was due when it hung up");
       } finally {
         clearTimeout(deadline);
         await input.close().catch(() => {});
