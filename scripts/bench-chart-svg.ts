@@ -32,7 +32,7 @@ export interface ChartPanel {
 
 /** A whole chart. */
 export interface BarChart {
-  /** The title, e.g. `raw: IOPS per workload (higher is better)`. */
+  /** The title, e.g. `Raw image: IOPS per workload (higher is better)`. */
   readonly title: string;
   /** The line below the title: date and conditions. */
   readonly subtitle: string;

@@ -20,6 +20,7 @@ import {
   median,
   resultsFromJson,
 } from "./bench-results.ts";
+import { messageOf } from "../src/errors.ts";
 
 /** A chart of a run with the file name it is written under (without extension). */
 export interface NamedChart {
@@ -174,7 +175,7 @@ if (import.meta.main) {
   try {
     code = await main(Deno.args);
   } catch (e) {
-    console.error(`bench-chart: ${e instanceof Error ? e.message : e}`);
+    console.error(`bench-chart: ${messageOf(e)}`);
   }
   Deno.exit(code);
 }

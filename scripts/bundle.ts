@@ -10,6 +10,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { messageOf } from "../src/errors.ts";
 
 /** The first line of the bundle: run it with deno, with every permission denbd needs. */
 export const BUNDLE_SHEBANG = "#!/usr/bin/env -S deno run --allow-all";
@@ -34,7 +35,7 @@ if (import.meta.main) {
     await bundle(output);
     console.log(`wrote ${output}`);
   } catch (error) {
-    console.error(`bundle: ${error instanceof Error ? error.message : error}`);
+    console.error(`bundle: ${messageOf(error)}`);
     Deno.exit(1);
   }
 }
